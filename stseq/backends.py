@@ -1,0 +1,101 @@
+"""Backend selection shared by every op: ``auto``, ``native``, ``triton`` or ``reference``.
+
+An op asks :func:`resolve` which implementation to run for its input's device. The choice comes
+from the op's ``backend=`` argument (a module's constructor keyword passes it on) or, when that
+is ``None``/``"auto"``, from the innermost :func:`use_backend` context; ``auto`` picks the
+fastest implementation available. Asking for one that is not available raises
+:class:`BackendUnavailableError` with the reason.
+"""
+
+import contextlib
+import importlib.util
+import os
+
+import torch
+
+from stseq._native import NATIVE, NATIVE_CUDA, NATIVE_ERROR
+
+BACKENDS = ("auto", "native", "triton", "reference")
+
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_current = "auto"
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run this op on this device; the message says why."""
+
+
+def _check_name(name):
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Run the ops inside the ``with`` block on backend ``name`` (process-wide).
+
+    An op's or module's own ``backend=`` other than ``"auto"`` takes precedence.
+
+    Example::
+
+        with stseq.use_backend("reference"):
+            out = embedding(timestamps)  # the pure-PyTorch twin
+    """
+    global _current
+    _check_name(name)
+    previous, _current = _current, name
+    try:
+        yield
+    finally:
+        _current = previous
+
+
+def current_backend():
+    """The backend set by the innermost :func:`use_backend`, ``"auto"`` outside any."""
+    return _current
+
+
+def native_unavailable_reason(device):
+    """Why the native (C++/CUDA) kernels cannot run on ``device``, or ``None`` if they can."""
+    if NATIVE is None:
+        return NATIVE_ERROR
+    if device.type == "cuda" and not NATIVE_CUDA:
+        return ("stseq was built without CUDA (torch had no CUDA or nvcc was missing at build "
+                "time); rebuild with STSEQ_CUDA=1")
+    if device.type not in ("cpu", "cuda"):
+        return f"no native kernels for device type {device.type!r}"
+    return None
+
+
+def triton_unavailable_reason(device):
+    """Why Triton kernels cannot run on ``device``, or ``None`` if they can."""
+    if not _TRITON_INSTALLED:
+        return "triton is not installed (pip install triton)"
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu" and _TRITON_INTERPRET:
+        return None
+    return (f"Triton kernels run on CUDA devices (or on CPU under TRITON_INTERPRET=1), "
+            f"not on {device.type!r}")
+
+
+def resolve(op, requested, device, *, native, triton):
+    """The backend ``op`` runs on for an input on ``device``.
+
+    ``native``/``triton`` say whether the op has such a kernel at all. Raises
+    :class:`BackendUnavailableError` when the requested backend cannot run.
+    """
+    choice = requested if requested not in (None, "auto") else _current
+    _check_name(choice)
+    reasons = {
+        "native": native_unavailable_reason(device) if native else f"{op} has no native kernel",
+        "triton": triton_unavailable_reason(device) if triton else f"{op} has no Triton kernel",
+        "reference": None,
+    }
+    if choice == "auto":
+        return next(name for name in ("native", "triton", "reference") if reasons[name] is None)
+    if reasons[choice] is not None:
+        raise BackendUnavailableError(
+            f"backend {choice!r} is unavailable for {op} on {device.type}: {reasons[choice]}")
+    return choice

@@ -1,0 +1,101 @@
+"""Timing, peak memory and parity measurements shared by every benchmark suite.
+
+CPU: wall-clock medians after warm-up; peak memory is the rise of the process's resident-set
+high-water mark (reset through /proc/self/clear_refs, with glibc's mmap threshold pinned so
+that large buffers are mapped and unmapped, not kept). CUDA: CUDA-event medians after warm-up
+and torch.cuda.max_memory_allocated above the memory in use before the call.
+"""
+
+import ctypes
+import gc
+import statistics
+import time
+
+import torch
+
+# Tolerances on the max relative error (max |a - b| / max |b|) by dtype: above it a case is
+# flagged as a parity MISMATCH.
+TOLERANCES = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-2,
+              torch.float16: 1e-2}
+
+_M_MMAP_THRESHOLD = -3
+
+
+def _pin_mmap_threshold():
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
+    except OSError:  # not glibc: peak memory becomes an upper bound of nothing; still measured
+        pass
+
+
+_pin_mmap_threshold()
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, device, *, repeats, warmup=3):
+    """Median milliseconds of ``fn()`` over ``repeats`` timed calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    _synchronize(device)
+    times = []
+    if device.type == "cuda":
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _rss_bytes(key):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} missing from /proc/self/status")
+
+
+def peak_memory_mb(fn, device):
+    """Peak memory (MiB) that one call of ``fn()`` adds above what was in use before it."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # reset VmHWM to the current resident set
+    before = _rss_bytes("VmRSS:")
+    fn()
+    return max(0, _rss_bytes("VmHWM:") - before) / 2**20
+
+
+def max_relative_error(actual, expected):
+    """max |actual - expected| / max |expected| over tensors (or sequences of tensors)."""
+    if isinstance(actual, torch.Tensor):
+        actual, expected = [actual], [expected]
+    worst = 0.0
+    for a, e in zip(actual, expected, strict=True):
+        e = e.detach().double()
+        scale = e.abs().max().item() if e.numel() else 0.0
+        diff = (a.detach().double() - e).abs().max().item() if e.numel() else 0.0
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
+def parity_ok(error, dtype):
+    """Whether a max relative error is within the tolerance of ``dtype``."""
+    return error <= TOLERANCES[dtype]

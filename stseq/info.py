@@ -1,0 +1,74 @@
+"""What this install of stseq can run: ``stseq.info()`` and ``stseq info``."""
+
+import importlib.metadata
+import platform
+
+import torch
+
+from stseq import backends
+from stseq._native import NATIVE, NATIVE_CUDA, NATIVE_ERROR
+
+# Op -> the kernels it has besides the reference (which every op has).
+OPS = {"time_gap_embedding": ("native",)}
+
+
+def _version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def info():
+    """A dict describing the build and what runs where.
+
+    Example::
+
+        >>> stseq.info()["native"]["cpu"]
+        True
+    """
+    devices = ["cpu"] + [f"cuda:{i} {torch.cuda.get_device_name(i)}"
+                         for i in range(torch.cuda.device_count())]
+    usable = {}
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        where = torch.device(device)
+        reasons = {"native": backends.native_unavailable_reason(where),
+                   "triton": backends.triton_unavailable_reason(where)}
+        usable[device] = {op: [name for name in kernels if reasons[name] is None] + ["reference"]
+                          for op, kernels in OPS.items()}
+    return {
+        "stseq": _version("stseq"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "triton": _version("triton"),
+        "native": {"cpu": NATIVE is not None, "cuda": NATIVE_CUDA, "error": NATIVE_ERROR},
+        "triton_usable": {"cpu": backends.triton_unavailable_reason(torch.device("cpu")) is None,
+                          "cuda": torch.cuda.is_available()
+                          and backends.triton_unavailable_reason(torch.device("cuda")) is None},
+        "devices": devices,
+        "threads": torch.get_num_threads(),
+        "backend": backends.current_backend(),
+        "ops": usable,
+    }
+
+
+def format_info(report):
+    """``info()`` as aligned text lines."""
+    native = report["native"]
+    lines = [
+        f"stseq        {report['stseq']}",
+        f"python       {report['python']}",
+        f"torch        {report['torch']} (CUDA {report['torch_cuda'] or 'none'})",
+        f"triton       {report['triton'] or 'not installed'} (usable on CPU: "
+        f"{report['triton_usable']['cpu']}, on CUDA: {report['triton_usable']['cuda']})",
+        f"native C++   {'built' if native['cpu'] else 'missing: ' + str(native['error'])}",
+        f"native CUDA  {'built' if native['cuda'] else 'not built'}",
+        f"devices      {', '.join(report['devices'])}",
+        f"threads      {report['threads']}",
+        f"backend      {report['backend']}",
+    ]
+    for device, ops in report["ops"].items():
+        for op, names in ops.items():
+            lines.append(f"{device:4} {op:24} {' > '.join(names)}")
+    return lines

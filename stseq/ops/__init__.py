@@ -1,0 +1,6 @@
+"""Functional ops. Each checks its arguments, picks a backend (see ``stseq.backends``) and runs
+the native kernel, the Triton kernel or the pure-PyTorch reference."""
+
+from stseq.ops.time_gap import time_gap_embedding
+
+__all__ = ["time_gap_embedding"]

@@ -1,0 +1,30 @@
+"""stseq.info() and the stseq command line."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+import stseq
+from stseq import cli
+
+
+def test_info_reports_the_build():
+    report = stseq.info()
+    assert report["torch"] == torch.__version__
+    assert report["native"]["cpu"] is True, report["native"]["error"]
+    assert report["ops"]["cpu"]["time_gap_embedding"] == ["native", "reference"]
+
+
+def test_info_command_prints_text_and_json(capsys):
+    assert cli.main(["info"]) == 0
+    assert "native C++   built" in capsys.readouterr().out
+    assert cli.main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["native"]["cpu"] is True
+
+
+def test_console_entry_point():
+    result = subprocess.run([sys.executable, "-m", "stseq.cli", "info"], capture_output=True,
+                            text=True, check=True)
+    assert "time_gap_embedding" in result.stdout
