@@ -12,6 +12,12 @@ if [ -z "$nvcc" ]; then
 fi
 torch_dir=$("$python" -c "import os, torch; print(os.path.dirname(torch.__file__))")
 abi=$("$python" -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")
+# A CPU-only torch ships the c10/cuda headers without their generated config header (export
+# macros only); tell c10 not to include it.
+extra=()
+if [ "$("$python" -c "import torch; print(torch.version.cuda or '')")" = "" ]; then
+  extra+=(-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE)
+fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 mapfile -t sources < <(find csrc -name '*.cu' | sort)
@@ -21,7 +27,7 @@ for src in "${sources[@]}"; do
       --expt-relaxed-constexpr -Xcompiler -fPIC \
       -D_GLIBCXX_USE_CXX11_ABI="$abi" -DSTSEQ_WITH_CUDA -DTORCH_EXTENSION_NAME=_C \
       -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \
-      -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ \
+      -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ "${extra[@]}" \
       -Icsrc -I"$torch_dir/include" -I"$torch_dir/include/torch/csrc/api/include"; then
     echo "compile_cuda: ok $src"
   else

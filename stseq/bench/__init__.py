@@ -79,7 +79,7 @@ def main(args):
     if unknown:
         print(f"stseq bench: unknown ops {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
         return 2
-    repeats = args.repeats or (5 if args.quick else 20)
+    repeats = args.repeats or (5 if args.quick else 10)
     rows = []
     for family in names:
         suite = SUITES[family]

@@ -9,12 +9,14 @@ from stseq import ops
 PEER = "reference (eager PyTorch)"
 # The target shape: B=256, L=50, W=8, NB=64, D=64.
 QUICK = [dict(batch=256, seq_len=50, window=8, num_buckets=64, dim=64)]
-FULL = [dict(batch=b, seq_len=l, window=w, num_buckets=64, dim=d, distance=geo)
-        for b, l in ((64, 50), (256, 50), (256, 200), (1024, 50))
-        for w in (4, 8)
-        for d in (32, 64, 128)
-        for geo in (False, True)
-        if not (l == 200 and d == 128)]
+_BASE = dict(window=8, num_buckets=64, dim=64)
+FULL = ([dict(_BASE, batch=b, seq_len=l, dim=d)
+         for b, l in ((64, 50), (256, 50), (256, 200), (1024, 50)) for d in (32, 128)]
+        + [dict(_BASE, batch=256, seq_len=50),
+           dict(_BASE, batch=256, seq_len=50, window=16),
+           dict(_BASE, batch=256, seq_len=50, interpolate=True),
+           dict(_BASE, batch=256, seq_len=50, distance=True),
+           dict(_BASE, batch=1024, seq_len=50, distance=True, interpolate=True)])
 
 
 def make_inputs(*, batch, seq_len, window, num_buckets, dim, distance=False, interpolate=False,
