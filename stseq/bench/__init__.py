@@ -3,11 +3,13 @@
 Each case records stseq's median time, the peer's, their ratio, the max relative parity error
 of that case (flagged against the dtype's tolerance) and both peak memories; results print as a
 table and, with ``--out``, go to ``<out>/<device>-<date>.json`` with the command, git commit,
-device name and versions.
+device name and versions, next to a PNG chart of the speedups (when matplotlib is installed).
+CPU runs use every core this process may run on (``os.sched_getaffinity``).
 """
 
 import datetime
 import json
+import os
 import pathlib
 import platform
 import subprocess
@@ -15,7 +17,7 @@ import sys
 
 import torch
 
-from stseq.bench import measure, time_gap
+from stseq.bench import measure, report, time_gap
 
 # op family -> (module with QUICK/FULL grids, PEER and cases()).
 SUITES = {"time_gap": time_gap}
@@ -80,6 +82,8 @@ def main(args):
         print(f"stseq bench: unknown ops {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
         return 2
     repeats = args.repeats or (5 if args.quick else 10)
+    if device.type == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     rows = []
     for family in names:
         suite = SUITES[family]
@@ -100,5 +104,8 @@ def main(args):
                   "cases": rows}
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"\nwrote {path}")
+        chart = report.speedup_chart(rows, path.with_suffix(".png"),
+                                     f"stseq vs peers on {env['device']} ({record['command']})")
+        print(f"wrote {chart}" if chart else "no chart: pip install matplotlib (stseq[plot])")
     mismatches = [r for r in rows if not r["parity_ok"]]
     return 1 if mismatches else 0
