@@ -19,7 +19,9 @@ import torch
 
 from stseq.bench import measure, report, time_gap
 
-# op family -> (module with QUICK/FULL grids, PEER and cases()).
+# op family -> module with QUICK/FULL grids and cases(grid, device, dtype), which yields
+# (name, shape, stseq_fn, peer_fn) against the module's PEER, or (..., peer_fn, peer_name) for
+# several peers; an optional DTYPES maps a device type to the dtypes to run (default float32).
 SUITES = {"time_gap": time_gap}
 COLUMNS = ("op", "shape", "dtype", "stseq ms", "peer", "peer ms", "speedup", "max err",
            "parity", "stseq MiB", "peer MiB")
@@ -88,9 +90,10 @@ def main(args):
     for family in names:
         suite = SUITES[family]
         grid = suite.QUICK if args.quick else suite.FULL
-        for dtype in (torch.float32,):
-            for name, shape, stseq_fn, peer_fn in suite.cases(grid, device, dtype):
-                rows.append(run_case(name, shape, stseq_fn, peer_fn, peer=suite.PEER,
+        for dtype in getattr(suite, "DTYPES", {}).get(device.type, (torch.float32,)):
+            for name, shape, stseq_fn, peer_fn, *peer in suite.cases(grid, device, dtype):
+                rows.append(run_case(name, shape, stseq_fn, peer_fn,
+                                     peer=peer[0] if peer else suite.PEER,
                                      device=device, dtype=dtype, repeats=repeats))
                 print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
