@@ -10,6 +10,8 @@ from stseq._native import NATIVE, NATIVE_CUDA, NATIVE_ERROR
 
 # Op -> the kernels it has besides the reference (which every op has).
 OPS = {"time_gap_embedding": ("native",)}
+OPS.update({"lstm": ("native",), "gru": ("native",)})
+OPS.update({"time_decay_attention": ("triton",)})
 
 
 def _version(package):

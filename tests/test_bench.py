@@ -22,7 +22,8 @@ def test_parity_column_flags_a_perturbed_kernel():
 def test_bench_command_writes_results(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(time_gap, "QUICK", [dict(batch=4, seq_len=6, window=2, num_buckets=8,
                                                  dim=4)])
-    assert cli.main(["bench", "--quick", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    assert cli.main(["bench", "--quick", "--ops", "time_gap", "--repeats", "2", "--out",
+                     str(tmp_path)]) == 0
     assert "time_gap_embedding forward+backward" in capsys.readouterr().out
     (result,) = tmp_path.glob("cpu-*.json")
     record = json.loads(result.read_text())

@@ -4,3 +4,7 @@ the native kernel, the Triton kernel or the pure-PyTorch reference."""
 from stseq.ops.time_gap import time_gap_embedding
 
 __all__ = ["time_gap_embedding"]
+from stseq.ops.time_decay_attention import time_decay_attention  # noqa: E402
+__all__ += ["time_decay_attention"]
+from stseq.ops.rnn import gru, lstm  # noqa: E402
+__all__ += ["gru", "lstm"]
