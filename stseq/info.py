@@ -10,6 +10,7 @@ from stseq._native import NATIVE, NATIVE_CUDA, NATIVE_ERROR
 
 # Op -> the kernels it has besides the reference (which every op has).
 OPS = {"time_gap_embedding": ("native",)}
+OPS.update({"time_lstm": ("native",), "tlstm": ("native",), "time_decay_gru": ("native",)})
 
 
 def _version(package):

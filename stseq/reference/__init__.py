@@ -4,3 +4,5 @@ tests compare kernels against. Written for clarity, not speed; imports only torc
 from stseq.reference.time_gap import haversine_km, time_gap_embedding
 
 __all__ = ["haversine_km", "time_gap_embedding"]
+from stseq.reference.time_rnn import time_decay_gru, time_lstm, tlstm  # noqa: E402
+__all__ += ["time_decay_gru", "time_lstm", "tlstm"]

@@ -1,0 +1,543 @@
+// Host drivers of the time-aware recurrent ops, shared by the CPU and CUDA entry points (haste's
+// structure, written for every cell):
+//   forward:  one GEMM projects the inputs of all L steps onto every gate, time gates included
+//             (gates_x = x W_ih^T + b, [L*B, G*H]); then a time loop in C++ with, per step, the
+//             recurrent GEMM(s) and one fused element step (time_rnn.h) that adds the dt terms,
+//             applies the gates, writes the output and, when training, saves the activations;
+//   backward: the element steps in reverse write the pre-activation gradients by position and
+//             the recurrent GEMM carries d/dh to the earlier step; after the loop dx, dW_ih and
+//             dW_hh are three large GEMMs, bias gradients column sums, and the elementwise
+//             weights' gradients (peepholes, time and decay weights) sums of per-row
+//             accumulators (no atomics anywhere: bitwise reproducible on a device).
+//
+// A Launcher provides
+//   template <typename F> static void dispatch(at::ScalarType, F f)  f(scalar_t{}) per dtype
+//   template <typename Step> static void run(const Step&, int64_t B, int64_t H)  one element step
+//   static auto guard(const at::Tensor&)                                the device guard
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+#include "time_rnn/time_rnn.h"
+#include "time_rnn/time_rnn_args.h"
+
+namespace stseq {
+namespace time_rnn {
+
+using Tensors5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Tensors4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Tensors8 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor, at::Tensor, at::Tensor>;
+
+// What every cell's loop shares: sizes, options, lengths.
+struct Setup {
+  Problem p;
+  at::ScalarType dtype;           // input's
+  at::ScalarType acc_dtype;       // its accumulation dtype (float for half and bfloat16)
+  at::TensorOptions options;      // input's dtype and device
+  at::TensorOptions acc_options;  // acc_dtype on input's device
+  at::Tensor lengths;             // [B] int64 or undefined (every row has L positions)
+  at::Tensor dt;                  // [L, B] in the accumulation dtype
+  bool reverse;
+
+  Setup(const Problem& problem, const at::Tensor& input, const at::Tensor& dt_in,
+        const std::optional<at::Tensor>& lengths_in, bool reverse_in)
+      : p(problem),
+        dtype(input.scalar_type()),
+        acc_dtype(at::toOpMathType(dtype)),
+        options(input.options()),
+        acc_options(input.options().dtype(acc_dtype)),
+        lengths(lengths_in.has_value() ? lengths_in->to(at::kLong).contiguous() : at::Tensor()),
+        dt(dt_in.to(acc_dtype).contiguous()),
+        reverse(reverse_in) {}
+
+  bool padded() const { return lengths.defined(); }
+
+  // A buffer by position: zero-filled when rows have padding (padded positions are never written
+  // but are read by the GEMMs after the loop), uninitialised otherwise.
+  at::Tensor by_position(int64_t blocks, const at::TensorOptions& opts) const {
+    const std::vector<int64_t> shape{p.seq_len, p.batch, blocks * p.hidden};
+    return padded() ? at::zeros(shape, opts) : at::empty(shape, opts);
+  }
+  at::Tensor saved(bool save, int64_t blocks, const at::TensorOptions& opts) const {
+    return save ? by_position(blocks, opts) : at::empty({0}, opts);
+  }
+  at::Tensor step_buffer(int64_t blocks, const at::TensorOptions& opts) const {
+    return at::zeros({p.batch, blocks * p.hidden}, opts);
+  }
+
+  Steps steps(int64_t step) const {
+    return {padded() ? lengths.data_ptr<int64_t>() : nullptr, p.seq_len, p.batch, step, reverse};
+  }
+
+  // x W_ih^T + bias for every position -> [L*B, G*H].
+  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih,
+                            const at::Tensor& bias) const {
+    return at::addmm(bias, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t());
+  }
+
+  // d/d(initial state): from the loop for rows with at least one step, else the final state's.
+  at::Tensor initial_state_grad(const at::Tensor& from_loop, const at::Tensor& grad_final) const {
+    if (!padded()) return p.seq_len > 0 ? from_loop : grad_final.clone();
+    return at::where(lengths.clamp(0, p.seq_len).gt(0).unsqueeze(1), from_loop, grad_final);
+  }
+
+  // (dx [L, B, I], dW_ih [G*H, I]) from the pre-activation gradients [L, B, G*H]; padded
+  // positions of x (whatever they hold) are masked out of dW_ih.
+  std::pair<at::Tensor, at::Tensor> input_grads(const at::Tensor& grad_gates,
+                                                const at::Tensor& input,
+                                                const at::Tensor& weight_ih) const {
+    const int64_t rows = p.seq_len * p.batch;
+    const at::Tensor grad2d = grad_gates.view({rows, grad_gates.size(2)});
+    at::Tensor x = input;
+    if (padded()) {
+      const at::Tensor positions = at::arange(p.seq_len, lengths.options()).unsqueeze(1);
+      x = input.masked_fill(positions.ge(lengths.unsqueeze(0)).unsqueeze(2), 0);
+    }
+    return {at::mm(grad2d, weight_ih).view({p.seq_len, p.batch, p.input_size}),
+            at::mm(grad2d.t(), x.reshape({rows, p.input_size}))};
+  }
+
+  // Column sums of a [L, B, N] gradient by position -> [N] in input's dtype.
+  at::Tensor column_sums(const at::Tensor& grad) const {
+    return at::sum(grad.view({p.seq_len * p.batch, grad.size(2)}), {0}, false, acc_dtype)
+        .to(dtype);
+  }
+
+  // The first `blocks` column blocks of a [L, B, N] buffer as a [L*B, blocks*H] matrix.
+  at::Tensor leading_blocks(const at::Tensor& by_pos, int64_t first, int64_t blocks) const {
+    return by_pos.view({p.seq_len * p.batch, by_pos.size(2)})
+        .narrow(1, first * p.hidden, blocks * p.hidden);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Time-LSTM
+
+template <typename Launcher, int kVariant, typename scalar_t>
+Tensors5 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const at::Tensor& h0,
+                                const at::Tensor& c0, const at::Tensor& weight_ih,
+                                const at::Tensor& weight_hh, const at::Tensor& bias,
+                                const at::Tensor& peephole, const at::Tensor& time_weight,
+                                ActivationKind phi, bool save) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TimeLSTMLayout<kVariant>;
+  const at::Tensor gates_x = s.project_inputs(input, weight_ih, bias);             // [L*B, G*H]
+  at::Tensor gates_h = s.step_buffer(Layout::kRecurrentGates, s.options);    // [B, R*H]
+  const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                     // [B, H]
+  const at::Tensor c = c0.to(s.acc_options, false, true).contiguous();             // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                           // [L, B, H]
+  const at::Tensor workspace = s.saved(save, Layout::kWorkspace, s.acc_options);   // [L, B, W*H]
+  const at::Tensor recurrent_input = s.saved(save, 1, s.options);                  // [L, B, H]
+  const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
+  TimeLSTMForwardArgs<scalar_t, acc_t> args{
+      s.steps(0), s.p.hidden, gates_x.data_ptr<scalar_t>(), gates_h.data_ptr<scalar_t>(),
+      s.dt.data_ptr<acc_t>(), peephole_c.data_ptr<scalar_t>(), time_weight_c.data_ptr<scalar_t>(),
+      Activation<acc_t>::of(phi), h.data_ptr<scalar_t>(), c.data_ptr<acc_t>(),
+      output.data_ptr<scalar_t>(), save ? workspace.data_ptr<acc_t>() : nullptr,
+      save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
+  const at::Tensor weight_hh_t = weight_hh.t();
+  for (int64_t step = 0; step < s.p.seq_len; ++step) {
+    at::mm_out(gates_h, h, weight_hh_t);
+    args.steps = s.steps(step);
+    if (save) {
+      Launcher::run(TimeLSTMForward<kVariant, true, scalar_t, acc_t>{args}, s.p.batch, s.p.hidden);
+    } else {
+      Launcher::run(TimeLSTMForward<kVariant, false, scalar_t, acc_t>{args}, s.p.batch,
+                    s.p.hidden);
+    }
+  }
+  return {output, h, c.to(s.dtype), workspace, recurrent_input};
+}
+
+template <typename Launcher, int kVariant, typename scalar_t>
+Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
+                                 const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                                 const at::Tensor& input, const at::Tensor& weight_ih,
+                                 const at::Tensor& weight_hh, const at::Tensor& peephole,
+                                 const at::Tensor& time_weight, const at::Tensor& workspace,
+                                 const at::Tensor& recurrent_input, ActivationKind phi) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TimeLSTMLayout<kVariant>;
+  constexpr int kElementwise = Layout::kPeepholes + Layout::kTimeWeights;
+  const int64_t H = s.p.hidden;
+  const at::Tensor grad_out = grad_output.contiguous(), grad_h = grad_h_n.contiguous();
+  const at::Tensor grad_c_final = grad_c_n.contiguous();
+  const at::Tensor ws = workspace.contiguous();
+  const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
+  const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);                // [L, B, G*H]
+  const at::Tensor grad_gates_step = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
+  at::Tensor grad_h_later = s.step_buffer(1, s.options);                           // [B, H]
+  const at::Tensor grad_c = s.step_buffer(1, s.acc_options);                             // [B, H]
+  const at::Tensor grad_weights = s.step_buffer(kElementwise, s.acc_options);  // [B, (P+K)*H]
+  TimeLSTMBackwardArgs<scalar_t, acc_t> args{
+      s.steps(0), H, grad_out.data_ptr<scalar_t>(), grad_h.data_ptr<scalar_t>(),
+      grad_c_final.data_ptr<scalar_t>(), s.dt.data_ptr<acc_t>(), peephole_c.data_ptr<scalar_t>(),
+      time_weight_c.data_ptr<scalar_t>(), Activation<acc_t>::of(phi), ws.data_ptr<acc_t>(),
+      grad_h_later.data_ptr<scalar_t>(), grad_c.data_ptr<acc_t>(), grad_gates.data_ptr<scalar_t>(),
+      grad_gates_step.data_ptr<scalar_t>(), grad_weights.data_ptr<acc_t>()};
+  for (int64_t step = s.p.seq_len - 1; step >= 0; --step) {
+    args.steps = s.steps(step);
+    Launcher::run(TimeLSTMBackward<kVariant, scalar_t, acc_t>{args}, s.p.batch, H);
+    at::mm_out(grad_h_later, grad_gates_step, weight_hh);
+  }
+  auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
+  const at::Tensor grad_weight_hh =
+      at::mm(s.leading_blocks(grad_gates, 0, Layout::kRecurrentGates).t(),
+             recurrent_input.reshape({s.p.seq_len * s.p.batch, H}));
+  const at::Tensor elementwise = grad_weights.sum(0).view({kElementwise, H}).to(s.dtype);
+  return {grad_input,
+          s.initial_state_grad(grad_h_later, grad_h),
+          s.initial_state_grad(grad_c.to(s.dtype), grad_c_final),
+          grad_weight_ih,
+          grad_weight_hh,
+          s.column_sums(grad_gates),
+          elementwise.narrow(0, 0, Layout::kPeepholes).contiguous(),
+          elementwise.narrow(0, Layout::kPeepholes, Layout::kTimeWeights).contiguous()};
+}
+
+template <typename Launcher>
+Tensors5 time_lstm_forward(const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0,
+                           const at::Tensor& c0, const std::optional<at::Tensor>& lengths,
+                           const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                           const at::Tensor& bias, const at::Tensor& peephole,
+                           const at::Tensor& time_weight, int64_t variant,
+                           std::string_view time_activation, bool reverse, bool save_workspace) {
+  const Problem p =
+      check_time_lstm(input, dt, lengths, weight_ih, weight_hh, peephole, time_weight, variant);
+  check_state(p, h0, "h0", input);
+  check_state(p, c0, "c0", input);
+  check_vector(p, bias, "bias", time_lstm_blocks(variant).gates, input);
+  const ActivationKind phi = parse_activation(time_activation, "time_activation");
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors5 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    with_variant(variant, [&](auto v) {
+      result = time_lstm_forward_loop<Launcher, decltype(v)::value, scalar_t>(
+          s, input, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight, phi,
+          save_workspace);
+    });
+  });
+  return result;
+}
+
+template <typename Launcher>
+Tensors8 time_lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                            const at::Tensor& grad_c_n, const at::Tensor& input,
+                            const at::Tensor& dt, const std::optional<at::Tensor>& lengths,
+                            const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                            const at::Tensor& peephole, const at::Tensor& time_weight,
+                            const at::Tensor& workspace, const at::Tensor& recurrent_input,
+                            int64_t variant, std::string_view time_activation, bool reverse) {
+  const Problem p =
+      check_time_lstm(input, dt, lengths, weight_ih, weight_hh, peephole, time_weight, variant);
+  check_gradients(p, input, grad_output, grad_h_n, &grad_c_n);
+  check_saved(p, input, workspace, time_lstm_blocks(variant).workspace, recurrent_input);
+  const ActivationKind phi = parse_activation(time_activation, "time_activation");
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors8 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    with_variant(variant, [&](auto v) {
+      result = time_lstm_backward_loop<Launcher, decltype(v)::value, scalar_t>(
+          s, grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, peephole, time_weight,
+          workspace, recurrent_input, phi);
+    });
+  });
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// T-LSTM
+
+template <typename Launcher, typename scalar_t>
+Tensors5 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::Tensor& h0,
+                            const at::Tensor& c0, const at::Tensor& weight_ih,
+                            const at::Tensor& weight_hh, const at::Tensor& bias,
+                            const at::Tensor& decay_weight, const at::Tensor& decay_bias,
+                            ActivationKind act, bool save) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TLSTMLayout;
+  const at::Tensor gates_x = s.project_inputs(input, weight_ih, bias);           // [L*B, 4H]
+  at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);           // [B, 4H]
+  at::Tensor short_pre = s.step_buffer(1, s.acc_options);                  // [B, H]
+  // The short-term memory's GEMM runs in the accumulation dtype, on the acc_t cell state.
+  const at::Tensor decay_weight_t = decay_weight.to(s.acc_options).t();          // [H, H]
+  const at::Tensor decay_bias_acc = decay_bias.to(s.acc_options);                // [H]
+  const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
+  const at::Tensor c = c0.to(s.acc_options, false, true).contiguous();           // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                         // [L, B, H]
+  const at::Tensor workspace = s.saved(save, Layout::kWorkspace, s.acc_options); // [L, B, 8H]
+  const at::Tensor recurrent_input = s.saved(save, 1, s.options);                // [L, B, H]
+  TLSTMForwardArgs<scalar_t, acc_t> args{
+      s.steps(0), s.p.hidden, gates_x.data_ptr<scalar_t>(), gates_h.data_ptr<scalar_t>(),
+      short_pre.data_ptr<acc_t>(), s.dt.data_ptr<acc_t>(), Activation<acc_t>::of(act),
+      h.data_ptr<scalar_t>(), c.data_ptr<acc_t>(), output.data_ptr<scalar_t>(),
+      save ? workspace.data_ptr<acc_t>() : nullptr,
+      save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
+  const at::Tensor weight_hh_t = weight_hh.t();
+  for (int64_t step = 0; step < s.p.seq_len; ++step) {
+    at::mm_out(gates_h, h, weight_hh_t);
+    at::addmm_out(short_pre, decay_bias_acc, c, decay_weight_t);
+    args.steps = s.steps(step);
+    if (save) {
+      Launcher::run(TLSTMForward<true, scalar_t, acc_t>{args}, s.p.batch, s.p.hidden);
+    } else {
+      Launcher::run(TLSTMForward<false, scalar_t, acc_t>{args}, s.p.batch, s.p.hidden);
+    }
+  }
+  return {output, h, c.to(s.dtype), workspace, recurrent_input};
+}
+
+template <typename Launcher, typename scalar_t>
+Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
+                             const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                             const at::Tensor& input, const at::Tensor& weight_ih,
+                             const at::Tensor& weight_hh, const at::Tensor& decay_weight,
+                             const at::Tensor& workspace, const at::Tensor& recurrent_input,
+                             ActivationKind act) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TLSTMLayout;
+  const int64_t H = s.p.hidden;
+  const at::Tensor grad_out = grad_output.contiguous(), grad_h = grad_h_n.contiguous();
+  const at::Tensor grad_c_final = grad_c_n.contiguous();
+  const at::Tensor ws = workspace.contiguous();
+  const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);                 // [H, H]
+  const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);             // [L, B, 4H]
+  const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);        // [B, 4H]
+  const at::Tensor grad_short = s.by_position(1, s.acc_options);                      // [L, B, H]
+  const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);                 // [B, H]
+  const at::Tensor grad_c_direct = s.step_buffer(1, s.acc_options);                   // [B, H]
+  at::Tensor grad_h_later = s.step_buffer(1, s.options);                        // [B, H]
+  at::Tensor grad_c_later = s.step_buffer(1, s.acc_options);                    // [B, H]
+  TLSTMBackwardArgs<scalar_t, acc_t> args{
+      s.steps(0), H, grad_out.data_ptr<scalar_t>(), grad_h.data_ptr<scalar_t>(),
+      grad_c_final.data_ptr<scalar_t>(), s.dt.data_ptr<acc_t>(), Activation<acc_t>::of(act),
+      ws.data_ptr<acc_t>(), grad_h_later.data_ptr<scalar_t>(), grad_c_later.data_ptr<acc_t>(),
+      grad_gates.data_ptr<scalar_t>(), grad_gates_step.data_ptr<scalar_t>(),
+      grad_short.data_ptr<acc_t>(), grad_short_step.data_ptr<acc_t>(),
+      grad_c_direct.data_ptr<acc_t>()};
+  for (int64_t step = s.p.seq_len - 1; step >= 0; --step) {
+    args.steps = s.steps(step);
+    Launcher::run(TLSTMBackward<scalar_t, acc_t>{args}, s.p.batch, H);
+    at::mm_out(grad_h_later, grad_gates_step, weight_hh);
+    at::addmm_out(grad_c_later, grad_c_direct, grad_short_step,
+                  decay_weight_acc);
+  }
+  auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
+  const int64_t rows = s.p.seq_len * s.p.batch;
+  const at::Tensor grad_weight_hh =
+      at::mm(grad_gates.view({rows, Layout::kGates * H}).t(), recurrent_input.reshape({rows, H}));
+  const at::Tensor grad_decay_weight =
+      at::mm(grad_short.view({rows, H}).t(), s.leading_blocks(ws, Layout::kCPrev, 1));
+  return {grad_input,
+          s.initial_state_grad(grad_h_later, grad_h),
+          s.initial_state_grad(grad_c_later.to(s.dtype), grad_c_final),
+          grad_weight_ih,
+          grad_weight_hh,
+          s.column_sums(grad_gates),
+          grad_decay_weight.to(s.dtype),
+          s.column_sums(grad_short)};
+}
+
+template <typename Launcher>
+Tensors5 tlstm_forward(const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0,
+                       const at::Tensor& c0, const std::optional<at::Tensor>& lengths,
+                       const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                       const at::Tensor& bias, const at::Tensor& decay_weight,
+                       const at::Tensor& decay_bias, std::string_view short_term_activation,
+                       bool reverse, bool save_workspace) {
+  const Problem p = check_tlstm(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias);
+  check_state(p, h0, "h0", input);
+  check_state(p, c0, "c0", input);
+  check_vector(p, bias, "bias", TLSTMLayout::kGates, input);
+  const ActivationKind act = parse_activation(short_term_activation, "short_term_activation");
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors5 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    result = tlstm_forward_loop<Launcher, decltype(tag)>(s, input, h0, c0, weight_ih, weight_hh,
+                                                         bias, decay_weight, decay_bias, act,
+                                                         save_workspace);
+  });
+  return result;
+}
+
+template <typename Launcher>
+Tensors8 tlstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                        const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& dt,
+                        const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
+                        const at::Tensor& weight_hh, const at::Tensor& decay_weight,
+                        const at::Tensor& decay_bias, const at::Tensor& workspace,
+                        const at::Tensor& recurrent_input, std::string_view short_term_activation,
+                        bool reverse) {
+  const Problem p = check_tlstm(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias);
+  check_gradients(p, input, grad_output, grad_h_n, &grad_c_n);
+  check_saved(p, input, workspace, TLSTMLayout::kWorkspace, recurrent_input);
+  const ActivationKind act = parse_activation(short_term_activation, "short_term_activation");
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors8 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    result = tlstm_backward_loop<Launcher, decltype(tag)>(s, grad_output, grad_h_n, grad_c_n,
+                                                          input, weight_ih, weight_hh,
+                                                          decay_weight, workspace,
+                                                          recurrent_input, act);
+  });
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time-decay GRU
+
+template <typename Launcher, typename scalar_t>
+Tensors4 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input,
+                                     const at::Tensor& h0, const at::Tensor& weight_ih,
+                                     const at::Tensor& weight_hh, const at::Tensor& bias_ih,
+                                     const at::Tensor& bias_hh, const at::Tensor& decay_weight,
+                                     const at::Tensor& decay_bias, bool save) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TimeDecayGRULayout;
+  const at::Tensor gates_x = s.project_inputs(input, weight_ih, bias_ih);         // [L*B, 3H]
+  at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);            // [B, 3H]
+  const at::Tensor h = h0.to(s.acc_options, false, true).contiguous();            // [B, H]
+  const at::Tensor h_tilde = s.step_buffer(1, s.options);                         // [B, H]
+  const at::Tensor gamma = s.step_buffer(1, s.acc_options);                       // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                          // [L, B, H]
+  const at::Tensor workspace = s.saved(save, Layout::kWorkspace, s.acc_options);  // [L, B, 6H]
+  const at::Tensor recurrent_input = s.saved(save, 1, s.options);                 // [L, B, H]
+  const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
+  acc_t* ws = save ? workspace.data_ptr<acc_t>() : nullptr;
+  TimeDecayArgs<scalar_t, acc_t> decay{
+      s.steps(0), s.p.hidden, s.dt.data_ptr<acc_t>(), decay_w.data_ptr<scalar_t>(),
+      decay_b.data_ptr<scalar_t>(), h.data_ptr<acc_t>(), h_tilde.data_ptr<scalar_t>(),
+      gamma.data_ptr<acc_t>(), ws, save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
+  TimeDecayGRUForwardArgs<scalar_t, acc_t> cell{
+      s.steps(0), s.p.hidden, gates_x.data_ptr<scalar_t>(), gates_h.data_ptr<scalar_t>(),
+      s.dt.data_ptr<acc_t>(), gamma.data_ptr<acc_t>(), h.data_ptr<acc_t>(),
+      output.data_ptr<scalar_t>(), ws};
+  const at::Tensor weight_hh_t = weight_hh.t();
+  for (int64_t step = 0; step < s.p.seq_len; ++step) {
+    decay.steps = cell.steps = s.steps(step);
+    if (save) {
+      Launcher::run(TimeDecay<true, scalar_t, acc_t>{decay}, s.p.batch, s.p.hidden);
+    } else {
+      Launcher::run(TimeDecay<false, scalar_t, acc_t>{decay}, s.p.batch, s.p.hidden);
+    }
+    at::addmm_out(gates_h, bias_hh, h_tilde, weight_hh_t);
+    if (save) {
+      Launcher::run(TimeDecayGRUForward<true, scalar_t, acc_t>{cell}, s.p.batch, s.p.hidden);
+    } else {
+      Launcher::run(TimeDecayGRUForward<false, scalar_t, acc_t>{cell}, s.p.batch, s.p.hidden);
+    }
+  }
+  return {output, h.to(s.dtype), workspace, recurrent_input};
+}
+
+template <typename Launcher, typename scalar_t>
+Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_output,
+                                      const at::Tensor& grad_h_n, const at::Tensor& input,
+                                      const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                      const at::Tensor& decay_weight,
+                                      const at::Tensor& decay_bias, const at::Tensor& workspace,
+                                      const at::Tensor& recurrent_input) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TimeDecayGRULayout;
+  const int64_t H = s.p.hidden;
+  const at::Tensor grad_out = grad_output.contiguous(), grad_h_final = grad_h_n.contiguous();
+  const at::Tensor ws = workspace.contiguous();
+  const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
+  const at::Tensor grad_gates_x = s.by_position(Layout::kGates, s.options);        // [L, B, 3H]
+  const at::Tensor grad_gates_h = s.by_position(Layout::kGates, s.options);        // [L, B, 3H]
+  const at::Tensor grad_gates_h_step = s.step_buffer(Layout::kGates, s.options);   // [B, 3H]
+  const at::Tensor grad_h_tilde_direct = s.step_buffer(1, s.options);              // [B, H]
+  at::Tensor grad_h_tilde = s.step_buffer(1, s.options);                     // [B, H]
+  const at::Tensor grad_h = s.step_buffer(1, s.acc_options);                       // [B, H]
+  const at::Tensor grad_weights = s.step_buffer(2, s.acc_options);                 // [B, 2H]
+  TimeDecayGRUBackwardArgs<scalar_t, acc_t> cell{
+      s.steps(0), H, grad_out.data_ptr<scalar_t>(), grad_h_final.data_ptr<scalar_t>(),
+      s.dt.data_ptr<acc_t>(), ws.data_ptr<acc_t>(), grad_h.data_ptr<acc_t>(),
+      grad_gates_x.data_ptr<scalar_t>(), grad_gates_h.data_ptr<scalar_t>(),
+      grad_gates_h_step.data_ptr<scalar_t>(), grad_h_tilde_direct.data_ptr<scalar_t>()};
+  TimeDecayBackwardArgs<scalar_t, acc_t> decay{
+      s.steps(0), H, s.dt.data_ptr<acc_t>(), decay_w.data_ptr<scalar_t>(),
+      decay_b.data_ptr<scalar_t>(), ws.data_ptr<acc_t>(), grad_h_tilde.data_ptr<scalar_t>(),
+      grad_h.data_ptr<acc_t>(), grad_weights.data_ptr<acc_t>()};
+  for (int64_t step = s.p.seq_len - 1; step >= 0; --step) {
+    cell.steps = decay.steps = s.steps(step);
+    Launcher::run(TimeDecayGRUBackward<scalar_t, acc_t>{cell}, s.p.batch, H);
+    at::addmm_out(grad_h_tilde, grad_h_tilde_direct, grad_gates_h_step,
+                  weight_hh);
+    Launcher::run(TimeDecayBackward<scalar_t, acc_t>{decay}, s.p.batch, H);
+  }
+  auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates_x, input, weight_ih);
+  const int64_t rows = s.p.seq_len * s.p.batch;
+  const at::Tensor grad_weight_hh =
+      at::mm(grad_gates_h.view({rows, Layout::kGates * H}).t(), recurrent_input.reshape({rows, H}));
+  const at::Tensor decay_grads = grad_weights.sum(0).view({2, H}).to(s.dtype);
+  return {grad_input,
+          s.initial_state_grad(grad_h.to(s.dtype), grad_h_final),
+          grad_weight_ih,
+          grad_weight_hh,
+          s.column_sums(grad_gates_x),
+          s.column_sums(grad_gates_h),
+          decay_grads[0].contiguous(),
+          decay_grads[1].contiguous()};
+}
+
+template <typename Launcher>
+Tensors4 time_decay_gru_forward(const at::Tensor& input, const at::Tensor& dt,
+                                const at::Tensor& h0, const std::optional<at::Tensor>& lengths,
+                                const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                const at::Tensor& bias_ih, const at::Tensor& bias_hh,
+                                const at::Tensor& decay_weight, const at::Tensor& decay_bias,
+                                bool reverse, bool save_workspace) {
+  const Problem p =
+      check_time_decay_gru(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias);
+  check_state(p, h0, "h0", input);
+  check_vector(p, bias_ih, "bias_ih", TimeDecayGRULayout::kGates, input);
+  check_vector(p, bias_hh, "bias_hh", TimeDecayGRULayout::kGates, input);
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors4 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    result = time_decay_gru_forward_loop<Launcher, decltype(tag)>(
+        s, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight, decay_bias,
+        save_workspace);
+  });
+  return result;
+}
+
+template <typename Launcher>
+Tensors8 time_decay_gru_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                                 const at::Tensor& input, const at::Tensor& dt,
+                                 const std::optional<at::Tensor>& lengths,
+                                 const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                 const at::Tensor& decay_weight, const at::Tensor& decay_bias,
+                                 const at::Tensor& workspace, const at::Tensor& recurrent_input,
+                                 bool reverse) {
+  const Problem p =
+      check_time_decay_gru(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias);
+  check_gradients(p, input, grad_output, grad_h_n, nullptr);
+  check_saved(p, input, workspace, TimeDecayGRULayout::kWorkspace, recurrent_input);
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors8 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    result = time_decay_gru_backward_loop<Launcher, decltype(tag)>(
+        s, grad_output, grad_h_n, input, weight_ih, weight_hh, decay_weight, decay_bias,
+        workspace, recurrent_input);
+  });
+  return result;
+}
+
+}  // namespace time_rnn
+}  // namespace stseq
