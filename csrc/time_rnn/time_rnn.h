@@ -2,7 +2,7 @@
 //
 // Every step of every cell is one "element step": a functor with
 //   row(b)              -> Row: which position row b processes at this step, whether it is active
-//                          (step < its length), whether it is its last step, and its time gap;
+//                          (step < its length) and its time gap;
 //   active(row, b, j)   -> the cell math of hidden unit j of row b;
 //   inactive(b, j)      -> what a finished (or not yet started) row writes (zeros into GEMM
 //                          operands of the backward, nothing in the forward).
@@ -14,6 +14,11 @@
 // by (t, b) -> t * B + b, "step" buffers are [B, ...] and hold the current step's values.
 // scalar_t is the tensors' dtype, acc_t its accumulation type (float for half and bfloat16):
 // cell states, saved gates and gradient accumulators are acc_t.
+//
+// The backward steps read one gradient per state, never a per-row choice (which would keep the
+// CPU loop from vectorising): the driver adds d/dh_n to grad_output at each row's last position
+// where h comes out of a GEMM (the LSTM cells), and otherwise starts the state's gradient
+// buffer at d/dh_n or d/dc_n, which inactive rows leave untouched.
 #pragma once
 
 #include <cmath>
@@ -140,7 +145,6 @@ template <typename acc_t>
 struct Row {
   int64_t index;    // (position, b) -> position * B + b; meaningful when active
   bool active;
-  bool last;        // the row's last step: its final state is produced here
   acc_t dt;         // time gap at the position (0 when inactive)
   acc_t discount;   // T-LSTM's g(dt) = 1 / log(e + dt); 1 for the other cells
 };
@@ -162,7 +166,7 @@ struct Steps {
     const bool active = step < n;
     const int64_t position = reverse ? n - 1 - step : step;
     const int64_t index = position * batch + b;
-    return {index, active, step == n - 1, active ? dt[index] : acc_t(0), acc_t(1)};
+    return {index, active, active ? dt[index] : acc_t(0), acc_t(1)};
   }
 };
 
@@ -301,17 +305,15 @@ template <typename scalar_t, typename acc_t>
 struct TimeLSTMBackwardArgs {
   Steps steps;
   int64_t hidden;                 // H
-  const scalar_t* grad_output;    // [L, B, H]
-  const scalar_t* grad_h_n;       // [B, H]
-  const scalar_t* grad_c_n;       // [B, H]
+  const scalar_t* grad_output;    // [L, B, H] with d/dh_n added at each row's last position
   const acc_t* dt;                // [L, B]
   const scalar_t* peephole;       // [P, H]
   const scalar_t* time_weight;    // [K, H]
   Activation<acc_t> phi;
   const acc_t* workspace;         // [L, B, W*H]
   const scalar_t* grad_h_later;   // [B, H] d/dh after this step through later steps (GEMM)
-  acc_t* grad_c;                  // [B, H] in: d/dc after this step through later steps;
-                                  //        out: d/dc before it
+  acc_t* grad_c;                  // [B, H] in: d/dc after this step (d/dc_n before a row's
+                                  //        last step), out: d/dc before it
   scalar_t* grad_gates;           // [L, B, G*H] d/d(pre-activations) by position
   scalar_t* grad_gates_step;      // [B, R*H] this step's recurrent part (GEMM operand)
   acc_t* grad_weights;            // [B, (P+K)*H] per-row sums over steps: peepholes, time
@@ -341,8 +343,8 @@ struct TimeLSTMBackward {
     const acc_t dt = row.dt;
 
     const acc_t dh = load<scalar_t, acc_t>(a.grad_output + row.index * H + j) +
-                     load<scalar_t, acc_t>((row.last ? a.grad_h_n : a.grad_h_later) + state);
-    const acc_t dc_new = row.last ? load<scalar_t, acc_t>(a.grad_c_n + state) : a.grad_c[state];
+                     load<scalar_t, acc_t>(a.grad_h_later + state);
+    const acc_t dc_new = a.grad_c[state];
     const acc_t i = saved(Layout::kI), g = saved(Layout::kG), o = saved(Layout::kO);
     const acc_t t1 = saved(Layout::kT1);
     const acc_t c = saved(Layout::kCPrev), c_out = saved(Layout::kCOut);
@@ -503,19 +505,19 @@ template <typename scalar_t, typename acc_t>
 struct TLSTMBackwardArgs {
   Steps steps;
   int64_t hidden;
-  const scalar_t* grad_output;  // [L, B, H]
-  const scalar_t* grad_h_n;     // [B, H]
-  const scalar_t* grad_c_n;     // [B, H]
+  const scalar_t* grad_output;  // [L, B, H] with d/dh_n added at each row's last position
   const acc_t* dt;              // [L, B]
   Activation<acc_t> act;
   const acc_t* workspace;       // [L, B, 8H]
   const scalar_t* grad_h_later; // [B, H] (GEMM: grad_gates_step W_hh of the later step)
-  const acc_t* grad_c_later;    // [B, H] (GEMM: grad_c_direct + grad_short_step W_d)
+  const acc_t* grad_c_later;    // [B, H] (GEMM: grad_c_direct + grad_short_step W_d; holds
+                                //        d/dc_n before a row's last step)
   scalar_t* grad_gates;         // [L, B, 4H]
   scalar_t* grad_gates_step;    // [B, 4H]
   acc_t* grad_short;            // [L, B, H] d/d(W_d c + b_d) by position
   acc_t* grad_short_step;       // [B, H]
-  acc_t* grad_c_direct;         // [B, H] d/dc before the step, without the W_d path
+  acc_t* grad_c_direct;         // [B, H] d/dc before the step, without the W_d path (holds
+                                //        d/dc_n until a row's last step)
 };
 
 template <typename scalar_t, typename acc_t>
@@ -541,9 +543,8 @@ struct TLSTMBackward {
     const int64_t state = b * H + j;
     const acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
     const acc_t dh = load<scalar_t, acc_t>(a.grad_output + row.index * H + j) +
-                     load<scalar_t, acc_t>((row.last ? a.grad_h_n : a.grad_h_later) + state);
-    const acc_t dc_new =
-        row.last ? load<scalar_t, acc_t>(a.grad_c_n + state) : a.grad_c_later[state];
+                     load<scalar_t, acc_t>(a.grad_h_later + state);
+    const acc_t dc_new = a.grad_c_later[state];
     const acc_t i = ws[Layout::kI * H], f = ws[Layout::kF * H], g = ws[Layout::kG * H];
     const acc_t o = ws[Layout::kO * H], short_term = ws[Layout::kShort * H];
     const acc_t c_star = ws[Layout::kCStar * H], tanh_c = ws[Layout::kTanhC * H];
@@ -684,10 +685,10 @@ struct TimeDecayGRUBackwardArgs {
   Steps steps;
   int64_t hidden;
   const scalar_t* grad_output;      // [L, B, H]
-  const scalar_t* grad_h_n;         // [B, H]
   const acc_t* dt;                  // [L, B]
   const acc_t* workspace;           // [L, B, 6H]
-  const acc_t* grad_h_later;        // [B, H] d/dh after this step through later steps
+  const acc_t* grad_h_later;        // [B, H] d/dh after this step through later steps (d/dh_n
+                                    //        before a row's last step)
   scalar_t* grad_gates_x;           // [L, B, 3H]
   scalar_t* grad_gates_h;           // [L, B, 3H] d/d(W_hh h~ + b_hh)
   scalar_t* grad_gates_h_step;      // [B, 3H] (GEMM operand)
@@ -714,8 +715,8 @@ struct TimeDecayGRUBackward {
     const int64_t H = a.hidden;
     const int64_t state = b * H + j;
     const acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
-    const acc_t dh = load<scalar_t, acc_t>(a.grad_output + row.index * H + j) +
-                     (row.last ? load<scalar_t, acc_t>(a.grad_h_n + state) : a.grad_h_later[state]);
+    const acc_t dh =
+        load<scalar_t, acc_t>(a.grad_output + row.index * H + j) + a.grad_h_later[state];
     const acc_t r = ws[Layout::kR * H], z = ws[Layout::kZ * H], n = ws[Layout::kN * H];
     const acc_t hidden_n = ws[Layout::kHiddenN * H];
     const acc_t h_tilde = ws[Layout::kGamma * H] * ws[Layout::kHPrev * H];
@@ -766,10 +767,10 @@ struct TimeDecayBackward {
     const acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
     const acc_t gamma = ws[Layout::kGamma * H];
     const acc_t d_h_tilde = load<scalar_t, acc_t>(a.grad_h_tilde + state);
+    const acc_t h_prev = ws[Layout::kHPrev * H];
     const acc_t exponent = decay_exponent(a.decay_weight, a.decay_bias, row.dt, j);
     // d gamma / d exponent = -gamma where the exponent is positive, 0 elsewhere (relu).
-    const acc_t d_exponent =
-        exponent > acc_t(0) ? -gamma * d_h_tilde * ws[Layout::kHPrev * H] : acc_t(0);
+    const acc_t d_exponent = exponent > acc_t(0) ? -gamma * d_h_tilde * h_prev : acc_t(0);
     acc_t* gw = a.grad_weights + b * (2 * H) + j;
     gw[0] += d_exponent * row.dt;
     gw[H] += d_exponent;

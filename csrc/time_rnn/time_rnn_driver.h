@@ -87,6 +87,28 @@ struct Setup {
     return at::where(lengths.clamp(0, p.seq_len).gt(0).unsqueeze(1), from_loop, grad_final);
   }
 
+  // A copy of grad_output [L, B, H] with d/dh_n [B, H] added at each row's last processed
+  // position (L-1 or n_b-1 forward, 0 in reverse), where h_n is the output.
+  at::Tensor fold_final_grad(const at::Tensor& grad_output, const at::Tensor& grad_h_n) const {
+    at::Tensor folded = grad_output.clone(at::MemoryFormat::Contiguous);
+    if (p.seq_len == 0) return folded;
+    if (!padded()) {
+      folded.select(0, reverse ? 0 : p.seq_len - 1).add_(grad_h_n);
+      return folded;
+    }
+    const at::Tensor n = lengths.clamp(0, p.seq_len);
+    const at::Tensor last = reverse ? at::zeros_like(n) : (n - 1).clamp_min(0);
+    const at::Tensor rows = at::arange(p.batch, n.options());
+    const at::Tensor has_steps = n.gt(0).unsqueeze(1).to(dtype);  // rows of length 0 add nothing
+    folded.index_put_({last, rows}, folded.index({last, rows}) + grad_h_n * has_steps);
+    return folded;
+  }
+
+  // A state gradient [B, H] as a contiguous acc_t copy (the buffer the loop updates).
+  at::Tensor acc_copy(const at::Tensor& grad) const {
+    return grad.to(acc_options, false, true).contiguous();
+  }
+
   // (dx [L, B, I], dW_ih [G*H, I]) from the pre-activation gradients [L, B, G*H]; padded
   // positions of x (whatever they hold) are masked out of dW_ih.
   std::pair<at::Tensor, at::Tensor> input_grads(const at::Tensor& grad_gates,
@@ -166,19 +188,18 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   using Layout = TimeLSTMLayout<kVariant>;
   constexpr int kElementwise = Layout::kPeepholes + Layout::kTimeWeights;
   const int64_t H = s.p.hidden;
-  const at::Tensor grad_out = grad_output.contiguous(), grad_h = grad_h_n.contiguous();
-  const at::Tensor grad_c_final = grad_c_n.contiguous();
+  const at::Tensor grad_out = s.fold_final_grad(grad_output, grad_h_n);                // [L, B, H]
   const at::Tensor ws = workspace.contiguous();
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
   const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);                // [L, B, G*H]
   const at::Tensor grad_gates_step = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
-  at::Tensor grad_h_later = s.step_buffer(1, s.options);                           // [B, H]
-  const at::Tensor grad_c = s.step_buffer(1, s.acc_options);                             // [B, H]
+  at::Tensor grad_h_later = s.step_buffer(1, s.options);                                 // [B, H]
+  const at::Tensor grad_c = s.acc_copy(grad_c_n);                                        // [B, H]
   const at::Tensor grad_weights = s.step_buffer(kElementwise, s.acc_options);  // [B, (P+K)*H]
   TimeLSTMBackwardArgs<scalar_t, acc_t> args{
-      s.steps(0), H, grad_out.data_ptr<scalar_t>(), grad_h.data_ptr<scalar_t>(),
-      grad_c_final.data_ptr<scalar_t>(), s.dt.data_ptr<acc_t>(), peephole_c.data_ptr<scalar_t>(),
-      time_weight_c.data_ptr<scalar_t>(), Activation<acc_t>::of(phi), ws.data_ptr<acc_t>(),
+      s.steps(0), H, grad_out.data_ptr<scalar_t>(), s.dt.data_ptr<acc_t>(),
+      peephole_c.data_ptr<scalar_t>(), time_weight_c.data_ptr<scalar_t>(),
+      Activation<acc_t>::of(phi), ws.data_ptr<acc_t>(),
       grad_h_later.data_ptr<scalar_t>(), grad_c.data_ptr<acc_t>(), grad_gates.data_ptr<scalar_t>(),
       grad_gates_step.data_ptr<scalar_t>(), grad_weights.data_ptr<acc_t>()};
   for (int64_t step = s.p.seq_len - 1; step >= 0; --step) {
@@ -192,13 +213,13 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
              recurrent_input.reshape({s.p.seq_len * s.p.batch, H}));
   const at::Tensor elementwise = grad_weights.sum(0).view({kElementwise, H}).to(s.dtype);
   return {grad_input,
-          s.initial_state_grad(grad_h_later, grad_h),
-          s.initial_state_grad(grad_c.to(s.dtype), grad_c_final),
+          s.initial_state_grad(grad_h_later, grad_h_n),
+          grad_c.to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
           s.column_sums(grad_gates),
-          elementwise.narrow(0, 0, Layout::kPeepholes).contiguous(),
-          elementwise.narrow(0, Layout::kPeepholes, Layout::kTimeWeights).contiguous()};
+          elementwise.narrow(0, 0, Layout::kPeepholes).clone(),
+          elementwise.narrow(0, Layout::kPeepholes, Layout::kTimeWeights).clone()};
 }
 
 template <typename Launcher>
@@ -307,20 +328,19 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TLSTMLayout;
   const int64_t H = s.p.hidden;
-  const at::Tensor grad_out = grad_output.contiguous(), grad_h = grad_h_n.contiguous();
-  const at::Tensor grad_c_final = grad_c_n.contiguous();
+  const at::Tensor grad_out = s.fold_final_grad(grad_output, grad_h_n);              // [L, B, H]
   const at::Tensor ws = workspace.contiguous();
   const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);                 // [H, H]
   const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);             // [L, B, 4H]
   const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);        // [B, 4H]
   const at::Tensor grad_short = s.by_position(1, s.acc_options);                      // [L, B, H]
   const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);                 // [B, H]
-  const at::Tensor grad_c_direct = s.step_buffer(1, s.acc_options);                   // [B, H]
-  at::Tensor grad_h_later = s.step_buffer(1, s.options);                        // [B, H]
-  at::Tensor grad_c_later = s.step_buffer(1, s.acc_options);                    // [B, H]
+  const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                              // [B, H]
+  at::Tensor grad_h_later = s.step_buffer(1, s.options);                              // [B, H]
+  at::Tensor grad_c_later = s.acc_copy(grad_c_n);                                     // [B, H]
   TLSTMBackwardArgs<scalar_t, acc_t> args{
-      s.steps(0), H, grad_out.data_ptr<scalar_t>(), grad_h.data_ptr<scalar_t>(),
-      grad_c_final.data_ptr<scalar_t>(), s.dt.data_ptr<acc_t>(), Activation<acc_t>::of(act),
+      s.steps(0), H, grad_out.data_ptr<scalar_t>(), s.dt.data_ptr<acc_t>(),
+      Activation<acc_t>::of(act),
       ws.data_ptr<acc_t>(), grad_h_later.data_ptr<scalar_t>(), grad_c_later.data_ptr<acc_t>(),
       grad_gates.data_ptr<scalar_t>(), grad_gates_step.data_ptr<scalar_t>(),
       grad_short.data_ptr<acc_t>(), grad_short_step.data_ptr<acc_t>(),
@@ -339,8 +359,8 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor grad_decay_weight =
       at::mm(grad_short.view({rows, H}).t(), s.leading_blocks(ws, Layout::kCPrev, 1));
   return {grad_input,
-          s.initial_state_grad(grad_h_later, grad_h),
-          s.initial_state_grad(grad_c_later.to(s.dtype), grad_c_final),
+          s.initial_state_grad(grad_h_later, grad_h_n),
+          grad_c_later.to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
           s.column_sums(grad_gates),
@@ -452,7 +472,7 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeDecayGRULayout;
   const int64_t H = s.p.hidden;
-  const at::Tensor grad_out = grad_output.contiguous(), grad_h_final = grad_h_n.contiguous();
+  const at::Tensor grad_out = grad_output.contiguous();
   const at::Tensor ws = workspace.contiguous();
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
   const at::Tensor grad_gates_x = s.by_position(Layout::kGates, s.options);        // [L, B, 3H]
@@ -460,11 +480,11 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
   const at::Tensor grad_gates_h_step = s.step_buffer(Layout::kGates, s.options);   // [B, 3H]
   const at::Tensor grad_h_tilde_direct = s.step_buffer(1, s.options);              // [B, H]
   at::Tensor grad_h_tilde = s.step_buffer(1, s.options);                     // [B, H]
-  const at::Tensor grad_h = s.step_buffer(1, s.acc_options);                       // [B, H]
+  const at::Tensor grad_h = s.acc_copy(grad_h_n);                                  // [B, H]
   const at::Tensor grad_weights = s.step_buffer(2, s.acc_options);                 // [B, 2H]
   TimeDecayGRUBackwardArgs<scalar_t, acc_t> cell{
-      s.steps(0), H, grad_out.data_ptr<scalar_t>(), grad_h_final.data_ptr<scalar_t>(),
-      s.dt.data_ptr<acc_t>(), ws.data_ptr<acc_t>(), grad_h.data_ptr<acc_t>(),
+      s.steps(0), H, grad_out.data_ptr<scalar_t>(), s.dt.data_ptr<acc_t>(),
+      ws.data_ptr<acc_t>(), grad_h.data_ptr<acc_t>(),
       grad_gates_x.data_ptr<scalar_t>(), grad_gates_h.data_ptr<scalar_t>(),
       grad_gates_h_step.data_ptr<scalar_t>(), grad_h_tilde_direct.data_ptr<scalar_t>()};
   TimeDecayBackwardArgs<scalar_t, acc_t> decay{
@@ -484,13 +504,13 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
       at::mm(grad_gates_h.view({rows, Layout::kGates * H}).t(), recurrent_input.reshape({rows, H}));
   const at::Tensor decay_grads = grad_weights.sum(0).view({2, H}).to(s.dtype);
   return {grad_input,
-          s.initial_state_grad(grad_h.to(s.dtype), grad_h_final),
+          grad_h.to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
           s.column_sums(grad_gates_x),
           s.column_sums(grad_gates_h),
-          decay_grads[0].contiguous(),
-          decay_grads[1].contiguous()};
+          decay_grads[0].clone(),
+          decay_grads[1].clone()};
 }
 
 template <typename Launcher>

@@ -3,3 +3,5 @@
 from stseq.nn.time_gap import TimeGapEmbedding
 
 __all__ = ["TimeGapEmbedding"]
+from stseq.nn.time_rnn import TLSTM, TimeDecayGRU, TimeLSTM, time_deltas  # noqa: E402
+__all__ += ["TLSTM", "TimeDecayGRU", "TimeLSTM", "time_deltas"]

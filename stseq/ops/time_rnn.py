@@ -70,10 +70,13 @@ def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weig
         raise ValueError(f"variant must be 1, 2 or 3, got {variant!r}")
     gates, recurrent, peepholes, time_rows, _ = TIME_LSTM_BLOCKS[variant]
     hidden = _check_sequence(input, dt, lengths, weight_hh, recurrent)
-    _check_parameters(input, hidden, weight_ih=(weight_ih, gates), states=(h0, c0),
+    _check_parameters(input, hidden, states={"h0": h0, "c0": c0},
                       vectors={"bias": (bias, gates)},
-                      matrices={"peephole": (peephole, peepholes),
-                                "time_weight": (time_weight, time_rows)})
+                      matrices={"weight_ih": (weight_ih, (gates * hidden, input.shape[2]),
+                                              "[G*H, I]"),
+                                "peephole": (peephole, (peepholes, hidden), f"[{peepholes}, H]"),
+                                "time_weight": (time_weight, (time_rows, hidden),
+                                                f"[{time_rows}, H]")})
     _check_activation(time_activation, "time_activation")
     choice = resolve("time_lstm", backend, input.device, native=True, triton=False)
     if choice == "native":
@@ -114,9 +117,10 @@ def tlstm(input, dt, h0, c0, weight_ih, weight_hh, bias, decay_weight, decay_bia
             torch.randn(H, H), torch.zeros(H))
     """
     hidden = _check_sequence(input, dt, lengths, weight_hh, 4)
-    _check_parameters(input, hidden, weight_ih=(weight_ih, 4), states=(h0, c0),
+    _check_parameters(input, hidden, states={"h0": h0, "c0": c0},
                       vectors={"bias": (bias, 4), "decay_bias": (decay_bias, 1)},
-                      matrices={"decay_weight": (decay_weight, hidden)})
+                      matrices={"weight_ih": (weight_ih, (4 * hidden, input.shape[2]), "[4*H, I]"),
+                                "decay_weight": (decay_weight, (hidden, hidden), "[H, H]")})
     _check_activation(short_term_activation, "short_term_activation")
     choice = resolve("tlstm", backend, input.device, native=True, triton=False)
     if choice == "native":
@@ -156,10 +160,11 @@ def time_decay_gru(input, dt, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_
             torch.zeros(H))
     """
     hidden = _check_sequence(input, dt, lengths, weight_hh, 3)
-    _check_parameters(input, hidden, weight_ih=(weight_ih, 3), states=(h0,),
+    _check_parameters(input, hidden, states={"h0": h0},
                       vectors={"bias_ih": (bias_ih, 3), "bias_hh": (bias_hh, 3),
                                "decay_weight": (decay_weight, 1), "decay_bias": (decay_bias, 1)},
-                      matrices={})
+                      matrices={"weight_ih": (weight_ih, (3 * hidden, input.shape[2]),
+                                              "[3*H, I]")})
     choice = resolve("time_decay_gru", backend, input.device, native=True, triton=False)
     if choice == "native":
         save = _needs_workspace(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight,
@@ -197,7 +202,8 @@ def _check_sequence(input, dt, lengths, weight_hh, recurrent_blocks):
     seq_len, batch, _ = input.shape
     check_tensor(weight_hh, "weight_hh", rank=2, shape="[R*H, H]")
     hidden = weight_hh.shape[1]
-    _check_shape(weight_hh, "weight_hh", (recurrent_blocks * hidden, hidden), "[R*H, H]")
+    _check_like_input(weight_hh, "weight_hh", (recurrent_blocks * hidden, hidden), "[R*H, H]",
+                      input)
     check_tensor(dt, "dt", rank=2, shape="[L, B]")
     _check_shape(dt, "dt", (seq_len, batch), "[L, B]")
     _check_device(dt, "dt", input.device)
@@ -215,24 +221,29 @@ def _check_sequence(input, dt, lengths, weight_hh, recurrent_blocks):
     return hidden
 
 
-def _check_parameters(input, hidden, *, weight_ih, states, vectors, matrices):
-    """Shapes, dtype (input's) and device of the weights and initial states."""
-    seq_len, batch, input_size = input.shape
-    weight, blocks = weight_ih
-    expected = {"weight_ih": (weight, (blocks * hidden, input_size), "[G*H, I]")}
-    for name, state in zip(("h0", "c0"), states):
-        expected[name] = (state, (batch, hidden), "[B, H]")
-    for name, (value, count) in vectors.items():
-        expected[name] = (value, (count * hidden,), f"[{count}*H]" if count > 1 else "[H]")
-    for name, (value, rows) in matrices.items():
-        expected[name] = (value, (rows, hidden), f"[{rows}, H]")
-    for name, (value, shape, text) in expected.items():
-        check_tensor(value, name, rank=len(shape), shape=text)
-        _check_shape(value, name, shape, text)
-        _check_device(value, name, input.device)
-        if value.dtype != input.dtype:
-            raise ValueError(f"{name} must have the dtype of input ({input.dtype}), got "
-                             f"{value.dtype}")
+def _check_like_input(value, name, shape, text, input):
+    """``value`` is a tensor of ``shape`` with input's dtype and device."""
+    check_tensor(value, name, rank=len(shape), shape=text)
+    _check_shape(value, name, shape, text)
+    _check_device(value, name, input.device)
+    if value.dtype != input.dtype:
+        raise ValueError(f"{name} must have the dtype of input ({input.dtype}), got {value.dtype}")
+
+
+def _check_parameters(input, hidden, *, states, vectors, matrices):
+    """Shapes, dtype (input's) and device of the weights and initial states.
+
+    states: the [B, H] tensors by name; vectors: name -> (tensor, blocks of H); matrices:
+    name -> (tensor, shape, shape text).
+    """
+    _, batch, input_size = input.shape
+    for name, state in states.items():
+        _check_like_input(state, name, (batch, hidden), "[B, H]", input)
+    for name, (value, blocks) in vectors.items():
+        _check_like_input(value, name, (blocks * hidden,), f"[{blocks}*H]" if blocks > 1 else "[H]",
+                          input)
+    for name, (value, shape, text) in matrices.items():
+        _check_like_input(value, name, shape, text, input)
 
 
 def _check_activation(name, argument):
@@ -342,6 +353,7 @@ def _register_native():
         input, dt, _, _, lengths, weight_ih, weight_hh, _, extra1, extra2, *config = inputs
         ctx.config = config[:-1]  # without save_workspace
         ctx.mark_non_differentiable(output[3], output[4])
+        ctx.set_materialize_grads(False)  # no zero-filled [L, B, W*H] for the workspace
         ctx.save_for_backward(input, dt, lengths, weight_ih, weight_hh, extra1, extra2,
                               output[3], output[4])
 
@@ -372,6 +384,7 @@ def _register_native():
          _) = inputs
         ctx.reverse = reverse
         ctx.mark_non_differentiable(output[2], output[3])
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias,
                               output[2], output[3])
 
