@@ -13,7 +13,12 @@
 // Notation: H hidden units, B rows, L positions; buffers "by position" are [L, B, ...] indexed
 // by (t, b) -> t * B + b, "step" buffers are [B, ...] and hold the current step's values.
 // scalar_t is the tensors' dtype, acc_t its accumulation type (float for half and bfloat16):
-// cell states, saved gates and gradient accumulators are acc_t.
+// cell states and gradient accumulators are acc_t.
+//
+// What a training forward saves: the gates' activations, written in place over the input
+// projections they were computed from (gates [L, B, G*H], scalar_t: each element is read, then
+// overwritten, by its own thread), the cell states the backward needs (cells [L, B, C*H],
+// acc_t), and the h each position multiplied W_hh by (recurrent_input [L, B, H]).
 //
 // The backward steps read one gradient per state, never a per-row choice (which would keep the
 // CPU loop from vectorising): the driver adds d/dh_n to grad_output at each row's last position
@@ -71,8 +76,8 @@ STSEQ_FORCE_INLINE float host_tanh(float x) {
   const float large = (1.0f - e) / (1.0f + e);
   const float a2 = a * a;
   const float small =
-      a * (1.0f + a2 * (-0.333333333f + a2 * (0.133333333f + a2 * (-0.0539682540f +
-                                                                  a2 * 0.0218694885f))));
+      a * (1.0f +
+           a2 * (-0.333333333f + a2 * (0.133333333f + a2 * (-0.0539682540f + a2 * 0.0218694885f))));
   const float magnitude = a < 0.3f ? small : large;
   return x < 0.0f ? -magnitude : magnitude;
 }
@@ -143,10 +148,10 @@ struct Activation {
 
 template <typename acc_t>
 struct Row {
-  int64_t index;    // (position, b) -> position * B + b; meaningful when active
+  int64_t index;  // (position, b) -> position * B + b; meaningful when active
   bool active;
-  acc_t dt;         // time gap at the position (0 when inactive)
-  acc_t discount;   // T-LSTM's g(dt) = 1 / log(e + dt); 1 for the other cells
+  acc_t dt;        // time gap at the position (0 when inactive)
+  acc_t discount;  // T-LSTM's g(dt) = 1 / log(e + dt); 1 for the other cells
 };
 
 struct Steps {
@@ -181,7 +186,7 @@ STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t load(const scalar_t* p) {
 //   gates (h side)          the first 4 blocks (v3: 3)
 //   peephole rows           [w_ci, w_cf, w_co]   (v3: [w_ci, w_co])
 //   time_weight rows        v1 [w_t, w_to]       v2, v3 [w_t1, w_t2, w_to]
-//   workspace (saved)       the gates' activations, then c_prev, c_out, tanh(c_out)
+//   cells (saved)           c_prev, c_out
 // c_out is the cell state the output gate and h read: c' in variant 1, c~ in 2 and 3.
 
 template <int kVariant>
@@ -205,10 +210,9 @@ struct TimeLSTMLayout {
   static constexpr int kTimeT2 = kTwoTimeGates ? 1 : -1;
   static constexpr int kTimeO = kTwoTimeGates ? 2 : 1;
   static constexpr int kTimeWeights = kTimeO + 1;
-  static constexpr int kCPrev = kGates;
-  static constexpr int kCOut = kGates + 1;
-  static constexpr int kTanhCOut = kGates + 2;
-  static constexpr int kWorkspace = kGates + 3;
+  static constexpr int kCPrev = 0;
+  static constexpr int kCOut = 1;
+  static constexpr int kCells = 2;
 };
 
 // Time-LSTM 2 and 3 constrain w_t1 <= 0; like the authors' code the gate uses
@@ -218,18 +222,18 @@ constexpr double kTimeWeightBound = -1e-5;
 template <typename scalar_t, typename acc_t>
 struct TimeLSTMForwardArgs {
   Steps steps;
-  int64_t hidden;                 // H
-  const scalar_t* gates_x;        // [L, B, G*H]
-  const scalar_t* gates_h;        // [B, R*H] this step's W_hh h
-  const acc_t* dt;                // [L, B]
-  const scalar_t* peephole;       // [P, H]
-  const scalar_t* time_weight;    // [K, H]
-  Activation<acc_t> phi;          // inside the time gates
-  scalar_t* h;                    // [B, H] in: h before the step, out: after
-  acc_t* c;                       // [B, H] likewise
-  scalar_t* output;               // [L, B, H]
-  acc_t* workspace;               // [L, B, W*H] (kSave)
-  scalar_t* recurrent_input;      // [L, B, H]: the h each position multiplied W_hh by (kSave)
+  int64_t hidden;               // H
+  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T + b; out: activations (kSave)
+  const scalar_t* gates_h;      // [B, R*H] this step's W_hh h
+  const acc_t* dt;              // [L, B]
+  const scalar_t* peephole;     // [P, H]
+  const scalar_t* time_weight;  // [K, H]
+  Activation<acc_t> phi;        // inside the time gates
+  scalar_t* h;                  // [B, H] in: h before the step, out: after
+  acc_t* c;                     // [B, H] likewise
+  scalar_t* output;             // [L, B, H]
+  acc_t* cells;                 // [L, B, 2H] (kSave)
+  scalar_t* recurrent_input;    // [L, B, H] (kSave)
 };
 
 template <int kVariant, bool kSave, typename scalar_t, typename acc_t>
@@ -245,7 +249,7 @@ struct TimeLSTMForward {
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
     const int64_t H = a.hidden;
-    const scalar_t* gx = a.gates_x + row.index * (Layout::kGates * H) + j;
+    scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
     const scalar_t* gh = a.gates_h + b * (Layout::kRecurrentGates * H) + j;
     const int64_t state = b * H + j;
     const acc_t c = a.c[state];
@@ -283,16 +287,15 @@ struct TimeLSTMForward {
     const acc_t tanh_c_out = hyperbolic_tangent(c_out);
     const acc_t h_new = o * tanh_c_out;
     if constexpr (kSave) {
-      acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
-      ws[Layout::kI * H] = i;
-      ws[Layout::kG * H] = g;
-      ws[Layout::kO * H] = o;
-      ws[Layout::kT1 * H] = t1;
-      if constexpr (Layout::kForget) ws[Layout::kF * H] = f;
-      if constexpr (Layout::kTwoTimeGates) ws[Layout::kT2 * H] = t2;
-      ws[Layout::kCPrev * H] = c;
-      ws[Layout::kCOut * H] = c_out;
-      ws[Layout::kTanhCOut * H] = tanh_c_out;
+      gx[Layout::kI * H] = static_cast<scalar_t>(i);
+      gx[Layout::kG * H] = static_cast<scalar_t>(g);
+      gx[Layout::kO * H] = static_cast<scalar_t>(o);
+      gx[Layout::kT1 * H] = static_cast<scalar_t>(t1);
+      if constexpr (Layout::kForget) gx[Layout::kF * H] = static_cast<scalar_t>(f);
+      if constexpr (Layout::kTwoTimeGates) gx[Layout::kT2 * H] = static_cast<scalar_t>(t2);
+      acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
+      cells[Layout::kCPrev * H] = c;
+      cells[Layout::kCOut * H] = c_out;
       a.recurrent_input[row.index * H + j] = a.h[state];
     }
     a.c[state] = c_new;
@@ -304,19 +307,20 @@ struct TimeLSTMForward {
 template <typename scalar_t, typename acc_t>
 struct TimeLSTMBackwardArgs {
   Steps steps;
-  int64_t hidden;                 // H
-  const scalar_t* grad_output;    // [L, B, H] with d/dh_n added at each row's last position
-  const acc_t* dt;                // [L, B]
-  const scalar_t* peephole;       // [P, H]
-  const scalar_t* time_weight;    // [K, H]
+  int64_t hidden;               // H
+  const scalar_t* grad_output;  // [L, B, H] with d/dh_n added at each row's last position
+  const acc_t* dt;              // [L, B]
+  const scalar_t* peephole;     // [P, H]
+  const scalar_t* time_weight;  // [K, H]
   Activation<acc_t> phi;
-  const acc_t* workspace;         // [L, B, W*H]
-  const scalar_t* grad_h_later;   // [B, H] d/dh after this step through later steps (GEMM)
-  acc_t* grad_c;                  // [B, H] in: d/dc after this step (d/dc_n before a row's
-                                  //        last step), out: d/dc before it
-  scalar_t* grad_gates;           // [L, B, G*H] d/d(pre-activations) by position
-  scalar_t* grad_gates_step;      // [B, R*H] this step's recurrent part (GEMM operand)
-  acc_t* grad_weights;            // [B, (P+K)*H] per-row sums over steps: peepholes, time
+  const scalar_t* gates;         // [L, B, G*H] the gates' activations
+  const acc_t* cells;            // [L, B, 2H]
+  const scalar_t* grad_h_later;  // [B, H] d/dh after this step through later steps (GEMM)
+  acc_t* grad_c;                 // [B, H] in: d/dc after this step (d/dc_n before a row's
+                                 //        last step), out: d/dc before it
+  scalar_t* grad_gates;          // [L, B, G*H] d/d(pre-activations) by position
+  scalar_t* grad_gates_step;     // [B, R*H] this step's recurrent part (GEMM operand)
+  acc_t* grad_weights;           // [B, (P+K)*H] per-row sums over steps: peepholes, time
 };
 
 template <int kVariant, typename scalar_t, typename acc_t>
@@ -336,8 +340,9 @@ struct TimeLSTMBackward {
                                                    int64_t j) const {
     const int64_t H = a.hidden;
     const int64_t state = b * H + j;
-    const acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
-    auto saved = [&](int k) { return ws[k * H]; };
+    const scalar_t* gates = a.gates + row.index * (Layout::kGates * H) + j;
+    const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
+    auto saved = [&](int gate) { return load<scalar_t, acc_t>(gates + gate * H); };
     auto peephole = [&](int k) { return load<scalar_t, acc_t>(a.peephole + k * H + j); };
     auto time_weight = [&](int k) { return load<scalar_t, acc_t>(a.time_weight + k * H + j); };
     const acc_t dt = row.dt;
@@ -347,8 +352,8 @@ struct TimeLSTMBackward {
     const acc_t dc_new = a.grad_c[state];
     const acc_t i = saved(Layout::kI), g = saved(Layout::kG), o = saved(Layout::kO);
     const acc_t t1 = saved(Layout::kT1);
-    const acc_t c = saved(Layout::kCPrev), c_out = saved(Layout::kCOut);
-    const acc_t tanh_c_out = saved(Layout::kTanhCOut);
+    const acc_t c = cells[Layout::kCPrev * H], c_out = cells[Layout::kCOut * H];
+    const acc_t tanh_c_out = hyperbolic_tangent(c_out);
 
     const acc_t d_pre_o = dh * tanh_c_out * logistic_derivative(o);
     const acc_t dc_out = dh * o * tanh_derivative(tanh_c_out) + d_pre_o * peephole(Layout::kPeepO);
@@ -424,11 +429,11 @@ struct TimeLSTMBackward {
 // T-LSTM (Baytas et al., KDD 2017). Gate blocks [i, f, g, o] (torch.nn.LSTM's order, bias
 // b_ih + b_hh). Per step: C_S = act(W_d c + b_d) (the GEMM gives short_pre = W_d c + b_d, in
 // acc_t), c* = c - C_S + g(dt) C_S, then the LSTM step on c*.
-// Workspace blocks: [i, f, g, o, C_S, c*, tanh(c'), c_prev].
+// Saved cells: [C_S, c*, c_prev] (c' = f c* + i g is recomputed from them).
 
 struct TLSTMLayout {
   static constexpr int kI = 0, kF = 1, kG = 2, kO = 3, kGates = 4;
-  static constexpr int kShort = 4, kCStar = 5, kTanhC = 6, kCPrev = 7, kWorkspace = 8;
+  static constexpr int kShort = 0, kCStar = 1, kCPrev = 2, kCells = 3;
 };
 
 template <typename acc_t>
@@ -440,16 +445,16 @@ template <typename scalar_t, typename acc_t>
 struct TLSTMForwardArgs {
   Steps steps;
   int64_t hidden;
-  const scalar_t* gates_x;     // [L, B, 4H]
-  const scalar_t* gates_h;     // [B, 4H]
-  const acc_t* short_pre;      // [B, H] W_d c + b_d of this step
-  const acc_t* dt;             // [L, B]
-  Activation<acc_t> act;       // of the short-term memory
-  scalar_t* h;                 // [B, H]
-  acc_t* c;                    // [B, H]
-  scalar_t* output;            // [L, B, H]
-  acc_t* workspace;            // [L, B, 8H] (kSave)
-  scalar_t* recurrent_input;   // [L, B, H] (kSave)
+  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T + b; out: activations (kSave)
+  const scalar_t* gates_h;    // [B, 4H]
+  const acc_t* short_pre;     // [B, H] W_d c + b_d of this step
+  const acc_t* dt;            // [L, B]
+  Activation<acc_t> act;      // of the short-term memory
+  scalar_t* h;                // [B, H]
+  acc_t* c;                   // [B, H]
+  scalar_t* output;           // [L, B, H]
+  acc_t* cells;               // [L, B, 3H] (kSave)
+  scalar_t* recurrent_input;  // [L, B, H] (kSave)
 };
 
 template <bool kSave, typename scalar_t, typename acc_t>
@@ -468,7 +473,7 @@ struct TLSTMForward {
                                                    int64_t j) const {
     const int64_t H = a.hidden;
     const int64_t state = b * H + j;
-    const scalar_t* gx = a.gates_x + row.index * (Layout::kGates * H) + j;
+    scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
     const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
     auto pre = [&](int gate) {
       return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(gh + gate * H);
@@ -484,15 +489,14 @@ struct TLSTMForward {
     const acc_t tanh_c = hyperbolic_tangent(c_new);
     const acc_t h_new = o * tanh_c;
     if constexpr (kSave) {
-      acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
-      ws[Layout::kI * H] = i;
-      ws[Layout::kF * H] = f;
-      ws[Layout::kG * H] = g;
-      ws[Layout::kO * H] = o;
-      ws[Layout::kShort * H] = short_term;
-      ws[Layout::kCStar * H] = c_star;
-      ws[Layout::kTanhC * H] = tanh_c;
-      ws[Layout::kCPrev * H] = c;
+      gx[Layout::kI * H] = static_cast<scalar_t>(i);
+      gx[Layout::kF * H] = static_cast<scalar_t>(f);
+      gx[Layout::kG * H] = static_cast<scalar_t>(g);
+      gx[Layout::kO * H] = static_cast<scalar_t>(o);
+      acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
+      cells[Layout::kShort * H] = short_term;
+      cells[Layout::kCStar * H] = c_star;
+      cells[Layout::kCPrev * H] = c;
       a.recurrent_input[row.index * H + j] = a.h[state];
     }
     a.c[state] = c_new;
@@ -508,16 +512,17 @@ struct TLSTMBackwardArgs {
   const scalar_t* grad_output;  // [L, B, H] with d/dh_n added at each row's last position
   const acc_t* dt;              // [L, B]
   Activation<acc_t> act;
-  const acc_t* workspace;       // [L, B, 8H]
-  const scalar_t* grad_h_later; // [B, H] (GEMM: grad_gates_step W_hh of the later step)
-  const acc_t* grad_c_later;    // [B, H] (GEMM: grad_c_direct + grad_short_step W_d; holds
-                                //        d/dc_n before a row's last step)
-  scalar_t* grad_gates;         // [L, B, 4H]
-  scalar_t* grad_gates_step;    // [B, 4H]
-  acc_t* grad_short;            // [L, B, H] d/d(W_d c + b_d) by position
-  acc_t* grad_short_step;       // [B, H]
-  acc_t* grad_c_direct;         // [B, H] d/dc before the step, without the W_d path (holds
-                                //        d/dc_n until a row's last step)
+  const scalar_t* gates;         // [L, B, 4H] the gates' activations
+  const acc_t* cells;            // [L, B, 3H]
+  const scalar_t* grad_h_later;  // [B, H] (GEMM: grad_gates_step W_hh of the later step)
+  const acc_t* grad_c_later;     // [B, H] (GEMM: grad_c_direct + grad_short_step W_d; holds
+                                 //        d/dc_n before a row's last step)
+  scalar_t* grad_gates;          // [L, B, 4H]
+  scalar_t* grad_gates_step;     // [B, 4H]
+  acc_t* grad_short;             // [L, B, H] d/d(W_d c + b_d) by position
+  acc_t* grad_short_step;        // [B, H]
+  acc_t* grad_c_direct;          // [B, H] d/dc before the step, without the W_d path (holds
+                                 //        d/dc_n until a row's last step)
 };
 
 template <typename scalar_t, typename acc_t>
@@ -541,13 +546,17 @@ struct TLSTMBackward {
                                                    int64_t j) const {
     const int64_t H = a.hidden;
     const int64_t state = b * H + j;
-    const acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
+    const scalar_t* gates = a.gates + row.index * (Layout::kGates * H) + j;
+    const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
     const acc_t dh = load<scalar_t, acc_t>(a.grad_output + row.index * H + j) +
                      load<scalar_t, acc_t>(a.grad_h_later + state);
     const acc_t dc_new = a.grad_c_later[state];
-    const acc_t i = ws[Layout::kI * H], f = ws[Layout::kF * H], g = ws[Layout::kG * H];
-    const acc_t o = ws[Layout::kO * H], short_term = ws[Layout::kShort * H];
-    const acc_t c_star = ws[Layout::kCStar * H], tanh_c = ws[Layout::kTanhC * H];
+    const acc_t i = load<scalar_t, acc_t>(gates + Layout::kI * H);
+    const acc_t f = load<scalar_t, acc_t>(gates + Layout::kF * H);
+    const acc_t g = load<scalar_t, acc_t>(gates + Layout::kG * H);
+    const acc_t o = load<scalar_t, acc_t>(gates + Layout::kO * H);
+    const acc_t short_term = cells[Layout::kShort * H], c_star = cells[Layout::kCStar * H];
+    const acc_t tanh_c = hyperbolic_tangent(f * c_star + i * g);
 
     const acc_t d_pre_o = dh * tanh_c * logistic_derivative(o);
     const acc_t dc = dc_new + dh * o * tanh_derivative(tanh_c);
@@ -574,11 +583,11 @@ struct TLSTMBackward {
 // Time-decay GRU: h~ = gamma * h with gamma = exp(-max(0, w_gamma dt + b_gamma)), then a
 // torch.nn.GRU step on h~ (blocks [r, z, n]; n = tanh(x_n + r * (W_hn h~ + b_hn))).
 // Per step: TimeDecay (h~ and gamma), the GEMM W_hh h~ + b_hh, then TimeDecayGRUForward.
-// Workspace blocks: [r, z, n, W_hn h~ + b_hn, h_prev, gamma].
+// Saved cells: [W_hn h~ + b_hn, h_prev, gamma].
 
 struct TimeDecayGRULayout {
   static constexpr int kR = 0, kZ = 1, kN = 2, kGates = 3;
-  static constexpr int kHiddenN = 3, kHPrev = 4, kGamma = 5, kWorkspace = 6;
+  static constexpr int kHiddenN = 0, kHPrev = 1, kGamma = 2, kCells = 3;
 };
 
 template <typename scalar_t, typename acc_t>
@@ -598,7 +607,7 @@ struct TimeDecayArgs {
   const acc_t* h;                // [B, H] the state before the step
   scalar_t* h_tilde;             // [B, H] gamma * h (GEMM operand)
   acc_t* gamma;                  // [B, H]
-  acc_t* workspace;              // [L, B, 6H] (kSave)
+  acc_t* cells;                  // [L, B, 3H] (kSave)
   scalar_t* recurrent_input;     // [L, B, H] h~ by position (kSave)
 };
 
@@ -623,9 +632,9 @@ struct TimeDecay {
     a.h_tilde[state] = h_tilde;
     a.gamma[state] = gamma;
     if constexpr (kSave) {
-      acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
-      ws[Layout::kHPrev * H] = h;
-      ws[Layout::kGamma * H] = gamma;
+      acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
+      cells[Layout::kHPrev * H] = h;
+      cells[Layout::kGamma * H] = gamma;
       a.recurrent_input[row.index * H + j] = h_tilde;
     }
   }
@@ -635,13 +644,13 @@ template <typename scalar_t, typename acc_t>
 struct TimeDecayGRUForwardArgs {
   Steps steps;
   int64_t hidden;
-  const scalar_t* gates_x;   // [L, B, 3H] (with b_ih)
-  const scalar_t* gates_h;   // [B, 3H] W_hh h~ + b_hh
-  const acc_t* dt;           // [L, B]
-  const acc_t* gamma;        // [B, H]
-  acc_t* h;                  // [B, H] in: before the step (undecayed), out: after
-  scalar_t* output;          // [L, B, H]
-  acc_t* workspace;          // [L, B, 6H] (kSave)
+  scalar_t* gates;          // [L, B, 3H] in: x W_ih^T + b_ih; out: activations (kSave)
+  const scalar_t* gates_h;  // [B, 3H] W_hh h~ + b_hh
+  const acc_t* dt;          // [L, B]
+  const acc_t* gamma;       // [B, H]
+  acc_t* h;                 // [B, H] in: before the step (undecayed), out: after
+  scalar_t* output;         // [L, B, H]
+  acc_t* cells;             // [L, B, 3H] (kSave)
 };
 
 template <bool kSave, typename scalar_t, typename acc_t>
@@ -658,7 +667,7 @@ struct TimeDecayGRUForward {
                                                    int64_t j) const {
     const int64_t H = a.hidden;
     const int64_t state = b * H + j;
-    const scalar_t* gx = a.gates_x + row.index * (Layout::kGates * H) + j;
+    scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
     const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
     auto x_side = [&](int gate) { return load<scalar_t, acc_t>(gx + gate * H); };
     auto h_side = [&](int gate) { return load<scalar_t, acc_t>(gh + gate * H); };
@@ -669,11 +678,10 @@ struct TimeDecayGRUForward {
     const acc_t h_tilde = a.gamma[state] * a.h[state];
     const acc_t h_new = (acc_t(1) - z) * n + z * h_tilde;
     if constexpr (kSave) {
-      acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
-      ws[Layout::kR * H] = r;
-      ws[Layout::kZ * H] = z;
-      ws[Layout::kN * H] = n;
-      ws[Layout::kHiddenN * H] = hidden_n;
+      gx[Layout::kR * H] = static_cast<scalar_t>(r);
+      gx[Layout::kZ * H] = static_cast<scalar_t>(z);
+      gx[Layout::kN * H] = static_cast<scalar_t>(n);
+      a.cells[row.index * (Layout::kCells * H) + Layout::kHiddenN * H + j] = hidden_n;
     }
     a.h[state] = h_new;
     a.output[row.index * H + j] = static_cast<scalar_t>(h_new);
@@ -684,15 +692,16 @@ template <typename scalar_t, typename acc_t>
 struct TimeDecayGRUBackwardArgs {
   Steps steps;
   int64_t hidden;
-  const scalar_t* grad_output;      // [L, B, H]
-  const acc_t* dt;                  // [L, B]
-  const acc_t* workspace;           // [L, B, 6H]
-  const acc_t* grad_h_later;        // [B, H] d/dh after this step through later steps (d/dh_n
-                                    //        before a row's last step)
-  scalar_t* grad_gates_x;           // [L, B, 3H]
-  scalar_t* grad_gates_h;           // [L, B, 3H] d/d(W_hh h~ + b_hh)
-  scalar_t* grad_gates_h_step;      // [B, 3H] (GEMM operand)
-  scalar_t* grad_h_tilde_direct;    // [B, H] d/dh~ through z * h~ (GEMM addend)
+  const scalar_t* grad_output;    // [L, B, H]
+  const acc_t* dt;                // [L, B]
+  const scalar_t* gates;          // [L, B, 3H] the gates' activations
+  const acc_t* cells;             // [L, B, 3H]
+  const acc_t* grad_h_later;      // [B, H] d/dh after this step through later steps (d/dh_n
+                                  //        before a row's last step)
+  scalar_t* grad_gates_x;         // [L, B, 3H]
+  scalar_t* grad_gates_h;         // [L, B, 3H] d/d(W_hh h~ + b_hh)
+  scalar_t* grad_gates_h_step;    // [B, 3H] (GEMM operand)
+  scalar_t* grad_h_tilde_direct;  // [B, H] d/dh~ through z * h~ (GEMM addend)
 };
 
 template <typename scalar_t, typename acc_t>
@@ -714,12 +723,15 @@ struct TimeDecayGRUBackward {
                                                    int64_t j) const {
     const int64_t H = a.hidden;
     const int64_t state = b * H + j;
-    const acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
+    const scalar_t* gates = a.gates + row.index * (Layout::kGates * H) + j;
+    const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
     const acc_t dh =
         load<scalar_t, acc_t>(a.grad_output + row.index * H + j) + a.grad_h_later[state];
-    const acc_t r = ws[Layout::kR * H], z = ws[Layout::kZ * H], n = ws[Layout::kN * H];
-    const acc_t hidden_n = ws[Layout::kHiddenN * H];
-    const acc_t h_tilde = ws[Layout::kGamma * H] * ws[Layout::kHPrev * H];
+    const acc_t r = load<scalar_t, acc_t>(gates + Layout::kR * H);
+    const acc_t z = load<scalar_t, acc_t>(gates + Layout::kZ * H);
+    const acc_t n = load<scalar_t, acc_t>(gates + Layout::kN * H);
+    const acc_t hidden_n = cells[Layout::kHiddenN * H];
+    const acc_t h_tilde = cells[Layout::kGamma * H] * cells[Layout::kHPrev * H];
     const acc_t d_pre_n = dh * (acc_t(1) - z) * tanh_derivative(n);
     const acc_t d_pre_z = dh * (h_tilde - n) * logistic_derivative(z);
     const acc_t d_pre_r = d_pre_n * hidden_n * logistic_derivative(r);
@@ -741,13 +753,13 @@ template <typename scalar_t, typename acc_t>
 struct TimeDecayBackwardArgs {
   Steps steps;
   int64_t hidden;
-  const acc_t* dt;                 // [L, B]
-  const scalar_t* decay_weight;    // [H]
-  const scalar_t* decay_bias;      // [H]
-  const acc_t* workspace;          // [L, B, 6H]
-  const scalar_t* grad_h_tilde;    // [B, H] d/dh~ of this step (GEMM output)
-  acc_t* grad_h;                   // [B, H] out: d/dh before this step
-  acc_t* grad_weights;             // [B, 2H] per-row sums over steps: w_gamma, b_gamma
+  const acc_t* dt;               // [L, B]
+  const scalar_t* decay_weight;  // [H]
+  const scalar_t* decay_bias;    // [H]
+  const acc_t* cells;            // [L, B, 3H]
+  const scalar_t* grad_h_tilde;  // [B, H] d/dh~ of this step (GEMM output)
+  acc_t* grad_h;                 // [B, H] out: d/dh before this step
+  acc_t* grad_weights;           // [B, 2H] per-row sums over steps: w_gamma, b_gamma
 };
 
 template <typename scalar_t, typename acc_t>
@@ -764,10 +776,10 @@ struct TimeDecayBackward {
                                                    int64_t j) const {
     const int64_t H = a.hidden;
     const int64_t state = b * H + j;
-    const acc_t* ws = a.workspace + row.index * (Layout::kWorkspace * H) + j;
-    const acc_t gamma = ws[Layout::kGamma * H];
+    const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
+    const acc_t gamma = cells[Layout::kGamma * H];
     const acc_t d_h_tilde = load<scalar_t, acc_t>(a.grad_h_tilde + state);
-    const acc_t h_prev = ws[Layout::kHPrev * H];
+    const acc_t h_prev = cells[Layout::kHPrev * H];
     const acc_t exponent = decay_exponent(a.decay_weight, a.decay_bias, row.dt, j);
     // d gamma / d exponent = -gamma where the exponent is positive, 0 elsewhere (relu).
     const acc_t d_exponent = exponent > acc_t(0) ? -gamma * d_h_tilde * h_prev : acc_t(0);

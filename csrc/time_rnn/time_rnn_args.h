@@ -34,17 +34,15 @@ inline void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef s
 inline void check_like_input(const at::Tensor& t, const char* name, at::IntArrayRef shape,
                              const char* shape_text, const at::Tensor& input) {
   check_shape(t, name, shape, shape_text);
-  TORCH_CHECK_VALUE(t.scalar_type() == input.scalar_type(), name,
-                    " must have the dtype of input (", input.scalar_type(), "), got ",
-                    t.scalar_type());
+  TORCH_CHECK_VALUE(t.scalar_type() == input.scalar_type(), name, " must have the dtype of input (",
+                    input.scalar_type(), "), got ", t.scalar_type());
   check_same_device(t, input, name, "input");
 }
 
 // input [L, B, I], dt [L, B], lengths [B], weight_ih [G*H, I], weight_hh [R*H, H].
 inline Problem check_sequence(const at::Tensor& input, const at::Tensor& dt,
-                              const std::optional<at::Tensor>& lengths,
-                              const at::Tensor& weight_ih, int64_t gates,
-                              const at::Tensor& weight_hh, int64_t recurrent_gates) {
+                              const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
+                              int64_t gates, const at::Tensor& weight_hh, int64_t recurrent_gates) {
   check_rank(input, 3, "input", "[L, B, I]");
   TORCH_CHECK_VALUE(at::isFloatingType(input.scalar_type()),
                     "input must be a floating-point tensor, got ", input.scalar_type());
@@ -76,27 +74,29 @@ inline void check_vector(const Problem& p, const at::Tensor& t, const char* name
   check_like_input(t, name, {blocks * p.hidden}, "[blocks*H]", input);
 }
 
-// What the forward saved for the backward: workspace [L, B, W*H] in the accumulation dtype and
-// recurrent_input [L, B, H] in input's dtype.
-inline void check_saved(const Problem& p, const at::Tensor& input, const at::Tensor& workspace,
-                        int64_t blocks, const at::Tensor& recurrent_input) {
-  TORCH_CHECK_VALUE(workspace.numel() != 0 || p.seq_len * p.batch * p.hidden == 0,
-                    "workspace is empty: the forward ran with save_workspace=False, so there is "
+// What a training forward saved for the backward: gates [L, B, G*H] (the activations, input's
+// dtype), cells [L, B, C*H] (the accumulation dtype) and recurrent_input [L, B, H].
+inline void check_saved(const Problem& p, const at::Tensor& input, const at::Tensor& gates,
+                        int64_t gate_blocks, const at::Tensor& cells, int64_t cell_blocks,
+                        const at::Tensor& recurrent_input) {
+  TORCH_CHECK_VALUE(cells.numel() != 0 || p.seq_len * p.batch * p.hidden == 0,
+                    "cells is empty: the forward ran with save_workspace=False, so there is "
                     "nothing to differentiate");
-  check_shape(workspace, "workspace", {p.seq_len, p.batch, blocks * p.hidden}, "[L, B, W*H]");
+  check_like_input(gates, "gates", {p.seq_len, p.batch, gate_blocks * p.hidden}, "[L, B, G*H]",
+                   input);
+  check_shape(cells, "cells", {p.seq_len, p.batch, cell_blocks * p.hidden}, "[L, B, C*H]");
   const at::ScalarType acc = at::toOpMathType(input.scalar_type());
-  TORCH_CHECK_VALUE(workspace.scalar_type() == acc, "workspace must have dtype ", acc, ", got ",
-                    workspace.scalar_type());
-  check_same_device(workspace, input, "workspace", "input");
-  check_like_input(recurrent_input, "recurrent_input", {p.seq_len, p.batch, p.hidden},
-                   "[L, B, H]", input);
+  TORCH_CHECK_VALUE(cells.scalar_type() == acc, "cells must have dtype ", acc, ", got ",
+                    cells.scalar_type());
+  check_same_device(cells, input, "cells", "input");
+  check_like_input(recurrent_input, "recurrent_input", {p.seq_len, p.batch, p.hidden}, "[L, B, H]",
+                   input);
 }
 
 inline void check_gradients(const Problem& p, const at::Tensor& input,
                             const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                             const at::Tensor* grad_c_n) {
-  check_like_input(grad_output, "grad_output", {p.seq_len, p.batch, p.hidden}, "[L, B, H]",
-                   input);
+  check_like_input(grad_output, "grad_output", {p.seq_len, p.batch, p.hidden}, "[L, B, H]", input);
   check_state(p, grad_h_n, "grad_h_n", input);
   if (grad_c_n != nullptr) check_state(p, *grad_c_n, "grad_c_n", input);
 }
@@ -104,8 +104,7 @@ inline void check_gradients(const Problem& p, const at::Tensor& input,
 inline ActivationKind parse_activation(std::string_view name, const char* argument) {
   if (name == "tanh") return ActivationKind::kTanh;
   if (name == "sigmoid") return ActivationKind::kSigmoid;
-  TORCH_CHECK_VALUE(false, argument, " must be 'tanh' or 'sigmoid', got '", std::string(name),
-                    "'");
+  TORCH_CHECK_VALUE(false, argument, " must be 'tanh' or 'sigmoid', got '", std::string(name), "'");
 }
 
 // Calls f(std::integral_constant<int, variant>{}) for a Time-LSTM variant, checked to be 1-3.
@@ -119,14 +118,14 @@ decltype(auto) with_variant(int64_t variant, F&& f) {
 
 // Block counts of a Time-LSTM variant (see TimeLSTMLayout).
 struct TimeLSTMBlocks {
-  int64_t gates, recurrent_gates, peepholes, time_weights, workspace;
+  int64_t gates, recurrent_gates, peepholes, time_weights, cells;
 };
 
 inline TimeLSTMBlocks time_lstm_blocks(int64_t variant) {
   return with_variant(variant, [](auto v) {
     using Layout = TimeLSTMLayout<decltype(v)::value>;
     return TimeLSTMBlocks{Layout::kGates, Layout::kRecurrentGates, Layout::kPeepholes,
-                          Layout::kTimeWeights, Layout::kWorkspace};
+                          Layout::kTimeWeights, Layout::kCells};
   });
 }
 

@@ -19,6 +19,8 @@ from stseq.bench import measure, time_gap
 
 # op family -> (module with QUICK/FULL grids, PEER and cases()).
 SUITES = {"time_gap": time_gap}
+from stseq.bench import time_rnn  # noqa: E402
+SUITES.update({"time_rnn": time_rnn, "time_rnn_floor": time_rnn.FLOOR})
 COLUMNS = ("op", "shape", "dtype", "stseq ms", "peer", "peer ms", "speedup", "max err",
            "parity", "stseq MiB", "peer MiB")
 

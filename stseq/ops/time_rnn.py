@@ -22,11 +22,11 @@ from stseq.backends import resolve
 from stseq.ops.checks import check_tensor
 
 ACTIVATIONS = ("tanh", "sigmoid")
-# Time-LSTM variant -> (x-side gate blocks G, recurrent blocks R, peephole rows P, time rows K,
-# saved workspace blocks); see csrc/time_rnn/time_rnn.h.
-TIME_LSTM_BLOCKS = {1: (5, 4, 3, 2, 8), 2: (6, 4, 3, 3, 9), 3: (5, 3, 2, 3, 8)}
-TLSTM_WORKSPACE_BLOCKS = 8
-TIME_DECAY_GRU_WORKSPACE_BLOCKS = 6
+# Time-LSTM variant -> (gate blocks G, recurrent blocks R, peephole rows P, time rows K, saved
+# cell-state blocks C); see csrc/time_rnn/time_rnn.h.
+TIME_LSTM_BLOCKS = {1: (5, 4, 3, 2, 2), 2: (6, 4, 3, 3, 2), 3: (5, 3, 2, 3, 2)}
+TLSTM_GATES, TLSTM_CELLS = 4, 3
+TIME_DECAY_GRU_GATES, TIME_DECAY_GRU_CELLS = 3, 3
 
 
 def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight, *,
@@ -81,7 +81,7 @@ def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weig
     choice = resolve("time_lstm", backend, input.device, native=True, triton=False)
     if choice == "native":
         save = _needs_workspace(input, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight)
-        output, h_n, c_n, _, _ = torch.ops.stseq.time_lstm(
+        output, h_n, c_n, *_ = torch.ops.stseq.time_lstm(
             input, dt, h0, c0, lengths, weight_ih, weight_hh, bias, peephole, time_weight,
             variant, time_activation, bool(reverse), save)
         return output, h_n, c_n
@@ -126,7 +126,7 @@ def tlstm(input, dt, h0, c0, weight_ih, weight_hh, bias, decay_weight, decay_bia
     if choice == "native":
         save = _needs_workspace(input, h0, c0, weight_ih, weight_hh, bias, decay_weight,
                                 decay_bias)
-        output, h_n, c_n, _, _ = torch.ops.stseq.tlstm(
+        output, h_n, c_n, *_ = torch.ops.stseq.tlstm(
             input, dt, h0, c0, lengths, weight_ih, weight_hh, bias, decay_weight, decay_bias,
             short_term_activation, bool(reverse), save)
         return output, h_n, c_n
@@ -169,7 +169,7 @@ def time_decay_gru(input, dt, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_
     if choice == "native":
         save = _needs_workspace(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight,
                                 decay_bias)
-        output, h_n, _, _ = torch.ops.stseq.time_decay_gru(
+        output, h_n, *_ = torch.ops.stseq.time_decay_gru(
             input, dt, h0, lengths, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight,
             decay_bias, bool(reverse), save)
         return output, h_n
@@ -283,14 +283,15 @@ def _accumulation_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _saved(input, hidden, blocks, save):
-    """Fake (workspace [L, B, W*H], recurrent_input [L, B, H]) of a forward."""
+def _saved(input, hidden, gate_blocks, cell_blocks, save):
+    """Fake (gates [L, B, G*H], cells [L, B, C*H], recurrent_input [L, B, H]) of a forward: what
+    a training forward saves for the backward (empty tensors otherwise)."""
     seq_len, batch, _ = input.shape
+    acc = _accumulation_dtype(input.dtype)
     if not save:
-        return (input.new_empty((0,), dtype=_accumulation_dtype(input.dtype)),
-                input.new_empty((0,)))
-    return (input.new_empty((seq_len, batch, blocks * hidden),
-                            dtype=_accumulation_dtype(input.dtype)),
+        return input.new_empty((0,)), input.new_empty((0,), dtype=acc), input.new_empty((0,))
+    return (input.new_empty((seq_len, batch, gate_blocks * hidden)),
+            input.new_empty((seq_len, batch, cell_blocks * hidden), dtype=acc),
             input.new_empty((seq_len, batch, hidden)))
 
 
@@ -304,9 +305,9 @@ def _register_native():
           variant, time_activation, reverse, save_workspace):
         seq_len, batch, _ = input.shape
         hidden = weight_hh.shape[1]
-        blocks = TIME_LSTM_BLOCKS[variant][4]
+        gates, _, _, _, cells = TIME_LSTM_BLOCKS[variant]
         return (input.new_empty((seq_len, batch, hidden)), h0.new_empty(h0.shape),
-                c0.new_empty(c0.shape)) + _saved(input, hidden, blocks, save_workspace)
+                c0.new_empty(c0.shape)) + _saved(input, hidden, gates, cells, save_workspace)
 
     @torch.library.register_fake("stseq::tlstm")
     def _(input, dt, h0, c0, lengths, weight_ih, weight_hh, bias, decay_weight, decay_bias,
@@ -314,7 +315,7 @@ def _register_native():
         seq_len, batch, _ = input.shape
         hidden = weight_hh.shape[1]
         return (input.new_empty((seq_len, batch, hidden)), h0.new_empty(h0.shape),
-                c0.new_empty(c0.shape)) + _saved(input, hidden, TLSTM_WORKSPACE_BLOCKS,
+                c0.new_empty(c0.shape)) + _saved(input, hidden, TLSTM_GATES, TLSTM_CELLS,
                                                  save_workspace)
 
     @torch.library.register_fake("stseq::time_decay_gru")
@@ -323,50 +324,51 @@ def _register_native():
         seq_len, batch, _ = input.shape
         hidden = weight_hh.shape[1]
         return (input.new_empty((seq_len, batch, hidden)), h0.new_empty(h0.shape)) + _saved(
-            input, hidden, TIME_DECAY_GRU_WORKSPACE_BLOCKS, save_workspace)
+            input, hidden, TIME_DECAY_GRU_GATES, TIME_DECAY_GRU_CELLS, save_workspace)
 
     def like(*tensors):
         return tuple(t.new_empty(t.shape) for t in tensors)
 
     @torch.library.register_fake("stseq::time_lstm_backward")
     def _(grad_output, grad_h_n, grad_c_n, input, dt, lengths, weight_ih, weight_hh, peephole,
-          time_weight, workspace, recurrent_input, variant, time_activation, reverse):
+          time_weight, gates, cells, recurrent_input, variant, time_activation, reverse):
         bias = weight_ih.new_empty((weight_ih.shape[0],))
         return like(input, grad_h_n, grad_c_n, weight_ih, weight_hh, bias, peephole, time_weight)
 
     @torch.library.register_fake("stseq::tlstm_backward")
     def _(grad_output, grad_h_n, grad_c_n, input, dt, lengths, weight_ih, weight_hh,
-          decay_weight, decay_bias, workspace, recurrent_input, short_term_activation, reverse):
+          decay_weight, decay_bias, gates, cells, recurrent_input, short_term_activation,
+          reverse):
         bias = weight_ih.new_empty((weight_ih.shape[0],))
         return like(input, grad_h_n, grad_c_n, weight_ih, weight_hh, bias, decay_weight,
                     decay_bias)
 
     @torch.library.register_fake("stseq::time_decay_gru_backward")
     def _(grad_output, grad_h_n, input, dt, lengths, weight_ih, weight_hh, decay_weight,
-          decay_bias, workspace, recurrent_input, reverse):
+          decay_bias, gates, cells, recurrent_input, reverse):
         bias = weight_ih.new_empty((weight_ih.shape[0],))
         return like(input, grad_h_n, weight_ih, weight_hh, bias, bias, decay_weight, decay_bias)
 
     # time_lstm / tlstm: inputs (input, dt, h0, c0, lengths, weight_ih, weight_hh, bias, p1, p2,
-    # *config, save); outputs (output, h_n, c_n, workspace, recurrent_input).
+    # *config, save); outputs (output, h_n, c_n, gates, cells, recurrent_input).
     def lstm_setup_context(ctx, inputs, output):
         input, dt, _, _, lengths, weight_ih, weight_hh, _, extra1, extra2, *config = inputs
         ctx.config = config[:-1]  # without save_workspace
-        ctx.mark_non_differentiable(output[3], output[4])
-        ctx.set_materialize_grads(False)  # no zero-filled [L, B, W*H] for the workspace
+        ctx.mark_non_differentiable(*output[3:])
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for the saved tensors
         ctx.save_for_backward(input, dt, lengths, weight_ih, weight_hh, extra1, extra2,
-                              output[3], output[4])
+                              *output[3:])
 
     def lstm_backward(op):
-        def backward(ctx, grad_output, grad_h_n, grad_c_n, _workspace, _recurrent_input):
-            (input, dt, lengths, weight_ih, weight_hh, extra1, extra2, workspace,
+        def backward(ctx, grad_output, grad_h_n, grad_c_n, *_saved_grads):
+            (input, dt, lengths, weight_ih, weight_hh, extra1, extra2, gates, cells,
              recurrent_input) = ctx.saved_tensors
             seq_len, batch, _ = input.shape
             hidden = weight_hh.shape[1]
             grads = op(_grad_or_zeros(grad_output, (seq_len, batch, hidden), input),
                        _grad_or_zeros(grad_h_n, (batch, hidden), input),
                        _grad_or_zeros(grad_c_n, (batch, hidden), input), input, dt, lengths,
-                       weight_ih, weight_hh, extra1, extra2, workspace, recurrent_input,
+                       weight_ih, weight_hh, extra1, extra2, gates, cells, recurrent_input,
                        *ctx.config)
             grad_input, grad_h0, grad_c0, *weights = grads
             return (grad_input, None, grad_h0, grad_c0, None, *weights) + (None,) * (
@@ -383,20 +385,20 @@ def _register_native():
         (input, dt, _, lengths, weight_ih, weight_hh, _, _, decay_weight, decay_bias, reverse,
          _) = inputs
         ctx.reverse = reverse
-        ctx.mark_non_differentiable(output[2], output[3])
+        ctx.mark_non_differentiable(*output[2:])
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias,
-                              output[2], output[3])
+                              *output[2:])
 
-    def gru_backward(ctx, grad_output, grad_h_n, _workspace, _recurrent_input):
-        (input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias, workspace,
+    def gru_backward(ctx, grad_output, grad_h_n, *_saved_grads):
+        (input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias, gates, cells,
          recurrent_input) = ctx.saved_tensors
         seq_len, batch, _ = input.shape
         hidden = weight_hh.shape[1]
         grad_input, grad_h0, *weights = torch.ops.stseq.time_decay_gru_backward(
             _grad_or_zeros(grad_output, (seq_len, batch, hidden), input),
             _grad_or_zeros(grad_h_n, (batch, hidden), input), input, dt, lengths, weight_ih,
-            weight_hh, decay_weight, decay_bias, workspace, recurrent_input, ctx.reverse)
+            weight_hh, decay_weight, decay_bias, gates, cells, recurrent_input, ctx.reverse)
         return (grad_input, None, grad_h0, None, *weights, None, None)
 
     torch.library.register_autograd("stseq::time_decay_gru", gru_backward,

@@ -104,9 +104,10 @@ def test_native_matches_reference_float64(op, options, lengths, reverse):
     assert_parity(op, tensors, dict(kwargs, reverse=reverse), torch.float64)
 
 
-@pytest.mark.parametrize("op,options", CELLS[::2] + CELLS[-1:], ids=CELL_IDS[::2] + CELL_IDS[-1:])
+@pytest.mark.parametrize("op,options", CELLS[::2], ids=CELL_IDS[::2])
 def test_native_matches_reference_float32(op, options):
-    tensors, kwargs = random_case(op, options, seq_len=20, batch=16, input_size=8, hidden=32,
+    # B = 70: the CPU splits the rows between threads (slices of at least 32 rows)
+    tensors, kwargs = random_case(op, options, seq_len=12, batch=70, input_size=8, hidden=32,
                                   dtype=torch.float32)
     assert_parity(op, tensors, dict(kwargs, reverse=True), torch.float32)
 
@@ -292,14 +293,14 @@ def test_inference_saves_no_workspace_and_matches():
                                           False, True)
     without = torch.ops.stseq.time_lstm(*args[:4], kwargs["lengths"], *args[4:], 1, "tanh",
                                         False, False)
-    assert without[3].numel() == 0 and with_grad[3].numel() > 0
+    assert all(t.numel() == 0 for t in without[3:]) and all(t.numel() > 0 for t in with_grad[3:])
     for a, b in zip(with_grad[:3], without[:3]):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="save_workspace=False"):
         torch.ops.stseq.time_lstm_backward(
             torch.ones_like(without[0]), torch.ones_like(without[1]), torch.ones_like(without[2]),
-            args[0], args[1], kwargs["lengths"], args[4], args[5], args[7], args[8], without[3],
-            without[4], 1, "tanh", False)
+            args[0], args[1], kwargs["lengths"], args[4], args[5], args[7], args[8], *without[3:],
+            1, "tanh", False)
 
 
 def test_backward_is_bitwise_reproducible():
@@ -369,15 +370,15 @@ def test_opcheck_backward(op, options):
     torch.library.opcheck(getattr(torch.ops.stseq, op + "_backward").default, args)
 
 
-@pytest.mark.parametrize("backend", ["native", "reference"])
-def test_compile_fullgraph_module(backend):
+def test_compile_fullgraph_module():
     torch._dynamo.reset()
     module = stseq.nn.TimeLSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True,
-                               variant=2, backend=backend)
+                               variant=2, backend="native")
     x, dt = torch.randn(3, 5, 4), torch.rand(3, 5) * 100
     lengths = torch.tensor([5, 2, 4])
     compiled = torch.compile(module, fullgraph=True)
-    out, (h_n, c_n) = compiled(x, dt, lengths=lengths)
+    with torch._inductor.config.patch(fx_graph_cache=False):  # no stale kernels across builds
+        out, (h_n, c_n) = compiled(x, dt, lengths=lengths)
     (out.square().sum() + c_n.sum()).backward()
     grads = [p.grad.clone() for p in module.parameters()]
     module.zero_grad()
@@ -498,17 +499,18 @@ def test_direct_op_call_is_memory_safe_on_any_values():
     # shape checks name the argument.
     tensors, kwargs = random_case("time_decay_gru", {}, lengths=False)
     data = [t.detach() for t in tensors]
-    output, h_n, _, _ = torch.ops.stseq.time_decay_gru(*data[:3], torch.tensor([99, -4, 3, 0, 6]),
-                                                       *data[3:], False, False)
+    output, h_n, *_ = torch.ops.stseq.time_decay_gru(*data[:3], torch.tensor([99, -4, 3, 0, 6]),
+                                                     *data[3:], False, False)
     assert torch.isfinite(output).all() and output[:, 1].abs().sum() == 0
     torch.testing.assert_close(h_n[1], data[2][1])
     with pytest.raises(ValueError, match=r"weight_hh must have shape \[R\*H, H\]"):
         torch.ops.stseq.time_decay_gru(*data[:3], None, data[3], data[4][:-1], *data[5:], False,
                                        False)
-    with pytest.raises(ValueError, match="workspace must have shape"):
+    saved = torch.ops.stseq.time_decay_gru(*data[:3], None, *data[3:], False, True)[2:]
+    with pytest.raises(ValueError, match=r"cells must have shape \[L, B, C\*H\]"):
         torch.ops.stseq.time_decay_gru_backward(
-            output, h_n, data[0], data[1], None, data[3], data[4], data[7], data[8],
-            torch.zeros(2, 2, 2, dtype=torch.float64), output, False)
+            output, h_n, data[0], data[1], None, data[3], data[4], data[7], data[8], saved[0],
+            saved[1][:, :, :2], saved[2], False)
 
 
 def test_native_rejects_half_on_cpu():
@@ -526,7 +528,7 @@ def _float32_twin(tensors):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("op,options", CELLS[::2] + CELLS[-1:], ids=CELL_IDS[::2] + CELL_IDS[-1:])
+@pytest.mark.parametrize("op,options", CELLS[::2], ids=CELL_IDS[::2])
 def test_cuda_matches_reference(op, options, dtype):
     tensors, kwargs = random_case(op, options, seq_len=30, batch=33, input_size=24, hidden=40,
                                   dtype=dtype, device="cuda")
