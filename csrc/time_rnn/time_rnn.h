@@ -34,6 +34,8 @@
 
 #if defined(__CUDACC__)
 #define STSEQ_FORCE_INLINE __forceinline__
+#elif defined(_MSC_VER)
+#define STSEQ_FORCE_INLINE __forceinline
 #else
 #define STSEQ_FORCE_INLINE inline __attribute__((always_inline))
 #endif
