@@ -320,6 +320,18 @@ def test_inputs_are_not_mutated():
         assert torch.equal(t.detach(), b)
 
 
+def test_noncontiguous_inputs():
+    for op, options in (CELLS[4], CELLS[6], CELLS[8]):
+        tensors, kwargs = random_case(op, options)
+        strided = [t.detach().transpose(0, -1).contiguous().transpose(0, -1)
+                   .requires_grad_(t.requires_grad) if t.dim() > 1 else t for t in tensors]
+        assert not strided[0].is_contiguous() and not strided[4].is_contiguous()
+        outputs, gradients, grads = run(op, strided, kwargs, "native")
+        expected, expected_gradients, _ = run(op, tensors, kwargs, "reference", grads)
+        for a, b in zip(outputs + gradients, expected + expected_gradients):
+            assert_close_to_scale(a, b, torch.float64)
+
+
 def test_time_deltas():
     ts = 1_700_000_000 + torch.tensor([[0, 1, 1, 3601], [0, 60, 5, 5]])
     dt = stseq.nn.time_deltas(ts, torch.tensor([4, 2]), time_unit=60.0)
