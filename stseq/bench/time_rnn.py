@@ -21,12 +21,12 @@ CELLS = ("time_lstm1", "time_lstm2", "time_lstm3", "tlstm", "time_decay_gru")
 QUICK = [dict(TARGET, cell="time_lstm1")]
 FULL = ([dict(TARGET, cell=cell) for cell in CELLS]
         + [dict(TARGET, cell="time_lstm1", lengths=True)]
-        + [dict(cell="time_lstm1", batch=b, seq_len=l, input_size=i, hidden=h)
-           for b, l, i, h in ((256, 50, 64, 64), (256, 50, 64, 256), (256, 200, 64, 128),
+        + [dict(cell="time_lstm1", batch=b, seq_len=n, input_size=i, hidden=h)
+           for b, n, i, h in ((256, 50, 64, 64), (256, 50, 64, 256), (256, 200, 64, 128),
                               (1024, 50, 128, 128))])
 # Added on CUDA only (the eager reference takes minutes per call there on a CPU).
-CUDA_FULL = [dict(cell="time_lstm1", batch=b, seq_len=l, input_size=i, hidden=h)
-             for b, l, i, h in ((1024, 200, 128, 128), (4096, 50, 256, 256),
+CUDA_FULL = [dict(cell="time_lstm1", batch=b, seq_len=n, input_size=i, hidden=h)
+             for b, n, i, h in ((1024, 200, 128, 128), (4096, 50, 256, 256),
                                 (4096, 200, 256, 256))]
 
 

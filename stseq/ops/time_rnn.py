@@ -213,7 +213,8 @@ def _check_sequence(input, dt, lengths, weight_hh, recurrent_blocks):
     if lengths is not None:
         check_tensor(lengths, "lengths", rank=1, shape="[B]")
         _check_device(lengths, "lengths", input.device)
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or (
+                lengths.dtype == torch.bool):
             raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
         _check_shape(lengths, "lengths", (batch,), "[B]")
     if not torch.compiler.is_compiling():
@@ -236,7 +237,7 @@ def _check_parameters(input, hidden, *, states, vectors, matrices):
     states: the [B, H] tensors by name; vectors: name -> (tensor, blocks of H); matrices:
     name -> (tensor, shape, shape text).
     """
-    _, batch, input_size = input.shape
+    batch = input.shape[1]
     for name, state in states.items():
         _check_like_input(state, name, (batch, hidden), "[B, H]", input)
     for name, (value, blocks) in vectors.items():

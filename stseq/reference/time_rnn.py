@@ -62,6 +62,14 @@ def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weig
     [i, f, g, o, t1, t2], variant 3 [i, g, o, t1, t2]; ``weight_hh`` has the first 4 (3)
     blocks. ``peephole`` rows: [w_ci, w_cf, w_co] (variant 3: [w_ci, w_co]); ``time_weight``
     rows: [w_t, w_to] (variant 1) or [w_t1, w_t2, w_to].
+
+    Example::
+
+        L, B, I, H = 5, 2, 3, 4
+        weights = [torch.randn(5 * H, I), torch.randn(4 * H, H), torch.zeros(5 * H),
+                   torch.zeros(3, H), torch.zeros(2, H)]
+        out, h_n, c_n = time_lstm(torch.randn(L, B, I), torch.rand(L, B), torch.zeros(B, H),
+                                  torch.zeros(B, H), *weights)
     """
     phi = _activation(time_activation)
 
@@ -115,6 +123,13 @@ def tlstm(input, dt, h0, c0, weight_ih, weight_hh, bias, decay_weight, decay_bia
     Same signature and semantics as :func:`stseq.ops.tlstm`: the short-term memory
     C_S = act(W_d c + b_d) is discounted by g(dt) = 1 / log(e + dt), then an LSTM step (gate
     blocks [i, f, g, o], torch's order) runs on c* = c - C_S + g(dt) C_S.
+
+    Example::
+
+        L, B, I, H = 5, 2, 3, 4
+        out, h_n, c_n = tlstm(torch.randn(L, B, I), torch.rand(L, B), torch.zeros(B, H),
+                              torch.zeros(B, H), torch.randn(4 * H, I), torch.randn(4 * H, H),
+                              torch.zeros(4 * H), torch.randn(H, H), torch.zeros(H))
     """
     act = _activation(short_term_activation)
 
@@ -137,6 +152,13 @@ def time_decay_gru(input, dt, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_
 
     Same signature and semantics as :func:`stseq.ops.time_decay_gru`:
     h~ = exp(-max(0, w_gamma * dt + b_gamma)) * h, then a torch.nn.GRU step on h~.
+
+    Example::
+
+        L, B, I, H = 5, 2, 3, 4
+        out, h_n = time_decay_gru(torch.randn(L, B, I), torch.rand(L, B), torch.zeros(B, H),
+                                  torch.randn(3 * H, I), torch.randn(3 * H, H), torch.zeros(3 * H),
+                                  torch.zeros(3 * H), torch.rand(H), torch.zeros(H))
     """
 
     def cell(x, t, h):

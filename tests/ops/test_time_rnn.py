@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import stseq
-from stseq import ops, reference
+from stseq import ops
 from stseq.ops.time_rnn import TIME_LSTM_BLOCKS
 
 TOLERANCE = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
@@ -145,8 +145,8 @@ def test_padding_reads_nothing_and_outputs_zero():
     padded[1][3:, 1] = -5.0
     padded = [p.requires_grad_(t.requires_grad) for p, t in zip(padded, tensors)]
     for reverse in (False, True):
-        (output, h_n, c_n), gradients, grads = run("time_lstm", padded, dict(kwargs, reverse=reverse),
-                                                   "native")
+        (output, h_n, c_n), gradients, grads = run("time_lstm", padded,
+                                                   dict(kwargs, reverse=reverse), "native")
         assert output[3:, 1].abs().sum() == 0 and output[:, 2].abs().sum() == 0
         assert all(torch.isfinite(g).all() for g in gradients)
         # the empty row keeps its initial state and passes the final gradients straight back
@@ -255,7 +255,7 @@ def test_module_native_matches_reference(name):
      ).backward()
     (ref_out.sum() + sum(s.sum() for s in (ref_states if isinstance(ref_states, tuple)
                                             else (ref_states,)))).backward()
-    for (parameter_name, a), b in zip(native.named_parameters(), twin.parameters()):
+    for a, b in zip(native.parameters(), twin.parameters()):
         assert_close_to_scale(a.grad, b.grad, torch.float64)
 
 
@@ -429,25 +429,36 @@ def _kw(name, value):
 
 
 BAD_INPUTS = {
-    "negative dt": (_set(1, (1, 1), -1.0), r"dt must be finite and >= 0; row 1 has -1.0 at position 1"),
-    "nan dt": (_set(1, (0, 0), math.nan), r"dt must be finite and >= 0; row 0 has nan at position 0"),
-    "inf dt": (_set(1, (3, 0), math.inf), r"dt must be finite and >= 0; row 0 has inf at position 3"),
+    "negative dt": (_set(1, (1, 1), -1.0),
+                    r"dt must be finite and >= 0; row 1 has -1.0 at position 1"),
+    "nan dt": (_set(1, (0, 0), math.nan),
+               r"dt must be finite and >= 0; row 0 has nan at position 0"),
+    "inf dt": (_set(1, (3, 0), math.inf),
+               r"dt must be finite and >= 0; row 0 has inf at position 3"),
     "integer dt": (_with(1, lambda t: t.long()), r"dt must be a floating-point tensor"),
-    "dt shape": (_with(1, lambda t: t[:, :2]), r"dt must have shape \[L, B\] = \[4, 3\], got \[4, 2\]"),
+    "dt shape": (_with(1, lambda t: t[:, :2]),
+                 r"dt must have shape \[L, B\] = \[4, 3\], got \[4, 2\]"),
     "input rank": (_with(0, lambda t: t[0]), r"input must have shape \[L, B, I\]"),
     "integer input": (_with(0, lambda t: t.long()), r"input must be a floating-point tensor"),
-    "weight_ih shape": (_with(4, lambda t: t[:, :2]), r"weight_ih must have shape \[G\*H, I\] = \[20, 3\]"),
+    "weight_ih shape": (_with(4, lambda t: t[:, :2]),
+                        r"weight_ih must have shape \[G\*H, I\] = \[20, 3\]"),
     "weight_hh shape": (_with(5, lambda t: t[:-1]), r"weight_hh must have shape \[R\*H, H\]"),
     "bias shape": (_with(6, lambda t: t[:-1]), r"bias must have shape \[5\*H\] = \[20\]"),
-    "peephole rows": (_with(7, lambda t: t[:2]), r"peephole must have shape \[3, H\] = \[3, 4\]"),
+    "peephole rows": (_with(7, lambda t: t[:2]),
+                      r"peephole must have shape \[3, H\] = \[3, 4\]"),
     "time_weight rows": (_with(8, lambda t: t[:1]), r"time_weight must have shape \[2, H\]"),
     "h0 shape": (_with(2, lambda t: t[:2]), r"h0 must have shape \[B, H\] = \[3, 4\]"),
     "c0 dtype": (_with(3, lambda t: t.float()), r"c0 must have the dtype of input"),
-    "weight device": (_with(5, lambda t: t.to("meta")), r"weight_hh is on meta but input is on cpu"),
-    "negative length": (_kw("lengths", torch.tensor([4, -1, 0])), r"lengths must be in \[0, L=4\]; lengths\[1\] = -1"),
-    "long length": (_kw("lengths", torch.tensor([5, 1, 0])), r"lengths must be in \[0, L=4\]; lengths\[0\] = 5"),
-    "float lengths": (_kw("lengths", torch.tensor([4.0, 1.0, 0.0])), r"lengths must be an integer tensor"),
-    "short lengths": (_kw("lengths", torch.tensor([4, 1])), r"lengths must have shape \[B\] = \[3\]"),
+    "weight device": (_with(5, lambda t: t.to("meta")),
+                      r"weight_hh is on meta but input is on cpu"),
+    "negative length": (_kw("lengths", torch.tensor([4, -1, 0])),
+                        r"lengths must be in \[0, L=4\]; lengths\[1\] = -1"),
+    "long length": (_kw("lengths", torch.tensor([5, 1, 0])),
+                    r"lengths must be in \[0, L=4\]; lengths\[0\] = 5"),
+    "float lengths": (_kw("lengths", torch.tensor([4.0, 1.0, 0.0])),
+                      r"lengths must be an integer tensor"),
+    "short lengths": (_kw("lengths", torch.tensor([4, 1])),
+                      r"lengths must have shape \[B\] = \[3\]"),
     "variant": (_kw("variant", 4), r"variant must be 1, 2 or 3, got 4"),
     "activation": (_kw("time_activation", "relu"), r"time_activation must be one of"),
 }
