@@ -11,6 +11,12 @@
 #include "time_gap/time_gap_cuda.h"
 #endif
 
+// ---- time-aware recurrent layers (issue 4): headers
+#include "time_rnn/time_rnn_cpu.h"
+#ifdef STSEQ_WITH_CUDA
+#include "time_rnn/time_rnn_cuda.h"
+#endif
+
 TORCH_LIBRARY(stseq, m) {
   m.def(
       "time_gap_embedding(Tensor timestamps, Tensor time_weight, Tensor? lengths, "
@@ -66,6 +72,64 @@ TORCH_LIBRARY_IMPL(stseq, CUDA, m) {
   m.impl("gru_layer_backward", &stseq::gru_layer_backward_cuda);
 }
 #endif
+
+// ---- time-aware recurrent layers (issue 4): time_lstm, tlstm, time_decay_gru and their
+// backwards. One layer and direction over time-major input [L, B, I]; see stseq/ops/time_rnn.py.
+TORCH_LIBRARY_FRAGMENT(stseq, m) {
+  m.def(
+      "time_lstm(Tensor input, Tensor dt, Tensor h0, Tensor c0, Tensor? lengths, "
+      "Tensor weight_ih, Tensor weight_hh, Tensor bias, Tensor peephole, Tensor time_weight, "
+      "int variant, str time_activation, bool reverse, bool save_workspace) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "time_lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
+      "Tensor dt, Tensor? lengths, Tensor weight_ih, Tensor weight_hh, Tensor peephole, "
+      "Tensor time_weight, Tensor gates, Tensor cells, Tensor recurrent_input, int variant, "
+      "str time_activation, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "tlstm(Tensor input, Tensor dt, Tensor h0, Tensor c0, Tensor? lengths, Tensor weight_ih, "
+      "Tensor weight_hh, Tensor bias, Tensor decay_weight, Tensor decay_bias, "
+      "str short_term_activation, bool reverse, bool save_workspace) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "tlstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
+      "Tensor dt, Tensor? lengths, Tensor weight_ih, Tensor weight_hh, Tensor decay_weight, "
+      "Tensor decay_bias, Tensor gates, Tensor cells, Tensor recurrent_input, "
+      "str short_term_activation, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "time_decay_gru(Tensor input, Tensor dt, Tensor h0, Tensor? lengths, Tensor weight_ih, "
+      "Tensor weight_hh, Tensor bias_ih, Tensor bias_hh, Tensor decay_weight, "
+      "Tensor decay_bias, bool reverse, bool save_workspace) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "time_decay_gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor dt, "
+      "Tensor? lengths, Tensor weight_ih, Tensor weight_hh, Tensor decay_weight, "
+      "Tensor decay_bias, Tensor gates, Tensor cells, Tensor recurrent_input, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(stseq, CPU, m) {
+  m.impl("time_lstm", &stseq::time_lstm_cpu);
+  m.impl("time_lstm_backward", &stseq::time_lstm_backward_cpu);
+  m.impl("tlstm", &stseq::tlstm_cpu);
+  m.impl("tlstm_backward", &stseq::tlstm_backward_cpu);
+  m.impl("time_decay_gru", &stseq::time_decay_gru_cpu);
+  m.impl("time_decay_gru_backward", &stseq::time_decay_gru_backward_cpu);
+}
+
+#ifdef STSEQ_WITH_CUDA
+TORCH_LIBRARY_IMPL(stseq, CUDA, m) {
+  m.impl("time_lstm", &stseq::time_lstm_cuda);
+  m.impl("time_lstm_backward", &stseq::time_lstm_backward_cuda);
+  m.impl("tlstm", &stseq::tlstm_cuda);
+  m.impl("tlstm_backward", &stseq::tlstm_backward_cuda);
+  m.impl("time_decay_gru", &stseq::time_decay_gru_cuda);
+  m.impl("time_decay_gru_backward", &stseq::time_decay_gru_backward_cuda);
+}
+#endif
+// ---- end of time-aware recurrent layers
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "stseq native kernels (ops are registered under torch.ops.stseq)";

@@ -1,0 +1,159 @@
+// CPU kernels of the time-aware recurrent ops: the shared drivers (time_rnn_driver.h) with a
+// launcher that gives each thread a slice of the batch for the whole sequence (its own small
+// GEMMs and element steps, no synchronisation between steps) and runs the hidden units of a row
+// as one vectorised loop (compiled for AVX2+FMA as well as the baseline, chosen at run time).
+// This file is compiled with -fno-trapping-math so that the branch-free float math vectorises.
+#include "time_rnn/time_rnn_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
+
+#include "time_rnn/time_rnn_driver.h"
+
+namespace stseq {
+namespace {
+
+// Rows [begin, end) of one element step: active rows as a SIMD loop over the hidden units.
+template <typename Step>
+STSEQ_FORCE_INLINE void run_rows(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
+  for (int64_t b = begin; b < end; ++b) {
+    const auto row = step.row(b);
+    if (!row.active) {
+      for (int64_t j = 0; j < hidden; ++j) step.inactive(b, j);
+      continue;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < hidden; ++j) step.active(row, b, j);
+  }
+}
+
+template <typename Step>
+void run_rows_baseline(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
+  run_rows(step, begin, end, hidden);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+template <typename Step>
+__attribute__((target("avx2,fma"))) void run_rows_avx2(const Step& step, int64_t begin, int64_t end,
+                                                       int64_t hidden) {
+  run_rows(step, begin, end, hidden);
+}
+
+bool has_avx2() {
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+}
+#endif
+
+struct CpuLauncher {
+  struct NoGuard {};
+  static NoGuard guard(const at::Tensor&) { return {}; }
+
+  template <typename F>
+  static void dispatch(at::ScalarType type, F&& f) {
+    if (type == at::kFloat) return f(float{});
+    if (type == at::kDouble) return f(double{});
+    TORCH_CHECK_VALUE(false, "time-aware recurrent layers on CPU support float32 and float64, got ",
+                      type);
+  }
+
+  // Each thread runs every step on its own slice of rows (at least kMinRows, so that its GEMMs
+  // stay efficient): no barrier per step. The slices inherit the caller's thread-local state
+  // (the dispatcher's autograd exclusion among it) for the ATen GEMMs they call.
+  template <typename Body>
+  static void time_loop(int64_t batch, int64_t steps, const Body& body) {
+    constexpr int64_t kMinRows = 32;
+    const at::ThreadLocalState state;
+    at::parallel_for(0, batch, kMinRows, [&](int64_t begin, int64_t end) {
+      const at::ThreadLocalStateGuard guard(state);
+      for (int64_t i = 0; i < steps; ++i) body(begin, end, i);
+    });
+  }
+
+  template <typename Step>
+  static void run(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (has_avx2()) return run_rows_avx2(step, begin, end, hidden);
+#endif
+    run_rows_baseline(step, begin, end, hidden);
+  }
+};
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> time_lstm_cpu(
+    const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0, const at::Tensor& c0,
+    const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const at::Tensor& bias, const at::Tensor& peephole,
+    const at::Tensor& time_weight, int64_t variant, std::string_view time_activation, bool reverse,
+    bool save_workspace) {
+  return time_rnn::time_lstm_forward<CpuLauncher>(input, dt, h0, c0, lengths, weight_ih, weight_hh,
+                                                  bias, peephole, time_weight, variant,
+                                                  time_activation, reverse, save_workspace);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+time_lstm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                       const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& dt,
+                       const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
+                       const at::Tensor& weight_hh, const at::Tensor& peephole,
+                       const at::Tensor& time_weight, const at::Tensor& gates,
+                       const at::Tensor& cells, const at::Tensor& recurrent_input, int64_t variant,
+                       std::string_view time_activation, bool reverse) {
+  return time_rnn::time_lstm_backward<CpuLauncher>(
+      grad_output, grad_h_n, grad_c_n, input, dt, lengths, weight_ih, weight_hh, peephole,
+      time_weight, gates, cells, recurrent_input, variant, time_activation, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> tlstm_cpu(
+    const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0, const at::Tensor& c0,
+    const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const at::Tensor& bias, const at::Tensor& decay_weight,
+    const at::Tensor& decay_bias, std::string_view short_term_activation, bool reverse,
+    bool save_workspace) {
+  return time_rnn::tlstm_forward<CpuLauncher>(input, dt, h0, c0, lengths, weight_ih, weight_hh,
+                                              bias, decay_weight, decay_bias, short_term_activation,
+                                              reverse, save_workspace);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+tlstm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                   const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& dt,
+                   const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
+                   const at::Tensor& weight_hh, const at::Tensor& decay_weight,
+                   const at::Tensor& decay_bias, const at::Tensor& gates, const at::Tensor& cells,
+                   const at::Tensor& recurrent_input, std::string_view short_term_activation,
+                   bool reverse) {
+  return time_rnn::tlstm_backward<CpuLauncher>(
+      grad_output, grad_h_n, grad_c_n, input, dt, lengths, weight_ih, weight_hh, decay_weight,
+      decay_bias, gates, cells, recurrent_input, short_term_activation, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> time_decay_gru_cpu(
+    const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0,
+    const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const at::Tensor& bias_ih, const at::Tensor& bias_hh,
+    const at::Tensor& decay_weight, const at::Tensor& decay_bias, bool reverse,
+    bool save_workspace) {
+  return time_rnn::time_decay_gru_forward<CpuLauncher>(input, dt, h0, lengths, weight_ih, weight_hh,
+                                                       bias_ih, bias_hh, decay_weight, decay_bias,
+                                                       reverse, save_workspace);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+time_decay_gru_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                            const at::Tensor& input, const at::Tensor& dt,
+                            const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
+                            const at::Tensor& weight_hh, const at::Tensor& decay_weight,
+                            const at::Tensor& decay_bias, const at::Tensor& gates,
+                            const at::Tensor& cells, const at::Tensor& recurrent_input,
+                            bool reverse) {
+  return time_rnn::time_decay_gru_backward<CpuLauncher>(
+      grad_output, grad_h_n, input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias,
+      gates, cells, recurrent_input, reverse);
+}
+
+}  // namespace stseq

@@ -1,0 +1,648 @@
+// Host drivers of the time-aware recurrent ops, shared by the CPU and CUDA entry points (haste's
+// structure, written for every cell):
+//   forward:  one GEMM projects the inputs of all L steps onto every gate, time gates included
+//             (gates = x W_ih^T + b, [L, B, G*H]); then a time loop in C++ with, per step, the
+//             recurrent GEMM(s) and one fused element step (time_rnn.h) that adds the dt terms,
+//             applies the gates, writes the output and, when training, saves the activations
+//             (over the projections in `gates`, and the cell states in `cells`);
+//   backward: the element steps in reverse write the pre-activation gradients by position and
+//             the recurrent GEMM carries d/dh to the earlier step; after the loop dx, dW_ih and
+//             dW_hh are three large GEMMs, bias gradients column sums, and the elementwise
+//             weights' gradients (peepholes, time and decay weights) sums of per-row
+//             accumulators (no atomics anywhere: bitwise reproducible on a device).
+//
+// A Launcher provides
+//   template <typename F> static void dispatch(at::ScalarType, F f)  f(scalar_t{}) per dtype
+//   static auto guard(const at::Tensor&)                                the device guard
+//   template <typename Body> static void time_loop(B, L, const Body& body)
+//       body(begin, end, i) for i = 0..L-1 in order, over rows [begin, end): the CPU gives each
+//       thread a slice of rows for the whole sequence (rows are independent; no barrier per
+//       step), CUDA runs all rows per step;
+//   template <typename Step> static void run(const Step&, begin, end, H)  one element step
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+#include "time_rnn/time_rnn.h"
+#include "time_rnn/time_rnn_args.h"
+
+namespace stseq {
+namespace time_rnn {
+
+using Tensors6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Tensors5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Tensors8 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor, at::Tensor>;
+
+// What every cell's loop shares: sizes, options, lengths.
+struct Setup {
+  Problem p;
+  at::ScalarType dtype;           // input's
+  at::ScalarType acc_dtype;       // its accumulation dtype (float for half and bfloat16)
+  at::TensorOptions options;      // input's dtype and device
+  at::TensorOptions acc_options;  // acc_dtype on input's device
+  at::Tensor lengths;             // [B] int64 or undefined (every row has L positions)
+  at::Tensor dt;                  // [L, B] in the accumulation dtype
+  bool reverse;
+
+  Setup(const Problem& problem, const at::Tensor& input, const at::Tensor& dt_in,
+        const std::optional<at::Tensor>& lengths_in, bool reverse_in)
+      : p(problem),
+        dtype(input.scalar_type()),
+        acc_dtype(at::toOpMathType(dtype)),
+        options(input.options()),
+        acc_options(input.options().dtype(acc_dtype)),
+        lengths(lengths_in.has_value() ? lengths_in->to(at::kLong).contiguous() : at::Tensor()),
+        dt(dt_in.to(acc_dtype).contiguous()),
+        reverse(reverse_in) {}
+
+  bool padded() const { return lengths.defined(); }
+
+  // A buffer by position: zero-filled when rows have padding (padded positions are never written
+  // but are read by the GEMMs after the loop), uninitialised otherwise.
+  at::Tensor by_position(int64_t blocks, const at::TensorOptions& opts) const {
+    const std::vector<int64_t> shape{p.seq_len, p.batch, blocks * p.hidden};
+    return padded() ? at::zeros(shape, opts) : at::empty(shape, opts);
+  }
+  at::Tensor saved(bool save, int64_t blocks, const at::TensorOptions& opts) const {
+    return save ? by_position(blocks, opts) : at::empty({0}, opts);
+  }
+  at::Tensor step_buffer(int64_t blocks, const at::TensorOptions& opts) const {
+    return at::zeros({p.batch, blocks * p.hidden}, opts);
+  }
+
+  Steps steps(int64_t step) const {
+    return {padded() ? lengths.data_ptr<int64_t>() : nullptr, p.seq_len, p.batch, step, reverse};
+  }
+
+  // x W_ih^T + bias for every position -> [L, B, G*H].
+  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih,
+                            const at::Tensor& bias) const {
+    return at::addmm(bias, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t())
+        .view({p.seq_len, p.batch, weight_ih.size(0)});
+  }
+
+  // What a forward returns as its saved gates: the activations, or nothing in inference.
+  at::Tensor saved_gates(bool save, const at::Tensor& gates) const {
+    return save ? gates : at::empty({0}, options);
+  }
+
+  // d/d(initial state): from the loop for rows with at least one step, else the final state's.
+  at::Tensor initial_state_grad(const at::Tensor& from_loop, const at::Tensor& grad_final) const {
+    if (!padded()) return p.seq_len > 0 ? from_loop : grad_final.clone();
+    return at::where(lengths.clamp(0, p.seq_len).gt(0).unsqueeze(1), from_loop, grad_final);
+  }
+
+  // The gradient of h for the backward of an LSTM cell, whose h comes out of a GEMM: returns
+  // grad_output [L, B, H] and fills grad_h_later [B, H] so that the element steps read d/dh_n
+  // at each row's last processed position (L-1 or n_b-1 forward, 0 in reverse). Without
+  // padding every row ends at the first backward step, so grad_h_later starts at d/dh_n;
+  // otherwise d/dh_n is added to a copy of grad_output there (h_n is the output there).
+  at::Tensor hidden_grads(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                          at::Tensor& grad_h_later) const {
+    if (!padded()) {
+      grad_h_later.copy_(grad_h_n);
+      return grad_output.contiguous();
+    }
+    at::Tensor folded = grad_output.clone(at::MemoryFormat::Contiguous);
+    if (p.seq_len == 0) return folded;
+    const at::Tensor n = lengths.clamp(0, p.seq_len);
+    const at::Tensor last = reverse ? at::zeros_like(n) : (n - 1).clamp_min(0);
+    const at::Tensor rows = at::arange(p.batch, n.options());
+    const at::Tensor has_steps = n.gt(0).unsqueeze(1).to(dtype);  // rows of length 0 add nothing
+    folded.index_put_({last, rows}, folded.index({last, rows}) + grad_h_n * has_steps);
+    return folded;
+  }
+
+  // A state gradient [B, H] as a contiguous acc_t copy (the buffer the loop updates).
+  at::Tensor acc_copy(const at::Tensor& grad) const {
+    return grad.to(acc_options, false, true).contiguous();
+  }
+
+  // (dx [L, B, I], dW_ih [G*H, I]) from the pre-activation gradients [L, B, G*H]; padded
+  // positions of x (whatever they hold) are masked out of dW_ih.
+  std::pair<at::Tensor, at::Tensor> input_grads(const at::Tensor& grad_gates,
+                                                const at::Tensor& input,
+                                                const at::Tensor& weight_ih) const {
+    const int64_t rows = p.seq_len * p.batch;
+    const at::Tensor grad2d = grad_gates.view({rows, grad_gates.size(2)});
+    at::Tensor x = input;
+    if (padded()) {
+      const at::Tensor positions = at::arange(p.seq_len, lengths.options()).unsqueeze(1);
+      x = input.masked_fill(positions.ge(lengths.unsqueeze(0)).unsqueeze(2), 0);
+    }
+    return {at::mm(grad2d, weight_ih).view({p.seq_len, p.batch, p.input_size}),
+            at::mm(grad2d.t(), x.reshape({rows, p.input_size}))};
+  }
+
+  // Column sums of a [L, B, N] gradient by position -> [N] in input's dtype.
+  at::Tensor column_sums(const at::Tensor& grad) const {
+    return at::sum(grad.view({p.seq_len * p.batch, grad.size(2)}), {0}, false, acc_dtype).to(dtype);
+  }
+
+  // The first `blocks` column blocks of a [L, B, N] buffer as a [L*B, blocks*H] matrix.
+  at::Tensor leading_blocks(const at::Tensor& by_pos, int64_t first, int64_t blocks) const {
+    return by_pos.view({p.seq_len * p.batch, by_pos.size(2)})
+        .narrow(1, first * p.hidden, blocks * p.hidden);
+  }
+};
+
+// Rows [begin, end) of a [B, N] step buffer.
+inline at::Tensor rows_of(const at::Tensor& buffer, int64_t begin, int64_t end) {
+  return buffer.narrow(0, begin, end - begin);
+}
+
+// The element step Step{args} of time step `step` over rows [begin, end).
+template <typename Launcher, typename Step, typename Args>
+void run_step(Args args, const Setup& s, int64_t step, int64_t begin, int64_t end) {
+  args.steps = s.steps(step);
+  Launcher::run(Step{args}, begin, end, s.p.hidden);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time-LSTM
+
+template <typename Launcher, int kVariant, typename scalar_t>
+Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const at::Tensor& h0,
+                                const at::Tensor& c0, const at::Tensor& weight_ih,
+                                const at::Tensor& weight_hh, const at::Tensor& bias,
+                                const at::Tensor& peephole, const at::Tensor& time_weight,
+                                ActivationKind phi, bool save) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TimeLSTMLayout<kVariant>;
+  const at::Tensor gates = s.project_inputs(input, weight_ih, bias);             // [L, B, G*H]
+  const at::Tensor gates_h = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
+  const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
+  const at::Tensor c = s.acc_copy(c0);                                           // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                         // [L, B, H]
+  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);         // [L, B, 2H]
+  const at::Tensor recurrent_input = s.saved(save, 1, s.options);                // [L, B, H]
+  const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
+  const TimeLSTMForwardArgs<scalar_t, acc_t> args{
+      s.steps(0),
+      s.p.hidden,
+      gates.data_ptr<scalar_t>(),
+      gates_h.data_ptr<scalar_t>(),
+      s.dt.data_ptr<acc_t>(),
+      peephole_c.data_ptr<scalar_t>(),
+      time_weight_c.data_ptr<scalar_t>(),
+      Activation<acc_t>::of(phi),
+      h.data_ptr<scalar_t>(),
+      c.data_ptr<acc_t>(),
+      output.data_ptr<scalar_t>(),
+      save ? cells.data_ptr<acc_t>() : nullptr,
+      save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
+  const at::Tensor weight_hh_t = weight_hh.t();
+  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t step) {
+    at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
+    at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
+    if (save) {
+      run_step<Launcher, TimeLSTMForward<kVariant, true, scalar_t, acc_t>>(args, s, step, begin,
+                                                                           end);
+    } else {
+      run_step<Launcher, TimeLSTMForward<kVariant, false, scalar_t, acc_t>>(args, s, step, begin,
+                                                                            end);
+    }
+  });
+  return {output, h, c.to(s.dtype), s.saved_gates(save, gates), cells, recurrent_input};
+}
+
+template <typename Launcher, int kVariant, typename scalar_t>
+Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
+                                 const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                                 const at::Tensor& input, const at::Tensor& weight_ih,
+                                 const at::Tensor& weight_hh, const at::Tensor& peephole,
+                                 const at::Tensor& time_weight, const at::Tensor& gates,
+                                 const at::Tensor& cells, const at::Tensor& recurrent_input,
+                                 ActivationKind phi) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TimeLSTMLayout<kVariant>;
+  constexpr int kElementwise = Layout::kPeepholes + Layout::kTimeWeights;
+  const int64_t H = s.p.hidden;
+  at::Tensor grad_h_later = s.step_buffer(1, s.options);                            // [B, H]
+  const at::Tensor grad_out = s.hidden_grads(grad_output, grad_h_n, grad_h_later);  // [L, B, H]
+  const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
+  const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
+  const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);  // [L, B, G*H]
+  const at::Tensor grad_gates_step = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
+  const at::Tensor grad_c = s.acc_copy(grad_c_n);                                        // [B, H]
+  const at::Tensor grad_weights = s.step_buffer(kElementwise, s.acc_options);  // [B, (P+K)*H]
+  const TimeLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
+                                                   H,
+                                                   grad_out.data_ptr<scalar_t>(),
+                                                   s.dt.data_ptr<acc_t>(),
+                                                   peephole_c.data_ptr<scalar_t>(),
+                                                   time_weight_c.data_ptr<scalar_t>(),
+                                                   Activation<acc_t>::of(phi),
+                                                   gates_c.data_ptr<scalar_t>(),
+                                                   cells_c.data_ptr<acc_t>(),
+                                                   grad_h_later.data_ptr<scalar_t>(),
+                                                   grad_c.data_ptr<acc_t>(),
+                                                   grad_gates.data_ptr<scalar_t>(),
+                                                   grad_gates_step.data_ptr<scalar_t>(),
+                                                   grad_weights.data_ptr<acc_t>()};
+  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t i) {
+    run_step<Launcher, TimeLSTMBackward<kVariant, scalar_t, acc_t>>(args, s, s.p.seq_len - 1 - i,
+                                                                    begin, end);
+    at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
+    at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
+  });
+  auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
+  const at::Tensor grad_weight_hh =
+      at::mm(s.leading_blocks(grad_gates, 0, Layout::kRecurrentGates).t(),
+             recurrent_input.reshape({s.p.seq_len * s.p.batch, H}));
+  const at::Tensor elementwise = grad_weights.sum(0).view({kElementwise, H}).to(s.dtype);
+  return {grad_input,
+          s.initial_state_grad(grad_h_later, grad_h_n),
+          grad_c.to(s.dtype),
+          grad_weight_ih,
+          grad_weight_hh,
+          s.column_sums(grad_gates),
+          elementwise.narrow(0, 0, Layout::kPeepholes).clone(),
+          elementwise.narrow(0, Layout::kPeepholes, Layout::kTimeWeights).clone()};
+}
+
+template <typename Launcher>
+Tensors6 time_lstm_forward(const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0,
+                           const at::Tensor& c0, const std::optional<at::Tensor>& lengths,
+                           const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                           const at::Tensor& bias, const at::Tensor& peephole,
+                           const at::Tensor& time_weight, int64_t variant,
+                           std::string_view time_activation, bool reverse, bool save_workspace) {
+  const Problem p =
+      check_time_lstm(input, dt, lengths, weight_ih, weight_hh, peephole, time_weight, variant);
+  check_state(p, h0, "h0", input);
+  check_state(p, c0, "c0", input);
+  check_vector(p, bias, "bias", time_lstm_blocks(variant).gates, input);
+  const ActivationKind phi = parse_activation(time_activation, "time_activation");
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors6 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    with_variant(variant, [&](auto v) {
+      result = time_lstm_forward_loop<Launcher, decltype(v)::value, scalar_t>(
+          s, input, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight, phi, save_workspace);
+    });
+  });
+  return result;
+}
+
+template <typename Launcher>
+Tensors8 time_lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                            const at::Tensor& grad_c_n, const at::Tensor& input,
+                            const at::Tensor& dt, const std::optional<at::Tensor>& lengths,
+                            const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                            const at::Tensor& peephole, const at::Tensor& time_weight,
+                            const at::Tensor& gates, const at::Tensor& cells,
+                            const at::Tensor& recurrent_input, int64_t variant,
+                            std::string_view time_activation, bool reverse) {
+  const Problem p =
+      check_time_lstm(input, dt, lengths, weight_ih, weight_hh, peephole, time_weight, variant);
+  check_gradients(p, input, grad_output, grad_h_n, &grad_c_n);
+  const TimeLSTMBlocks blocks = time_lstm_blocks(variant);
+  check_saved(p, input, gates, blocks.gates, cells, blocks.cells, recurrent_input);
+  const ActivationKind phi = parse_activation(time_activation, "time_activation");
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors8 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    with_variant(variant, [&](auto v) {
+      result = time_lstm_backward_loop<Launcher, decltype(v)::value, scalar_t>(
+          s, grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, peephole, time_weight,
+          gates, cells, recurrent_input, phi);
+    });
+  });
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// T-LSTM
+
+template <typename Launcher, typename scalar_t>
+Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::Tensor& h0,
+                            const at::Tensor& c0, const at::Tensor& weight_ih,
+                            const at::Tensor& weight_hh, const at::Tensor& bias,
+                            const at::Tensor& decay_weight, const at::Tensor& decay_bias,
+                            ActivationKind act, bool save) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TLSTMLayout;
+  const at::Tensor gates = s.project_inputs(input, weight_ih, bias);    // [L, B, 4H]
+  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);  // [B, 4H]
+  const at::Tensor short_pre = s.step_buffer(1, s.acc_options);         // [B, H]
+  // The short-term memory's GEMM runs in the accumulation dtype, on the acc_t cell state.
+  const at::Tensor decay_weight_t = decay_weight.to(s.acc_options).t();   // [H, H]
+  const at::Tensor decay_bias_acc = decay_bias.to(s.acc_options);         // [H]
+  const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);            // [B, H]
+  const at::Tensor c = s.acc_copy(c0);                                    // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
+  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
+  const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
+  const TLSTMForwardArgs<scalar_t, acc_t> args{
+      s.steps(0),
+      s.p.hidden,
+      gates.data_ptr<scalar_t>(),
+      gates_h.data_ptr<scalar_t>(),
+      short_pre.data_ptr<acc_t>(),
+      s.dt.data_ptr<acc_t>(),
+      Activation<acc_t>::of(act),
+      h.data_ptr<scalar_t>(),
+      c.data_ptr<acc_t>(),
+      output.data_ptr<scalar_t>(),
+      save ? cells.data_ptr<acc_t>() : nullptr,
+      save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
+  const at::Tensor weight_hh_t = weight_hh.t();
+  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t step) {
+    at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
+    at::Tensor short_pre_rows = rows_of(short_pre, begin, end);
+    at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
+    at::addmm_out(short_pre_rows, decay_bias_acc, rows_of(c, begin, end), decay_weight_t);
+    if (save) {
+      run_step<Launcher, TLSTMForward<true, scalar_t, acc_t>>(args, s, step, begin, end);
+    } else {
+      run_step<Launcher, TLSTMForward<false, scalar_t, acc_t>>(args, s, step, begin, end);
+    }
+  });
+  return {output, h, c.to(s.dtype), s.saved_gates(save, gates), cells, recurrent_input};
+}
+
+template <typename Launcher, typename scalar_t>
+Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
+                             const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                             const at::Tensor& input, const at::Tensor& weight_ih,
+                             const at::Tensor& weight_hh, const at::Tensor& decay_weight,
+                             const at::Tensor& gates, const at::Tensor& cells,
+                             const at::Tensor& recurrent_input, ActivationKind act) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TLSTMLayout;
+  const int64_t H = s.p.hidden;
+  at::Tensor grad_h_later = s.step_buffer(1, s.options);                            // [B, H]
+  const at::Tensor grad_out = s.hidden_grads(grad_output, grad_h_n, grad_h_later);  // [L, B, H]
+  const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
+  const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);           // [H, H]
+  const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);       // [L, B, 4H]
+  const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);  // [B, 4H]
+  const at::Tensor grad_short = s.by_position(1, s.acc_options);                // [L, B, H]
+  const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);           // [B, H]
+  const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                        // [B, H]
+  const at::Tensor grad_c_later = s.acc_copy(grad_c_n);                         // [B, H]
+  const TLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
+                                                H,
+                                                grad_out.data_ptr<scalar_t>(),
+                                                s.dt.data_ptr<acc_t>(),
+                                                Activation<acc_t>::of(act),
+                                                gates_c.data_ptr<scalar_t>(),
+                                                cells_c.data_ptr<acc_t>(),
+                                                grad_h_later.data_ptr<scalar_t>(),
+                                                grad_c_later.data_ptr<acc_t>(),
+                                                grad_gates.data_ptr<scalar_t>(),
+                                                grad_gates_step.data_ptr<scalar_t>(),
+                                                grad_short.data_ptr<acc_t>(),
+                                                grad_short_step.data_ptr<acc_t>(),
+                                                grad_c_direct.data_ptr<acc_t>()};
+  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t i) {
+    run_step<Launcher, TLSTMBackward<scalar_t, acc_t>>(args, s, s.p.seq_len - 1 - i, begin, end);
+    at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
+    at::Tensor grad_c_rows = rows_of(grad_c_later, begin, end);
+    at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
+    at::addmm_out(grad_c_rows, rows_of(grad_c_direct, begin, end),
+                  rows_of(grad_short_step, begin, end), decay_weight_acc);
+  });
+  auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
+  const int64_t rows = s.p.seq_len * s.p.batch;
+  const at::Tensor grad_weight_hh =
+      at::mm(grad_gates.view({rows, Layout::kGates * H}).t(), recurrent_input.reshape({rows, H}));
+  const at::Tensor grad_decay_weight =
+      at::mm(grad_short.view({rows, H}).t(), s.leading_blocks(cells_c, Layout::kCPrev, 1));
+  return {grad_input,
+          s.initial_state_grad(grad_h_later, grad_h_n),
+          grad_c_later.to(s.dtype),
+          grad_weight_ih,
+          grad_weight_hh,
+          s.column_sums(grad_gates),
+          grad_decay_weight.to(s.dtype),
+          s.column_sums(grad_short)};
+}
+
+template <typename Launcher>
+Tensors6 tlstm_forward(const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0,
+                       const at::Tensor& c0, const std::optional<at::Tensor>& lengths,
+                       const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                       const at::Tensor& bias, const at::Tensor& decay_weight,
+                       const at::Tensor& decay_bias, std::string_view short_term_activation,
+                       bool reverse, bool save_workspace) {
+  const Problem p = check_tlstm(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias);
+  check_state(p, h0, "h0", input);
+  check_state(p, c0, "c0", input);
+  check_vector(p, bias, "bias", TLSTMLayout::kGates, input);
+  const ActivationKind act = parse_activation(short_term_activation, "short_term_activation");
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors6 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    result =
+        tlstm_forward_loop<Launcher, decltype(tag)>(s, input, h0, c0, weight_ih, weight_hh, bias,
+                                                    decay_weight, decay_bias, act, save_workspace);
+  });
+  return result;
+}
+
+template <typename Launcher>
+Tensors8 tlstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                        const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& dt,
+                        const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
+                        const at::Tensor& weight_hh, const at::Tensor& decay_weight,
+                        const at::Tensor& decay_bias, const at::Tensor& gates,
+                        const at::Tensor& cells, const at::Tensor& recurrent_input,
+                        std::string_view short_term_activation, bool reverse) {
+  const Problem p = check_tlstm(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias);
+  check_gradients(p, input, grad_output, grad_h_n, &grad_c_n);
+  check_saved(p, input, gates, TLSTMLayout::kGates, cells, TLSTMLayout::kCells, recurrent_input);
+  const ActivationKind act = parse_activation(short_term_activation, "short_term_activation");
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors8 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    result = tlstm_backward_loop<Launcher, decltype(tag)>(s, grad_output, grad_h_n, grad_c_n, input,
+                                                          weight_ih, weight_hh, decay_weight, gates,
+                                                          cells, recurrent_input, act);
+  });
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time-decay GRU
+
+template <typename Launcher, typename scalar_t>
+Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, const at::Tensor& h0,
+                                     const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                     const at::Tensor& bias_ih, const at::Tensor& bias_hh,
+                                     const at::Tensor& decay_weight, const at::Tensor& decay_bias,
+                                     bool save) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TimeDecayGRULayout;
+  const at::Tensor gates = s.project_inputs(input, weight_ih, bias_ih);   // [L, B, 3H]
+  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);    // [B, 3H]
+  const at::Tensor h = s.acc_copy(h0);                                    // [B, H]
+  const at::Tensor h_tilde = s.step_buffer(1, s.options);                 // [B, H]
+  const at::Tensor gamma = s.step_buffer(1, s.acc_options);               // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
+  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
+  const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
+  const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
+  acc_t* saved_cells = save ? cells.data_ptr<acc_t>() : nullptr;
+  const TimeDecayArgs<scalar_t, acc_t> decay{s.steps(0),
+                                             s.p.hidden,
+                                             s.dt.data_ptr<acc_t>(),
+                                             decay_w.data_ptr<scalar_t>(),
+                                             decay_b.data_ptr<scalar_t>(),
+                                             h.data_ptr<acc_t>(),
+                                             h_tilde.data_ptr<scalar_t>(),
+                                             gamma.data_ptr<acc_t>(),
+                                             saved_cells,
+                                             save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
+  const TimeDecayGRUForwardArgs<scalar_t, acc_t> cell{s.steps(0),
+                                                      s.p.hidden,
+                                                      gates.data_ptr<scalar_t>(),
+                                                      gates_h.data_ptr<scalar_t>(),
+                                                      s.dt.data_ptr<acc_t>(),
+                                                      gamma.data_ptr<acc_t>(),
+                                                      h.data_ptr<acc_t>(),
+                                                      output.data_ptr<scalar_t>(),
+                                                      saved_cells};
+  const at::Tensor weight_hh_t = weight_hh.t();
+  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t step) {
+    if (save) {
+      run_step<Launcher, TimeDecay<true, scalar_t, acc_t>>(decay, s, step, begin, end);
+    } else {
+      run_step<Launcher, TimeDecay<false, scalar_t, acc_t>>(decay, s, step, begin, end);
+    }
+    at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
+    at::addmm_out(gates_h_rows, bias_hh, rows_of(h_tilde, begin, end), weight_hh_t);
+    if (save) {
+      run_step<Launcher, TimeDecayGRUForward<true, scalar_t, acc_t>>(cell, s, step, begin, end);
+    } else {
+      run_step<Launcher, TimeDecayGRUForward<false, scalar_t, acc_t>>(cell, s, step, begin, end);
+    }
+  });
+  return {output, h.to(s.dtype), s.saved_gates(save, gates), cells, recurrent_input};
+}
+
+template <typename Launcher, typename scalar_t>
+Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_output,
+                                      const at::Tensor& grad_h_n, const at::Tensor& input,
+                                      const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                      const at::Tensor& decay_weight, const at::Tensor& decay_bias,
+                                      const at::Tensor& gates, const at::Tensor& cells,
+                                      const at::Tensor& recurrent_input) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Layout = TimeDecayGRULayout;
+  const int64_t H = s.p.hidden;
+  const at::Tensor grad_out = grad_output.contiguous();  // [L, B, H]
+  const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
+  const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
+  const at::Tensor grad_gates_x = s.by_position(Layout::kGates, s.options);       // [L, B, 3H]
+  const at::Tensor grad_gates_h = s.by_position(Layout::kGates, s.options);       // [L, B, 3H]
+  const at::Tensor grad_gates_h_step = s.step_buffer(Layout::kGates, s.options);  // [B, 3H]
+  const at::Tensor grad_h_tilde_direct = s.step_buffer(1, s.options);             // [B, H]
+  const at::Tensor grad_h_tilde = s.step_buffer(1, s.options);                    // [B, H]
+  const at::Tensor grad_h = s.acc_copy(grad_h_n);                                 // [B, H]
+  const at::Tensor grad_weights = s.step_buffer(2, s.acc_options);                // [B, 2H]
+  const TimeDecayGRUBackwardArgs<scalar_t, acc_t> cell{s.steps(0),
+                                                       H,
+                                                       grad_out.data_ptr<scalar_t>(),
+                                                       s.dt.data_ptr<acc_t>(),
+                                                       gates_c.data_ptr<scalar_t>(),
+                                                       cells_c.data_ptr<acc_t>(),
+                                                       grad_h.data_ptr<acc_t>(),
+                                                       grad_gates_x.data_ptr<scalar_t>(),
+                                                       grad_gates_h.data_ptr<scalar_t>(),
+                                                       grad_gates_h_step.data_ptr<scalar_t>(),
+                                                       grad_h_tilde_direct.data_ptr<scalar_t>()};
+  const TimeDecayBackwardArgs<scalar_t, acc_t> decay{s.steps(0),
+                                                     H,
+                                                     s.dt.data_ptr<acc_t>(),
+                                                     decay_w.data_ptr<scalar_t>(),
+                                                     decay_b.data_ptr<scalar_t>(),
+                                                     cells_c.data_ptr<acc_t>(),
+                                                     grad_h_tilde.data_ptr<scalar_t>(),
+                                                     grad_h.data_ptr<acc_t>(),
+                                                     grad_weights.data_ptr<acc_t>()};
+  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t i) {
+    const int64_t step = s.p.seq_len - 1 - i;
+    run_step<Launcher, TimeDecayGRUBackward<scalar_t, acc_t>>(cell, s, step, begin, end);
+    at::Tensor grad_h_tilde_rows = rows_of(grad_h_tilde, begin, end);
+    at::addmm_out(grad_h_tilde_rows, rows_of(grad_h_tilde_direct, begin, end),
+                  rows_of(grad_gates_h_step, begin, end), weight_hh);
+    run_step<Launcher, TimeDecayBackward<scalar_t, acc_t>>(decay, s, step, begin, end);
+  });
+  auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates_x, input, weight_ih);
+  const int64_t rows = s.p.seq_len * s.p.batch;
+  const at::Tensor grad_weight_hh =
+      at::mm(grad_gates_h.view({rows, Layout::kGates * H}).t(), recurrent_input.reshape({rows, H}));
+  const at::Tensor decay_grads = grad_weights.sum(0).view({2, H}).to(s.dtype);
+  return {grad_input,
+          grad_h.to(s.dtype),
+          grad_weight_ih,
+          grad_weight_hh,
+          s.column_sums(grad_gates_x),
+          s.column_sums(grad_gates_h),
+          decay_grads[0].clone(),
+          decay_grads[1].clone()};
+}
+
+template <typename Launcher>
+Tensors5 time_decay_gru_forward(const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0,
+                                const std::optional<at::Tensor>& lengths,
+                                const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                const at::Tensor& bias_ih, const at::Tensor& bias_hh,
+                                const at::Tensor& decay_weight, const at::Tensor& decay_bias,
+                                bool reverse, bool save_workspace) {
+  const Problem p =
+      check_time_decay_gru(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias);
+  check_state(p, h0, "h0", input);
+  check_vector(p, bias_ih, "bias_ih", TimeDecayGRULayout::kGates, input);
+  check_vector(p, bias_hh, "bias_hh", TimeDecayGRULayout::kGates, input);
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors5 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    result = time_decay_gru_forward_loop<Launcher, decltype(tag)>(
+        s, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight, decay_bias,
+        save_workspace);
+  });
+  return result;
+}
+
+template <typename Launcher>
+Tensors8 time_decay_gru_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                                 const at::Tensor& input, const at::Tensor& dt,
+                                 const std::optional<at::Tensor>& lengths,
+                                 const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                 const at::Tensor& decay_weight, const at::Tensor& decay_bias,
+                                 const at::Tensor& gates, const at::Tensor& cells,
+                                 const at::Tensor& recurrent_input, bool reverse) {
+  const Problem p =
+      check_time_decay_gru(input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias);
+  check_gradients(p, input, grad_output, grad_h_n, nullptr);
+  check_saved(p, input, gates, TimeDecayGRULayout::kGates, cells, TimeDecayGRULayout::kCells,
+              recurrent_input);
+  const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Tensors8 result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
+    result = time_decay_gru_backward_loop<Launcher, decltype(tag)>(
+        s, grad_output, grad_h_n, input, weight_ih, weight_hh, decay_weight, decay_bias, gates,
+        cells, recurrent_input);
+  });
+  return result;
+}
+
+}  // namespace time_rnn
+}  // namespace stseq

@@ -1,0 +1,366 @@
+"""Time-aware recurrent modules: ``TimeLSTM`` (Time-LSTM 1-3), ``TLSTM`` (T-LSTM) and
+``TimeDecayGRU``, stacked and bidirectional like torch.nn.LSTM, plus ``time_deltas`` to turn
+timestamps into the time gaps they read."""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from stseq import ops
+from stseq.backends import BACKENDS
+from stseq.ops.checks import check_sequences
+from stseq.ops.time_rnn import ACTIVATIONS, TIME_LSTM_BLOCKS
+
+
+def time_deltas(timestamps, lengths=None, *, time_unit=1.0):
+    """Time gaps between consecutive events: [B, L] timestamps -> [B, L] float64.
+
+    dt[:, 0] = 0 and dt[:, t] = (timestamps[:, t] - timestamps[:, t-1]) / time_unit; positions
+    at or past a row's length are 0. The differences are taken in the timestamps' own dtype
+    (exact for int64 epoch seconds) before any floating-point division.
+
+    Args:
+        timestamps: [B, L] int64 seconds or float64, non-decreasing within each row.
+        lengths: [B] integer, optional.
+        time_unit: seconds per unit of the result (e.g. 3600.0 for hours).
+
+    Example::
+
+        ts = torch.tensor([[1_700_000_000, 1_700_000_060, 1_700_003_660]])
+        time_deltas(ts, time_unit=60.0)  # tensor([[ 0.,  1., 60.]], dtype=torch.float64)
+    """
+    check_sequences(timestamps, lengths)
+    if not (isinstance(time_unit, (int, float)) and 0 < time_unit < math.inf):
+        raise ValueError(f"time_unit must be a finite number > 0, got {time_unit!r}")
+    gaps = (timestamps[:, 1:] - timestamps[:, :-1]).double() / time_unit  # [B, L-1]
+    deltas = torch.cat([torch.zeros_like(gaps[:, :1]), gaps], 1) if timestamps.shape[1] else (
+        torch.zeros(timestamps.shape, dtype=torch.float64, device=timestamps.device))
+    if lengths is not None:
+        valid = torch.arange(timestamps.shape[1], device=timestamps.device) < lengths[:, None]
+        deltas = torch.where(valid, deltas, torch.zeros((), dtype=deltas.dtype,
+                                                        device=deltas.device))
+    return deltas
+
+
+def _reverse_gaps(dt, lengths):
+    """The gaps a reverse pass reads: position t follows t+1, so it gets dt[t+1] (0 at each
+    row's last position). dt [L, B] -> [L, B]."""
+    following = torch.cat([dt[1:], torch.zeros_like(dt[:1])], 0)
+    if lengths is None:
+        return following
+    before_last = torch.arange(dt.shape[0], device=dt.device)[:, None] < (lengths - 1)[None, :]
+    return torch.where(before_last, following, torch.zeros((), dtype=dt.dtype, device=dt.device))
+
+
+class _TimeRNNBase(nn.Module):
+    """Layers, directions, parameters and the forward shared by the time-aware modules.
+
+    A subclass sets ``_state_count`` (2 for LSTM cells, 1 for the GRU) and implements
+    ``_parameter_shapes(layer_input_size)`` -> [(name, shape, is_bias)], ``_init_parameter``
+    and ``_run(input, dt, states, parameters, lengths, reverse)`` -> (output, *states).
+    """
+
+    _state_count = 2
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, time_unit=1.0, backend="auto",
+                 device=None, dtype=None):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout <= 1):
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        if not (isinstance(time_unit, (int, float)) and 0 < time_unit < math.inf):
+            raise ValueError(f"time_unit must be a finite number > 0, got {time_unit!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional, self.time_unit, self.backend = bidirectional, float(time_unit), backend
+        # Per (layer, direction), in op order: (cell parameter name, attribute name, shape).
+        self._layer_specs = []
+        factory = {"device": device, "dtype": dtype}
+        directions = 2 if bidirectional else 1
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * directions
+            for direction in range(directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                specs = []
+                for name, shape, is_bias in self._parameter_shapes(layer_input):
+                    if is_bias and not bias:
+                        self.register_parameter(name + suffix, None)
+                    else:
+                        setattr(self, name + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                    specs.append((name, name + suffix, shape))
+                self._layer_specs.append(specs)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Every weight ~ U(-1/sqrt(H), 1/sqrt(H)) as in torch.nn.LSTM, with the cell's own
+        exceptions (``_init_parameter``)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for specs in self._layer_specs:
+            for name, attribute, _ in specs:
+                parameter = getattr(self, attribute)
+                if parameter is not None:
+                    nn.init.uniform_(parameter, -bound, bound)
+                    self._init_parameter(name, parameter)
+
+    def _init_parameter(self, name, parameter):
+        """Cell-specific initialisation after the uniform default (none by default)."""
+
+    def forward(self, input, dt, hx=None, lengths=None):
+        """input [L, B, I] ([B, L, I] with batch_first), dt [L, B] ([B, L]) time gaps in seconds
+        (divided by ``time_unit``), hx the initial state(s) [num_layers * D, B, H], lengths [B]
+        -> (output [L, B, D*H] ([B, L, D*H]), final state(s) [num_layers * D, B, H]).
+
+        Padded positions (at or past a row's length) output zeros and the final states are
+        each row's last valid step; the reverse direction starts at each row's own end and
+        reads, at position t, the gap to the event after it (dt[t+1]).
+        """
+        if not isinstance(input, torch.Tensor) or input.dim() != 3:
+            shape = "[B, L, I]" if self.batch_first else "[L, B, I]"
+            raise ValueError(f"input must be a 3-D tensor {shape}, got "
+                             f"{getattr(input, 'shape', type(input).__name__)}")
+        if not isinstance(dt, torch.Tensor) or dt.dim() != 2:
+            shape = "[B, L]" if self.batch_first else "[L, B]"
+            raise ValueError(f"dt must be a 2-D tensor {shape}, got "
+                             f"{getattr(dt, 'shape', type(dt).__name__)}")
+        if self.batch_first:
+            input, dt = input.transpose(0, 1), dt.transpose(0, 1)
+        compute_dtype = self._compute_dtype(input)
+        input = input.to(compute_dtype)
+        gap_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
+        dt = (dt.to(torch.float64) / self.time_unit).to(gap_dtype)
+        if lengths is not None and lengths.device != input.device:
+            raise ValueError(f"lengths is on {lengths.device} but input is on {input.device}")
+        directions = 2 if self.bidirectional else 1
+        gaps = [dt, _reverse_gaps(dt, lengths)] if directions == 2 else [dt]
+        states = self._initial_states(hx, input, compute_dtype, directions)
+        finals = [[] for _ in range(self._state_count)]
+        layer_input = input
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(directions):
+                index = layer * directions + direction
+                result = self._run(layer_input, gaps[direction],
+                                   [state[index] for state in states],
+                                   self._layer_parameters(index, compute_dtype), lengths,
+                                   bool(direction))
+                outputs.append(result[0])
+                for final, state in zip(finals, result[1:]):
+                    final.append(state)
+            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, -1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        output = layer_input.transpose(0, 1) if self.batch_first else layer_input
+        final_states = tuple(torch.stack(final) for final in finals)
+        return output, final_states if self._state_count == 2 else final_states[0]
+
+    def _compute_dtype(self, input):
+        """input's dtype, or CUDA autocast's when it is on (weights and states follow)."""
+        if input.is_cuda and torch.is_autocast_enabled("cuda"):
+            return torch.get_autocast_dtype("cuda")
+        return input.dtype
+
+    def _initial_states(self, hx, input, dtype, directions):
+        """The initial states as a list of [num_layers * D, B, H] tensors (zeros by default)."""
+        shape = (self.num_layers * directions, input.shape[1], self.hidden_size)
+        if hx is None:
+            return [input.new_zeros(shape, dtype=dtype) for _ in range(self._state_count)]
+        given = tuple(hx) if self._state_count == 2 else (hx,)
+        names = ("h_0", "c_0")[:self._state_count]
+        if len(given) != self._state_count or not all(isinstance(s, torch.Tensor) for s in given):
+            raise ValueError(f"hx must be {'(h_0, c_0)' if self._state_count == 2 else 'h_0'}, "
+                             f"tensors of shape {list(shape)}")
+        for name, state in zip(names, given):
+            if tuple(state.shape) != shape:
+                raise ValueError(f"hx {name} must have shape [num_layers * D, B, H] = "
+                                 f"{list(shape)}, got {list(state.shape)}")
+        return [state.to(dtype) for state in given]
+
+    def _layer_parameters(self, index, dtype):
+        """The parameters of layer/direction ``index`` in op order, in ``dtype`` (zeros for
+        absent biases)."""
+        specs = self._layer_specs[index]
+        weight_ih = getattr(self, specs[0][1])
+        return [weight_ih.new_zeros(shape, dtype=dtype) if getattr(self, attribute) is None
+                else getattr(self, attribute).to(dtype) for _, attribute, shape in specs]
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False), ("time_unit", 1.0),
+                              ("backend", "auto")):
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)!r}"
+        return text
+
+
+class TimeLSTM(_TimeRNNBase):
+    """Time-LSTM (Zhu et al., IJCAI 2017), fused: time gates let the gap between events decide
+    how much of each input enters the memory (variants 1, 2 and 3; equations in
+    :func:`stseq.ops.time_lstm`).
+
+    Parameters per layer k (``_reverse`` suffix for the reverse direction), G/R/P/K blocks by
+    variant (v1: 5/4/3/2, v2: 6/4/3/3, v3: 5/3/2/3):
+
+    - ``weight_ih_l{k}`` [G*H, I]: blocks [i, f, g, o, t] (v1), [i, f, g, o, t1, t2] (v2),
+      [i, g, o, t1, t2] (v3); ``weight_hh_l{k}`` [R*H, H]: the first R blocks;
+      ``bias_l{k}`` [G*H];
+    - ``peephole_l{k}`` [P, H]: diagonal peepholes w_ci, w_cf, w_co (v3: w_ci, w_co);
+    - ``time_weight_l{k}`` [K, H]: w_t, w_to (v1) or w_t1, w_t2, w_to; w_t1 starts in [-1, 0]
+      (the authors' initialisation) and the gate uses min(w_t1, -1e-5).
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
+            torch.nn.LSTM.
+        variant: 1, 2 or 3.
+        time_activation: phi inside the time gates, ``"tanh"`` (the authors' code) or
+            ``"sigmoid"`` (the paper).
+        time_unit: seconds per unit of dt inside the cell (dt is divided by it).
+        backend: ``"auto"``, ``"native"`` or ``"reference"``.
+
+    Example::
+
+        lstm = stseq.nn.TimeLSTM(32, 64, variant=2, batch_first=True, time_unit=3600.0)
+        x, dt = torch.randn(8, 20, 32), torch.rand(8, 20) * 86400   # gaps in seconds
+        output, (h_n, c_n) = lstm(x, dt, lengths=torch.full((8,), 20))  # [8, 20, 64]
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, variant=1, time_activation="tanh",
+                 time_unit=1.0, backend="auto", device=None, dtype=None):
+        if variant not in TIME_LSTM_BLOCKS:
+            raise ValueError(f"variant must be 1, 2 or 3, got {variant!r}")
+        if time_activation not in ACTIVATIONS:
+            raise ValueError(f"time_activation must be one of {ACTIVATIONS}, got "
+                             f"{time_activation!r}")
+        self.variant, self.time_activation = variant, time_activation
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, time_unit=time_unit, backend=backend, device=device,
+                         dtype=dtype)
+
+    def _parameter_shapes(self, layer_input):
+        gates, recurrent, peepholes, time_rows, _ = TIME_LSTM_BLOCKS[self.variant]
+        hidden = self.hidden_size
+        return [("weight_ih", (gates * hidden, layer_input), False),
+                ("weight_hh", (recurrent * hidden, hidden), False),
+                ("bias", (gates * hidden,), True),
+                ("peephole", (peepholes, hidden), False),
+                ("time_weight", (time_rows, hidden), False)]
+
+    def _init_parameter(self, name, parameter):
+        if name == "time_weight" and self.variant != 1:
+            with torch.no_grad():
+                nn.init.uniform_(parameter[0], -1.0, 0.0)  # w_t1 <= 0
+
+    def _run(self, input, dt, states, parameters, lengths, reverse):
+        return ops.time_lstm(input, dt, *states, *parameters, lengths=lengths,
+                             variant=self.variant, time_activation=self.time_activation,
+                             reverse=reverse, backend=self.backend)
+
+    def extra_repr(self):
+        return (super().extra_repr() + f", variant={self.variant}"
+                + (f", time_activation={self.time_activation!r}"
+                   if self.time_activation != "tanh" else ""))
+
+
+class TLSTM(_TimeRNNBase):
+    """T-LSTM (Baytas et al., KDD 2017), fused: the short-term part of the cell memory is
+    discounted by g(dt) = 1 / log(e + dt) before each LSTM step (equations in
+    :func:`stseq.ops.tlstm`).
+
+    Parameters per layer k: torch.nn.LSTM's ``weight_ih_l{k}`` [4H, I], ``weight_hh_l{k}``
+    [4H, H], ``bias_ih_l{k}``, ``bias_hh_l{k}`` [4H] (gate order i, f, g, o, so an nn.LSTM
+    state_dict loads with ``strict=False``), plus ``decay_weight_l{k}`` W_d [H, H] and
+    ``decay_bias_l{k}`` b_d [H] of the short-term memory.
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
+            torch.nn.LSTM.
+        short_term_activation: ``"sigmoid"`` (the authors' code) or ``"tanh"`` (the paper).
+        time_unit: seconds per unit of dt inside the cell.
+        backend: ``"auto"``, ``"native"`` or ``"reference"``.
+
+    Example::
+
+        lstm = stseq.nn.TLSTM(32, 64, time_unit=86400.0)   # gaps in days
+        output, (h_n, c_n) = lstm(torch.randn(20, 8, 32), torch.rand(20, 8) * 7 * 86400)
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, short_term_activation="sigmoid",
+                 time_unit=1.0, backend="auto", device=None, dtype=None):
+        if short_term_activation not in ACTIVATIONS:
+            raise ValueError(f"short_term_activation must be one of {ACTIVATIONS}, got "
+                             f"{short_term_activation!r}")
+        self.short_term_activation = short_term_activation
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, time_unit=time_unit, backend=backend, device=device,
+                         dtype=dtype)
+
+    def _parameter_shapes(self, layer_input):
+        hidden = self.hidden_size
+        return [("weight_ih", (4 * hidden, layer_input), False),
+                ("weight_hh", (4 * hidden, hidden), False),
+                ("bias_ih", (4 * hidden,), True),
+                ("bias_hh", (4 * hidden,), True),
+                ("decay_weight", (hidden, hidden), False),
+                ("decay_bias", (hidden,), False)]
+
+    def _run(self, input, dt, states, parameters, lengths, reverse):
+        weight_ih, weight_hh, bias_ih, bias_hh, decay_weight, decay_bias = parameters
+        return ops.tlstm(input, dt, *states, weight_ih, weight_hh, bias_ih + bias_hh,
+                         decay_weight, decay_bias, lengths=lengths,
+                         short_term_activation=self.short_term_activation, reverse=reverse,
+                         backend=self.backend)
+
+    def extra_repr(self):
+        return super().extra_repr() + (
+            f", short_term_activation={self.short_term_activation!r}"
+            if self.short_term_activation != "sigmoid" else "")
+
+
+class TimeDecayGRU(_TimeRNNBase):
+    """GRU with GRU-D-style hidden-state decay (Che et al., 2018), fused: before each step the
+    state decays by exp(-max(0, w_gamma * dt + b_gamma)) (equations in
+    :func:`stseq.ops.time_decay_gru`).
+
+    Parameters per layer k: torch.nn.GRU's ``weight_ih_l{k}`` [3H, I], ``weight_hh_l{k}``
+    [3H, H], ``bias_ih_l{k}``, ``bias_hh_l{k}`` [3H] (an nn.GRU state_dict loads with
+    ``strict=False``), plus ``decay_weight_l{k}`` w_gamma [H] and ``decay_bias_l{k}``
+    b_gamma [H]; with both zero the module is torch.nn.GRU.
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
+            torch.nn.GRU.
+        time_unit: seconds per unit of dt inside the cell.
+        backend: ``"auto"``, ``"native"`` or ``"reference"``.
+
+    Example::
+
+        gru = stseq.nn.TimeDecayGRU(32, 64, batch_first=True, time_unit=3600.0)
+        output, h_n = gru(torch.randn(8, 20, 32), torch.rand(8, 20) * 86400)
+    """
+
+    _state_count = 1
+
+    def _parameter_shapes(self, layer_input):
+        hidden = self.hidden_size
+        return [("weight_ih", (3 * hidden, layer_input), False),
+                ("weight_hh", (3 * hidden, hidden), False),
+                ("bias_ih", (3 * hidden,), True),
+                ("bias_hh", (3 * hidden,), True),
+                ("decay_weight", (hidden,), False),
+                ("decay_bias", (hidden,), False)]
+
+    def _run(self, input, dt, states, parameters, lengths, reverse):
+        return ops.time_decay_gru(input, dt, *states, *parameters, lengths=lengths,
+                                  reverse=reverse, backend=self.backend)
