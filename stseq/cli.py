@@ -75,11 +75,36 @@ def _train(args):
                **_key_values(args.option, "--option")}
     out = args.out or f"runs/{args.data if args.data in ('synthetic', 'ml-100k') else 'data'}"
     start = time.perf_counter()
-    rows = run_models(names, spec, config, model_options=options, out=out, resume=args.resume)
-    print()
-    print(format_table(rows))
-    print(f"\n{time.perf_counter() - start:.0f} s in all; checkpoints, logs and charts in {out}/")
+    leader = _join_process_group() == 0
+    rows = run_models(names, spec, config, model_options=options, out=out, resume=args.resume,
+                      log=print if leader else _silent)
+    if leader:
+        print()
+        print(format_table(rows))
+        print(f"\n{time.perf_counter() - start:.0f} s in all; checkpoints, logs and charts in "
+              f"{out}/")
     return 0
+
+
+def _silent(*_):
+    pass
+
+
+def _join_process_group():
+    """Under torchrun (WORLD_SIZE > 1): join the process group (nccl on GPU, gloo on CPU) and
+    pick this process's GPU; returns the process's rank (0 without torchrun)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank()
 
 
 def _evaluate(args):

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from stseq import data as datasets
 from stseq.eval import evaluate
@@ -145,7 +146,7 @@ def run_models(names, spec, config, *, model_options=None, out=None, resume=Fals
     """Train (or fit) each model of ``names`` on the data of ``spec`` and evaluate it on the
     test targets; returns the rows of the metric table (one dict per model, the oracle first
     on synthetic data). Each model's files go to ``out/<name>/``; ``summary.json``,
-    ``summary.csv`` and ``comparison.png`` to ``out``.
+    ``summary.csv`` and ``comparison.png`` to ``out`` (by rank 0 only under torch.distributed).
 
     Args:
         names: model names of ``stseq.models.MODELS``.
@@ -199,7 +200,8 @@ def run_models(names, spec, config, *, model_options=None, out=None, resume=Fals
         log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                                      if isinstance(v, float) and k != "seconds")
             + f" ({seconds:.0f} s)")
-    if out is not None:
+    leader = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if out is not None and leader:
         write_json(out / "summary.json", {"data": spec, "description": describe(
             spec, interactions, split), "rows": rows})
         write_csv(out / "summary.csv", rows)

@@ -102,9 +102,11 @@ def seed_everything(seed, *, deterministic=False):
 
 
 def resolve_device(name):
-    """``torch.device`` for ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``."""
+    """``torch.device`` for ``"auto"`` (the current CUDA device when there is one), ``"cpu"``,
+    ``"cuda[:N]"``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available()
+                else torch.device("cpu"))
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
