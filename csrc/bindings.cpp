@@ -4,8 +4,10 @@
 #include <pybind11/pybind11.h>
 #include <torch/library.h>
 
+#include "rnn/rnn_cpu.h"
 #include "time_gap/time_gap_cpu.h"
 #ifdef STSEQ_WITH_CUDA
+#include "rnn/rnn_cuda.h"
 #include "time_gap/time_gap_cuda.h"
 #endif
 
@@ -25,17 +27,49 @@ TORCH_LIBRARY(stseq, m) {
       "Tensor? lengths, Tensor? coordinates, Tensor? distance_weight, int window, "
       "float time_unit, float time_scale, float distance_scale, str bucketing, "
       "bool interpolate) -> (Tensor, Tensor)");
+  // One recurrent layer in one direction; input [N, I] in data order with batch_sizes [L]
+  // (csrc/rnn/rnn_args.h describes the packed and padded layouts).
+  m.def(
+      "lstm_layer(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, "
+      "Tensor? bias_ih, Tensor? bias_hh, Tensor? weight_hr, Tensor batch_sizes, bool padded, "
+      "bool reverse, bool keep_activations, str algorithm) "
+      "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
+  m.def(
+      "lstm_layer_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor? grad_c_n, "
+      "Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, "
+      "Tensor? weight_hr, Tensor output, Tensor gates, Tensor cells, Tensor batch_sizes, "
+      "bool padded, bool reverse, bool has_bias, str algorithm) -> (Tensor grad_input, "
+      "Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
+      "Tensor grad_bias, Tensor grad_weight_hr)");
+  m.def(
+      "gru_layer(Tensor input, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+      "Tensor? bias_hh, Tensor batch_sizes, bool padded, bool reverse, bool keep_activations, "
+      "str algorithm) -> (Tensor output, Tensor h_n, Tensor gates)");
+  m.def(
+      "gru_layer_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor input, Tensor h0, "
+      "Tensor weight_ih, Tensor weight_hh, Tensor output, Tensor gates, Tensor batch_sizes, "
+      "bool padded, bool reverse, bool has_bias, str algorithm) -> (Tensor grad_input, "
+      "Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias_ih, "
+      "Tensor grad_bias_hh)");
 }
 
 TORCH_LIBRARY_IMPL(stseq, CPU, m) {
   m.impl("time_gap_embedding", &stseq::time_gap_embedding_cpu);
   m.impl("time_gap_embedding_backward", &stseq::time_gap_embedding_backward_cpu);
+  m.impl("lstm_layer", &stseq::lstm_layer_cpu);
+  m.impl("lstm_layer_backward", &stseq::lstm_layer_backward_cpu);
+  m.impl("gru_layer", &stseq::gru_layer_cpu);
+  m.impl("gru_layer_backward", &stseq::gru_layer_backward_cpu);
 }
 
 #ifdef STSEQ_WITH_CUDA
 TORCH_LIBRARY_IMPL(stseq, CUDA, m) {
   m.impl("time_gap_embedding", &stseq::time_gap_embedding_cuda);
   m.impl("time_gap_embedding_backward", &stseq::time_gap_embedding_backward_cuda);
+  m.impl("lstm_layer", &stseq::lstm_layer_cuda);
+  m.impl("lstm_layer_backward", &stseq::lstm_layer_backward_cuda);
+  m.impl("gru_layer", &stseq::gru_layer_cuda);
+  m.impl("gru_layer_backward", &stseq::gru_layer_backward_cuda);
 }
 #endif
 
@@ -104,5 +138,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
 #else
   module.attr("cuda_built") = false;
 #endif
-  module.attr("ops") = pybind11::make_tuple("time_gap_embedding");
+  module.attr("ops") = pybind11::make_tuple("time_gap_embedding", "lstm", "gru");
 }

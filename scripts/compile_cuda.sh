@@ -23,7 +23,7 @@ trap 'rm -rf "$out"' EXIT
 mapfile -t sources < <(find csrc -name '*.cu' | sort)
 status=0
 for src in "${sources[@]}"; do
-  if "$nvcc" -c "$src" -o "$out/$(basename "$src").o" -std=c++17 -O3 -arch=sm_90 \
+  if "$nvcc" -c "$src" -o "$out/$(basename "$src").o" -std=c++20 -O3 -arch=sm_90 \
       --expt-relaxed-constexpr -Xcompiler -fPIC \
       -D_GLIBCXX_USE_CXX11_ABI="$abi" -DSTSEQ_WITH_CUDA -DTORCH_EXTENSION_NAME=_C \
       -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \

@@ -8,10 +8,10 @@
 
 import torch  # noqa: F401  (must load before the native extension)
 
-from stseq import nn, ops, reference
+from stseq import data, eval, nn, ops, reference
 from stseq.backends import BackendUnavailableError, current_backend, use_backend
 from stseq.info import info
 
 __version__ = "0.1.0"
-__all__ = ["BackendUnavailableError", "current_backend", "info", "nn", "ops", "reference",
-           "use_backend"]
+__all__ = ["BackendUnavailableError", "current_backend", "data", "eval", "info", "nn", "ops",
+           "reference", "use_backend"]

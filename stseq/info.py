@@ -9,8 +9,9 @@ from stseq import backends
 from stseq._native import NATIVE, NATIVE_CUDA, NATIVE_ERROR
 
 # Op -> the kernels it has besides the reference (which every op has).
-OPS = {"time_gap_embedding": ("native",)}
-OPS.update({"time_lstm": ("native",), "tlstm": ("native",), "time_decay_gru": ("native",)})
+OPS = {"time_gap_embedding": ("native",), "lstm": ("native",), "gru": ("native",),
+       "time_lstm": ("native",), "tlstm": ("native",), "time_decay_gru": ("native",),
+       "time_decay_attention": ("triton",)}
 
 
 def _version(package):

@@ -107,6 +107,13 @@ inline Problem check_args(const at::Tensor& timestamps, const at::Tensor& time_w
   return p;
 }
 
+// The upstream gradient of the forward's [B, L, D] output.
+inline void check_grad(const at::Tensor& grad, const Problem& p) {
+  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef({p.batch, p.seq_len, p.dim}),
+                    "grad must have shape [B, L, D] = [", p.batch, ", ", p.seq_len, ", ", p.dim,
+                    "], got ", grad.sizes());
+}
+
 // Coordinates as contiguous float64 [B, L, 2] (haversine runs in float64), or undefined.
 inline at::Tensor coordinates_as_double(const std::optional<at::Tensor>& coordinates) {
   return coordinates.has_value() ? coordinates->to(at::kDouble).contiguous() : at::Tensor();

@@ -204,9 +204,7 @@ std::tuple<at::Tensor, at::Tensor> time_gap_embedding_backward_cpu(
                                          window, time_unit, time_scale, distance_scale,
                                          bucketing, interpolate);
   check_cpu_dtype(time_weight);
-  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef({p.batch, p.seq_len, p.dim}),
-                    "grad must have shape [B, L, D] = [", p.batch, ", ", p.seq_len, ", ", p.dim,
-                    "], got ", grad.sizes());
+  time_gap::check_grad(grad, p);
   const at::Tensor ts = timestamps.contiguous();
   const at::Tensor len = lengths_or_undefined(lengths, p.batch, timestamps);
   const at::Tensor coords = time_gap::coordinates_as_double(coordinates);

@@ -455,9 +455,7 @@ std::tuple<at::Tensor, at::Tensor> time_gap_embedding_backward_cuda(
                                          window, time_unit, time_scale, distance_scale,
                                          bucketing, interpolate);
   check_cuda_dtype(time_weight);
-  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef({p.batch, p.seq_len, p.dim}),
-                    "grad must have shape [B, L, D] = [", p.batch, ", ", p.seq_len, ", ", p.dim,
-                    "], got ", grad.sizes());
+  time_gap::check_grad(grad, p);
   check_same_device(grad, timestamps, "grad", "timestamps");
   const c10::cuda::CUDAGuard device_guard(timestamps.device());
   const at::Tensor ts = timestamps.contiguous();                              // [B, L]

@@ -3,11 +3,13 @@
 Each case records stseq's median time, the peer's, their ratio, the max relative parity error
 of that case (flagged against the dtype's tolerance) and both peak memories; results print as a
 table and, with ``--out``, go to ``<out>/<device>-<date>.json`` with the command, git commit,
-device name and versions.
+device name and versions, next to a PNG chart of the speedups (when matplotlib is installed).
+CPU runs use every core this process may run on (``os.sched_getaffinity``).
 """
 
 import datetime
 import json
+import os
 import pathlib
 import platform
 import subprocess
@@ -15,12 +17,13 @@ import sys
 
 import torch
 
-from stseq.bench import measure, time_gap
+from stseq.bench import measure, report, rnn, time_decay_attention, time_gap, time_rnn
 
-# op family -> (module with QUICK/FULL grids, PEER and cases()).
-SUITES = {"time_gap": time_gap}
-from stseq.bench import time_rnn  # noqa: E402
-SUITES.update({"time_rnn": time_rnn, "time_rnn_floor": time_rnn.FLOOR})
+# op family -> module with QUICK/FULL grids and cases(grid, device, dtype), which yields
+# (name, shape, stseq_fn, peer_fn) against the module's PEER, or (..., peer_fn, peer_name) for
+# several peers; an optional DTYPES maps a device type to the dtypes to run (default float32).
+SUITES = {"time_gap": time_gap, "rnn": rnn, "time_rnn": time_rnn, "time_rnn_floor": time_rnn.FLOOR,
+          "time_decay_attention": time_decay_attention}
 COLUMNS = ("op", "shape", "dtype", "stseq ms", "peer", "peer ms", "speedup", "max err",
            "parity", "stseq MiB", "peer MiB")
 
@@ -82,13 +85,16 @@ def main(args):
         print(f"stseq bench: unknown ops {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
         return 2
     repeats = args.repeats or (5 if args.quick else 10)
+    if device.type == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     rows = []
     for family in names:
         suite = SUITES[family]
         grid = suite.QUICK if args.quick else suite.FULL
-        for dtype in (torch.float32,):
-            for name, shape, stseq_fn, peer_fn in suite.cases(grid, device, dtype):
-                rows.append(run_case(name, shape, stseq_fn, peer_fn, peer=suite.PEER,
+        for dtype in getattr(suite, "DTYPES", {}).get(device.type, (torch.float32,)):
+            for name, shape, stseq_fn, peer_fn, *peer in suite.cases(grid, device, dtype):
+                rows.append(run_case(name, shape, stseq_fn, peer_fn,
+                                     peer=peer[0] if peer else suite.PEER,
                                      device=device, dtype=dtype, repeats=repeats))
                 print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
@@ -102,5 +108,8 @@ def main(args):
                   "cases": rows}
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"\nwrote {path}")
+        chart = report.speedup_chart(rows, path.with_suffix(".png"),
+                                     f"stseq vs peers on {env['device']} ({record['command']})")
+        print(f"wrote {chart}" if chart else "no chart: pip install matplotlib (stseq[plot])")
     mismatches = [r for r in rows if not r["parity_ok"]]
     return 1 if mismatches else 0

@@ -1,0 +1,349 @@
+// CPU time loops of the LSTM/GRU layer ops.
+//
+// Forward, per layer and direction: xg = W_ih x + b for all rows as one GEMM (rnn_driver.h);
+// then the active batch rows are split into one tile per thread (about equal total length), and
+// each thread carries its tile through every step on its own: hg = W_hh h_prev for the tile's
+// active rows (a small GEMM, single-threaded inside the parallel region), then the fused
+// pointwise kernel (rnn_cpu_pointwise.h) writes the new states. Rows whose sequence has ended
+// drop out of the tile (rows are sorted by length), so no work is spent on padding. No thread
+// synchronises with another inside the loop.
+//
+// Backward: the same tiles walk the steps in reverse, computing the gate gradients of each step
+// and the recurrent gradient dh_prev = dgates W_hh; W_ih, W_hh (and W_hr) gradients, the input
+// gradient and the bias gradient (a column sum) are large GEMMs / reductions after the loop.
+#include "rnn/rnn_cpu.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/Version.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "rnn/rnn_args.h"
+#include "rnn/rnn_driver.h"
+#include "rnn/rnn_cpu_kernels.h"
+
+#define STSEQ_CPU_NAMESPACE cpu_default
+#include "rnn/rnn_cpu_pointwise.h"
+
+namespace stseq {
+namespace {
+
+using rnn::CellKind;
+using rnn::LayerShape;
+using rnn::Steps;
+using rnn::StepOrder;
+
+// The AVX2 kernels when this build has them and ATen runs AVX2 (or AVX-512) kernels here (which
+// honours ATEN_CPU_CAPABILITY=default); the baseline kernels otherwise.
+bool use_avx2_kernels() {
+#if defined(STSEQ_CPU_AVX2)
+  const std::string capability = at::get_cpu_capability();
+  return capability == "AVX2" || capability == "AVX512";
+#else
+  return false;
+#endif
+}
+
+template <typename scalar_t>
+const rnn::CpuPointwise<scalar_t>& pointwise() {
+#if defined(STSEQ_CPU_AVX2)
+  static const rnn::CpuPointwise<scalar_t> kernels =
+      use_avx2_kernels() ? rnn::cpu_avx2::pointwise_kernels<scalar_t>()
+                         : rnn::cpu_default::pointwise_kernels<scalar_t>();
+#else
+  static const rnn::CpuPointwise<scalar_t> kernels =
+      rnn::cpu_default::pointwise_kernels<scalar_t>();
+#endif
+  return kernels;
+}
+
+void check_cpu_dtype(const at::Tensor& input, CellKind kind) {
+  TORCH_CHECK_VALUE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+                    rnn::cell_name(kind), " layers on CPU support float32 and float64, got ",
+                    input.scalar_type());
+}
+
+// Batch rows [begin, end) that one thread carries through every step.
+struct Tile {
+  int64_t begin;
+  int64_t end;
+};
+
+// Up to one tile per thread over the rows that have steps, cut where the running sum of row
+// lengths crosses equal shares of the total, so that each tile gets about the same work.
+std::vector<Tile> make_tiles(const Steps& steps) {
+  const int64_t rows = steps.active_rows();
+  std::vector<Tile> tiles;
+  if (rows == 0) return tiles;
+  const int64_t count = std::min<int64_t>(rows, at::get_num_threads());
+  int64_t total = 0;
+  for (int64_t b = 0; b < rows; ++b) total += steps.lengths[b];
+  int64_t begin = 0, done = 0;
+  for (int64_t b = 0; b < rows; ++b) {
+    done += steps.lengths[b];
+    const int64_t next = static_cast<int64_t>(tiles.size()) + 1;
+    if (next < count && done * count >= total * next) {
+      tiles.push_back({begin, b + 1});
+      begin = b + 1;
+    }
+  }
+  tiles.push_back({begin, rows});
+  return tiles;
+}
+
+// fn(tile) for every tile, one thread per tile, each thread running under the caller's
+// thread-local state (grad mode, inference mode, dispatch keys) for the ATen calls it makes.
+template <typename F>
+void for_each_tile(const std::vector<Tile>& tiles, const F& fn) {
+  const at::ThreadLocalState state;
+  at::parallel_for(0, static_cast<int64_t>(tiles.size()), 1, [&](int64_t first, int64_t last) {
+    at::ThreadLocalStateGuard guard(state);
+    for (int64_t t = first; t < last; ++t) fn(tiles[t]);
+  });
+}
+
+// Rows of `tile` active at step s: [tile.begin, tile.begin + n), n <= 0 when none.
+int64_t tile_rows_at(const Steps& steps, const Tile& tile, int64_t s) {
+  return std::min(tile.end, steps.sizes[s]) - tile.begin;
+}
+
+// h_prev of step s for the tile's n active rows: h0's rows at the first step, else the rows of
+// step s - 1 (a prefix of them, since rows only drop out).
+at::Tensor previous_rows_of(const Steps& steps, const at::Tensor& first, const at::Tensor& states,
+                            const Tile& tile, int64_t s, int64_t n) {
+  return s == 0 ? first.narrow(0, tile.begin, n)
+                : states.narrow(0, steps.offsets[s - 1] + tile.begin, n);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_cpu(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+    const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+    const std::optional<at::Tensor>& weight_hr, const at::Tensor& batch_sizes, bool padded,
+    bool reverse, bool keep_activations, std::string_view algorithm) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a kernel, not a graph
+  const LayerShape shape = rnn::check_layer(CellKind::kLstm, input, h0, &c0, weight_ih, weight_hh,
+                                            bias_ih, bias_hh, weight_hr);
+  check_cpu_dtype(input, CellKind::kLstm);
+  rnn::parse_algorithm(algorithm);
+  const Steps steps = rnn::make_steps(batch_sizes, padded, shape.batch, shape.rows);
+  const int64_t H = shape.hidden, P = shape.proj, G = shape.gates;
+  const StepOrder order(steps, reverse, input.device());
+  const std::optional<at::Tensor> bias =
+      bias_ih.has_value() ? std::optional<at::Tensor>(*bias_ih + *bias_hh) : std::nullopt;
+  const at::Tensor xg = rnn::input_projection(order(input), weight_ih, bias);  // [N, 4H]
+  const at::TensorOptions options = input.options();
+  const at::Tensor hidden = rnn::step_buffer(steps, P, options);               // [N, P]
+  // The activated gates overwrite the pre-activations they are computed from (row by row).
+  const at::Tensor gates = keep_activations ? xg : at::empty({0}, options);   // [N, 4H]
+  const at::Tensor cells = keep_activations ? rnn::step_buffer(steps, H, options)
+                                            : at::empty({0}, options);         // [N, H]
+  const at::Tensor c_state = c0.clone(at::MemoryFormat::Contiguous);           // [B, H]
+  const at::Tensor h_first = h0.contiguous();                                  // [B, P]
+  const at::Tensor w_hh_t = weight_hh.t();                                     // [P, 4H]
+  const at::Tensor w_hr_t = shape.has_proj ? weight_hr->t() : at::Tensor();    // [H, P]
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstm_layer_cpu", [&] {
+    const auto& kernels = pointwise<scalar_t>();
+    for_each_tile(make_tiles(steps), [&](const Tile& tile) {
+      const int64_t tile_rows = tile.end - tile.begin;
+      const at::Tensor hg = at::empty({tile_rows, G}, options);  // [rows, 4H]
+      const at::Tensor r = shape.has_proj ? at::empty({tile_rows, H}, options) : at::Tensor();
+      for (int64_t s = 0; s < steps.num_steps(); ++s) {
+        const int64_t n = tile_rows_at(steps, tile, s);
+        if (n <= 0) break;
+        const int64_t row = steps.offsets[s] + tile.begin;
+        const at::Tensor h_prev = previous_rows_of(steps, h_first, hidden, tile, s, n);
+        rnn::mm_into(hg.narrow(0, 0, n), h_prev, w_hh_t);
+        const rnn::LstmForwardRows<scalar_t> rows{
+            n, H, xg.data_ptr<scalar_t>() + row * G, G, hg.data_ptr<scalar_t>(),
+            c_state.data_ptr<scalar_t>() + tile.begin * H,
+            keep_activations ? gates.data_ptr<scalar_t>() + row * G : nullptr,
+            keep_activations ? cells.data_ptr<scalar_t>() + row * H : nullptr,
+            shape.has_proj ? r.data_ptr<scalar_t>() : hidden.data_ptr<scalar_t>() + row * P,
+            shape.has_proj ? H : P};
+        kernels.lstm_forward(rows);
+        if (shape.has_proj) rnn::mm_into(hidden.narrow(0, row, n), r.narrow(0, 0, n), w_hr_t);
+      }
+    });
+  });
+  return {order(hidden), rnn::final_hidden(steps, hidden, h0), c_state, gates, cells};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
+                        const std::optional<at::Tensor>& grad_h_n,
+                        const std::optional<at::Tensor>& grad_c_n, const at::Tensor& input,
+                        const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
+                        const at::Tensor& weight_hh, const std::optional<at::Tensor>& weight_hr,
+                        const at::Tensor& output, const at::Tensor& gates, const at::Tensor& cells,
+                        const at::Tensor& batch_sizes, bool padded, bool reverse, bool has_bias,
+                        std::string_view algorithm) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a kernel, not a graph
+  const LayerShape shape = rnn::check_layer(CellKind::kLstm, input, h0, &c0, weight_ih, weight_hh,
+                                            std::nullopt, std::nullopt, weight_hr);
+  check_cpu_dtype(input, CellKind::kLstm);
+  rnn::parse_algorithm(algorithm);
+  rnn::check_saved(shape, input, output, gates, &cells, input.scalar_type());
+  const Steps steps = rnn::make_steps(batch_sizes, padded, shape.batch, shape.rows);
+  const int64_t H = shape.hidden, P = shape.proj, G = shape.gates;
+  const StepOrder order(steps, reverse, input.device());
+  const at::Tensor dy = order(rnn::grad_or_zeros(grad_output, {shape.rows, P}, input,
+                                                 "grad_output"));                 // [N, P]
+  const at::Tensor dh = rnn::grad_or_zeros(grad_h_n, {shape.batch, P}, input, "grad_h_n")
+                            .clone(at::MemoryFormat::Contiguous);  // [B, P] dh through W_hh
+  const at::Tensor dc = rnn::grad_or_zeros(grad_c_n, {shape.batch, H}, input, "grad_c_n")
+                            .clone(at::MemoryFormat::Contiguous);  // [B, H]
+  const at::Tensor hidden = order(output);                          // [N, P]
+  const at::Tensor saved_gates = gates.contiguous(), saved_cells = cells.contiguous();
+  const at::Tensor c_first = c0.contiguous();
+  const at::TensorOptions options = input.options();
+  const at::Tensor dgates = rnn::step_buffer(steps, G, options);    // [N, 4H]
+  // With a projection h = W_hr r: the gradient reaching h per row, and r = o * tanh(c).
+  const at::Tensor dh_total = shape.has_proj ? rnn::step_buffer(steps, P, options) : at::Tensor();
+  const at::Tensor r_all = shape.has_proj ? rnn::step_buffer(steps, H, options) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstm_layer_backward_cpu", [&] {
+    const auto& kernels = pointwise<scalar_t>();
+    for_each_tile(make_tiles(steps), [&](const Tile& tile) {
+      const at::Tensor dr =
+          shape.has_proj ? at::empty({tile.end - tile.begin, H}, options) : at::Tensor();
+      for (int64_t s = steps.num_steps() - 1; s >= 0; --s) {
+        const int64_t n = tile_rows_at(steps, tile, s);
+        if (n <= 0) continue;
+        const int64_t row = steps.offsets[s] + tile.begin;
+        rnn::LstmBackwardRows<scalar_t> rows{
+            n, H, dh.data_ptr<scalar_t>() + tile.begin * P, P, dy.data_ptr<scalar_t>() + row * P,
+            saved_gates.data_ptr<scalar_t>() + row * G, saved_cells.data_ptr<scalar_t>() + row * H,
+            previous_rows_of(steps, c_first, saved_cells, tile, s, n).data_ptr<scalar_t>(),
+            dc.data_ptr<scalar_t>() + tile.begin * H, dgates.data_ptr<scalar_t>() + row * G,
+            nullptr};
+        if (shape.has_proj) {
+          const at::Tensor dh_rows = dh_total.narrow(0, row, n);
+          rnn::add_into(dh_rows, dh.narrow(0, tile.begin, n), dy.narrow(0, row, n));
+          rnn::mm_into(dr.narrow(0, 0, n), dh_rows, *weight_hr);
+          rows.dh = dr.data_ptr<scalar_t>();
+          rows.dh_stride = H;
+          rows.dy = nullptr;
+          rows.r = r_all.data_ptr<scalar_t>() + row * H;
+        }
+        kernels.lstm_backward(rows);
+        rnn::mm_into(dh.narrow(0, tile.begin, n), dgates.narrow(0, row, n), weight_hh);
+      }
+    });
+  });
+  const at::Tensor x = order(input);
+  auto [grad_input, grad_weight_ih] = rnn::input_projection_grads(order, dgates, x, weight_ih);
+  return {grad_input,
+          dh,
+          dc,
+          grad_weight_ih,
+          rnn::recurrent_weight_grad(steps, dgates, hidden, h0.contiguous()),
+          rnn::bias_grad(dgates, has_bias),
+          shape.has_proj ? at::mm(dh_total.t(), r_all) : at::empty({0}, options)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
+    const std::optional<at::Tensor>& bias_hh, const at::Tensor& batch_sizes, bool padded,
+    bool reverse, bool keep_activations, std::string_view algorithm) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a kernel, not a graph
+  const LayerShape shape = rnn::check_layer(CellKind::kGru, input, h0, nullptr, weight_ih,
+                                            weight_hh, bias_ih, bias_hh, std::nullopt);
+  check_cpu_dtype(input, CellKind::kGru);
+  rnn::parse_algorithm(algorithm);
+  const Steps steps = rnn::make_steps(batch_sizes, padded, shape.batch, shape.rows);
+  const int64_t H = shape.hidden, G = shape.gates;
+  const StepOrder order(steps, reverse, input.device());
+  const at::Tensor xg = rnn::input_projection(order(input), weight_ih, bias_ih);  // [N, 3H]
+  const at::TensorOptions options = input.options();
+  const at::Tensor hidden = rnn::step_buffer(steps, H, options);                  // [N, H]
+  const at::Tensor gates = keep_activations ? rnn::step_buffer(steps, 4 * H, options)
+                                            : at::empty({0}, options);            // [N, 4H]
+  const at::Tensor h_first = h0.contiguous();
+  const at::Tensor w_hh_t = weight_hh.t();  // [H, 3H]
+  const at::Tensor b_hh = bias_hh.has_value() ? bias_hh->contiguous() : at::Tensor();  // [3H]
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "gru_layer_cpu", [&] {
+    const auto& kernels = pointwise<scalar_t>();
+    for_each_tile(make_tiles(steps), [&](const Tile& tile) {
+      const at::Tensor hg = at::empty({tile.end - tile.begin, G}, options);  // [rows, 3H]
+      for (int64_t s = 0; s < steps.num_steps(); ++s) {
+        const int64_t n = tile_rows_at(steps, tile, s);
+        if (n <= 0) break;
+        const int64_t row = steps.offsets[s] + tile.begin;
+        const at::Tensor h_prev = previous_rows_of(steps, h_first, hidden, tile, s, n);
+        rnn::mm_into(hg.narrow(0, 0, n), h_prev, w_hh_t);
+        kernels.gru_forward({n, H, xg.data_ptr<scalar_t>() + row * G, G, hg.data_ptr<scalar_t>(),
+                             b_hh.defined() ? b_hh.data_ptr<scalar_t>() : nullptr,
+                             h_prev.data_ptr<scalar_t>(),
+                             keep_activations ? gates.data_ptr<scalar_t>() + row * 4 * H : nullptr,
+                             hidden.data_ptr<scalar_t>() + row * H});
+      }
+    });
+  });
+  return {order(hidden), rnn::final_hidden(steps, hidden, h0), gates};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gru_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
+                       const std::optional<at::Tensor>& grad_h_n, const at::Tensor& input,
+                       const at::Tensor& h0, const at::Tensor& weight_ih,
+                       const at::Tensor& weight_hh, const at::Tensor& output,
+                       const at::Tensor& gates, const at::Tensor& batch_sizes, bool padded,
+                       bool reverse, bool has_bias, std::string_view algorithm) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a kernel, not a graph
+  const LayerShape shape = rnn::check_layer(CellKind::kGru, input, h0, nullptr, weight_ih,
+                                            weight_hh, std::nullopt, std::nullopt, std::nullopt);
+  check_cpu_dtype(input, CellKind::kGru);
+  rnn::parse_algorithm(algorithm);
+  rnn::check_saved(shape, input, output, gates, nullptr, input.scalar_type());
+  const Steps steps = rnn::make_steps(batch_sizes, padded, shape.batch, shape.rows);
+  const int64_t H = shape.hidden, G = shape.gates;
+  const StepOrder order(steps, reverse, input.device());
+  const at::Tensor dy = order(rnn::grad_or_zeros(grad_output, {shape.rows, H}, input,
+                                                 "grad_output"));  // [N, H]
+  const at::Tensor dh = rnn::grad_or_zeros(grad_h_n, {shape.batch, H}, input, "grad_h_n")
+                            .clone(at::MemoryFormat::Contiguous);  // [B, H] dh through W_hh
+  const at::Tensor carry = at::zeros({shape.batch, H}, input.options());  // [B, H] dh * z
+  const at::Tensor hidden = order(output);                                // [N, H]
+  const at::Tensor saved_gates = gates.contiguous();
+  const at::Tensor h_first = h0.contiguous();
+  const at::Tensor dxg = rnn::step_buffer(steps, G, input.options());  // [N, 3H]
+  const at::Tensor dhg = rnn::step_buffer(steps, G, input.options());  // [N, 3H]
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "gru_layer_backward_cpu", [&] {
+    const auto& kernels = pointwise<scalar_t>();
+    for_each_tile(make_tiles(steps), [&](const Tile& tile) {
+      for (int64_t s = steps.num_steps() - 1; s >= 0; --s) {
+        const int64_t n = tile_rows_at(steps, tile, s);
+        if (n <= 0) continue;
+        const int64_t row = steps.offsets[s] + tile.begin;
+        kernels.gru_backward({n, H, dh.data_ptr<scalar_t>() + tile.begin * H,
+                              carry.data_ptr<scalar_t>() + tile.begin * H,
+                              dy.data_ptr<scalar_t>() + row * H,
+                              saved_gates.data_ptr<scalar_t>() + row * 4 * H,
+                              previous_rows_of(steps, h_first, hidden, tile, s, n)
+                                  .data_ptr<scalar_t>(),
+                              dxg.data_ptr<scalar_t>() + row * G,
+                              dhg.data_ptr<scalar_t>() + row * G});
+        rnn::mm_into(dh.narrow(0, tile.begin, n), dhg.narrow(0, row, n), weight_hh);
+      }
+    });
+  });
+  const at::Tensor x = order(input);
+  auto [grad_input, grad_weight_ih] = rnn::input_projection_grads(order, dxg, x, weight_ih);
+  return {grad_input,
+          dh + carry,
+          grad_weight_ih,
+          rnn::recurrent_weight_grad(steps, dhg, hidden, h_first),
+          rnn::bias_grad(dxg, has_bias),
+          rnn::bias_grad(dhg, has_bias)};
+}
+
+}  // namespace stseq

@@ -1,0 +1,83 @@
+// The CPU pointwise kernels of one recurrent step: for n batch rows, the gate math of rnn.h on
+// every hidden unit (vectorised over units). Raw pointers only: this header is shared by the
+// translation units built for different instruction sets (rnn_cpu_pointwise.h is compiled once
+// plainly and once with AVX2), and rnn_cpu.cpp picks the best one the processor runs.
+// Row strides are in elements; every pointer addresses the step's first active row.
+#pragma once
+
+#include <cstdint>
+
+namespace stseq {
+namespace rnn {
+
+template <typename scalar_t>
+struct LstmForwardRows {
+  int64_t rows, hidden;    // n, H
+  const scalar_t* xg;      // [n, 4H] stride xg_stride: W_ih x + b_ih + b_hh
+  int64_t xg_stride;
+  const scalar_t* hg;      // [n, 4H] stride 4H: W_hh h_prev
+  scalar_t* c_state;       // [n, H] stride H: c_prev in, c out
+  scalar_t* gates;         // [n, 4H] stride 4H: i, f, g, o (nullptr: not kept); may be xg
+                           // itself: each unit's pre-activations are read before it is written
+  scalar_t* cells;         // [n, H] stride H: c (nullptr: not kept)
+  scalar_t* h;             // [n, H] stride h_stride: o * tanh(c)
+  int64_t h_stride;
+};
+
+template <typename scalar_t>
+struct LstmBackwardRows {
+  int64_t rows, hidden;    // n, H
+  const scalar_t* dh;      // [n, H] stride dh_stride: gradient reaching o * tanh(c)
+  int64_t dh_stride;
+  const scalar_t* dy;      // [n, H] stride H, added to dh (nullptr: none)
+  const scalar_t* gates;   // [n, 4H] stride 4H
+  const scalar_t* cells;   // [n, H] stride H
+  const scalar_t* c_prev;  // [n, H] stride H
+  scalar_t* dc;            // [n, H] stride H: gradient reaching c in, reaching c_prev out
+  scalar_t* dgates;        // [n, 4H] stride 4H: gradients of the gate pre-activations
+  scalar_t* r;             // [n, H] stride H: o * tanh(c) recomputed (nullptr: not needed)
+};
+
+template <typename scalar_t>
+struct GruForwardRows {
+  int64_t rows, hidden;    // n, H
+  const scalar_t* xg;      // [n, 3H] stride xg_stride: W_ih x + b_ih
+  int64_t xg_stride;
+  const scalar_t* hg;      // [n, 3H] stride 3H: W_hh h_prev
+  const scalar_t* b_hh;    // [3H] added to hg (nullptr: no bias)
+  const scalar_t* h_prev;  // [n, H] stride H
+  scalar_t* gates;         // [n, 4H] stride 4H: r, z, n, h_n (nullptr: not kept)
+  scalar_t* h;             // [n, H] stride H
+};
+
+template <typename scalar_t>
+struct GruBackwardRows {
+  int64_t rows, hidden;    // n, H
+  const scalar_t* dh_rec;  // [n, H] stride H: gradient through W_hh from the next step (or dh_n)
+  scalar_t* carry;         // [n, H] stride H: direct gradient from the next step in, to h_prev out
+  const scalar_t* dy;      // [n, H] stride H
+  const scalar_t* gates;   // [n, 4H] stride 4H
+  const scalar_t* h_prev;  // [n, H] stride H
+  scalar_t* dxg;           // [n, 3H] stride 3H: gradients of the input-side pre-activations
+  scalar_t* dhg;           // [n, 3H] stride 3H: gradients of the recurrent-side pre-activations
+};
+
+template <typename scalar_t>
+struct CpuPointwise {
+  void (*lstm_forward)(const LstmForwardRows<scalar_t>&);
+  void (*lstm_backward)(const LstmBackwardRows<scalar_t>&);
+  void (*gru_forward)(const GruForwardRows<scalar_t>&);
+  void (*gru_backward)(const GruBackwardRows<scalar_t>&);
+};
+
+namespace cpu_default {
+template <typename scalar_t>
+CpuPointwise<scalar_t> pointwise_kernels();
+}
+namespace cpu_avx2 {
+template <typename scalar_t>
+CpuPointwise<scalar_t> pointwise_kernels();
+}
+
+}  // namespace rnn
+}  // namespace stseq

@@ -1,0 +1,194 @@
+// Definitions of the CPU pointwise kernels declared in rnn_cpu_kernels.h, vectorised over hidden
+// units with at::vec::Vectorized (one lane per unit, a scalar loop for the remainder) around
+// the shared gate math of rnn.h. Included by exactly one translation unit per instruction set,
+// which names its namespace first: rnn_cpu.cpp (STSEQ_CPU_NAMESPACE cpu_default, baseline
+// flags) and rnn_cpu_avx2.cpp (cpu_avx2, built with -mavx2 -mfma and ATen's CPU_CAPABILITY_AVX2,
+// where Vectorized<float> holds 8 lanes and exp/tanh are SLEEF's 1-ulp vector functions).
+#pragma once
+
+#ifndef STSEQ_CPU_NAMESPACE
+#error "define STSEQ_CPU_NAMESPACE before including rnn_cpu_pointwise.h"
+#endif
+
+#include <ATen/cpu/vec/vec.h>
+
+#include <type_traits>
+
+#include "rnn/rnn.h"
+#include "rnn/rnn_cpu_kernels.h"
+
+namespace stseq {
+namespace rnn {
+namespace STSEQ_CPU_NAMESPACE {
+namespace {
+
+// Both through ATen's fast vector exp (exp_u20: a polynomial within about 1e-7 relative error in
+// float32, SLEEF's exp in float64): tanh(x) = 1 - 2 / (1 + exp(2x)) costs a third of SLEEF's
+// vector tanh, and both saturate cleanly (exp overflowing to inf gives exactly 0, 1 or -1).
+struct VectorActivations {
+  template <typename V>
+  static V sigmoid(const V& x) { return (V(1) + x.neg().exp_u20()).reciprocal(); }
+  template <typename V>
+  static V tanh(const V& x) { return V(1) - V(2) / (V(1) + (x + x).exp_u20()); }
+};
+
+// Units j .. j + lanes - 1 of a row, as one vector.
+template <typename scalar_t>
+struct VectorLanes {
+  using Act = VectorActivations;
+  using Vec = at::vec::Vectorized<scalar_t>;
+  int64_t j;
+  Vec load(const scalar_t* row) const { return Vec::loadu(row + j); }
+  void store(scalar_t* row, const Vec& value) const { value.store(row + j); }
+};
+
+// Unit j of a row.
+template <typename scalar_t>
+struct ScalarLane {
+  using Act = ScalarActivations;
+  int64_t j;
+  scalar_t load(const scalar_t* row) const { return row[j]; }
+  void store(scalar_t* row, scalar_t value) const { row[j] = value; }
+};
+
+// body(lanes) over the H units of a row: full vectors, then the remaining units one by one.
+template <typename scalar_t, typename Body>
+inline void for_each_unit(int64_t hidden, const Body& body) {
+  constexpr int64_t kLanes = at::vec::Vectorized<scalar_t>::size();
+  int64_t j = 0;
+  for (; j + kLanes <= hidden; j += kLanes) body(VectorLanes<scalar_t>{j});
+  for (; j < hidden; ++j) body(ScalarLane<scalar_t>{j});
+}
+
+template <typename scalar_t>
+void lstm_forward(const LstmForwardRows<scalar_t>& p) {
+  const int64_t H = p.hidden;
+  for (int64_t b = 0; b < p.rows; ++b) {
+    const scalar_t* xg = p.xg + b * p.xg_stride;  // [4H]
+    const scalar_t* hg = p.hg + b * 4 * H;        // [4H]
+    scalar_t* c = p.c_state + b * H;              // [H]
+    scalar_t* h = p.h + b * p.h_stride;           // [H]
+    scalar_t* gates = p.gates != nullptr ? p.gates + b * 4 * H : nullptr;
+    scalar_t* cells = p.cells != nullptr ? p.cells + b * H : nullptr;
+    for_each_unit<scalar_t>(H, [&](const auto& lane) {
+      using Act = typename std::decay_t<decltype(lane)>::Act;
+      const auto u = lstm_unit_forward<Act>(
+          lane.load(xg) + lane.load(hg), lane.load(xg + H) + lane.load(hg + H),
+          lane.load(xg + 2 * H) + lane.load(hg + 2 * H),
+          lane.load(xg + 3 * H) + lane.load(hg + 3 * H), lane.load(c));
+      lane.store(c, u.c);
+      lane.store(h, u.h);
+      if (gates != nullptr) {
+        lane.store(gates, u.i);
+        lane.store(gates + H, u.f);
+        lane.store(gates + 2 * H, u.g);
+        lane.store(gates + 3 * H, u.o);
+      }
+      if (cells != nullptr) lane.store(cells, u.c);
+    });
+  }
+}
+
+template <typename scalar_t>
+void lstm_backward(const LstmBackwardRows<scalar_t>& p) {
+  const int64_t H = p.hidden;
+  for (int64_t b = 0; b < p.rows; ++b) {
+    const scalar_t* dh = p.dh + b * p.dh_stride;                  // [H]
+    const scalar_t* dy = p.dy != nullptr ? p.dy + b * H : nullptr;  // [H]
+    const scalar_t* gates = p.gates + b * 4 * H;                  // [4H]
+    const scalar_t* cells = p.cells + b * H;                      // [H]
+    const scalar_t* c_prev = p.c_prev + b * H;                    // [H]
+    scalar_t* dc = p.dc + b * H;                                  // [H]
+    scalar_t* dgates = p.dgates + b * 4 * H;                      // [4H]
+    scalar_t* r = p.r != nullptr ? p.r + b * H : nullptr;         // [H]
+    for_each_unit<scalar_t>(H, [&](const auto& lane) {
+      using Act = typename std::decay_t<decltype(lane)>::Act;
+      auto grad_h = lane.load(dh);
+      if (dy != nullptr) grad_h = grad_h + lane.load(dy);
+      const auto o = lane.load(gates + 3 * H);
+      const auto c = lane.load(cells);
+      const auto d = lstm_unit_backward<Act>(lane.load(gates), lane.load(gates + H),
+                                             lane.load(gates + 2 * H), o, c, lane.load(c_prev),
+                                             grad_h, lane.load(dc));
+      lane.store(dgates, d.d_i);
+      lane.store(dgates + H, d.d_f);
+      lane.store(dgates + 2 * H, d.d_g);
+      lane.store(dgates + 3 * H, d.d_o);
+      lane.store(dc, d.dc_prev);
+      if (r != nullptr) lane.store(r, o * Act::tanh(c));
+    });
+  }
+}
+
+template <typename scalar_t>
+void gru_forward(const GruForwardRows<scalar_t>& p) {
+  const int64_t H = p.hidden;
+  for (int64_t b = 0; b < p.rows; ++b) {
+    const scalar_t* xg = p.xg + b * p.xg_stride;  // [3H]
+    const scalar_t* hg = p.hg + b * 3 * H;        // [3H]
+    const scalar_t* h_prev = p.h_prev + b * H;    // [H]
+    scalar_t* h = p.h + b * H;                    // [H]
+    scalar_t* gates = p.gates != nullptr ? p.gates + b * 4 * H : nullptr;
+    for_each_unit<scalar_t>(H, [&](const auto& lane) {
+      using Act = typename std::decay_t<decltype(lane)>::Act;
+      auto h_r = lane.load(hg), h_z = lane.load(hg + H), h_n = lane.load(hg + 2 * H);
+      if (p.b_hh != nullptr) {
+        h_r = h_r + lane.load(p.b_hh);
+        h_z = h_z + lane.load(p.b_hh + H);
+        h_n = h_n + lane.load(p.b_hh + 2 * H);
+      }
+      const auto u = gru_unit_forward<Act>(lane.load(xg), lane.load(xg + H), lane.load(xg + 2 * H),
+                                           h_r, h_z, h_n, lane.load(h_prev));
+      lane.store(h, u.h);
+      if (gates != nullptr) {
+        lane.store(gates, u.r);
+        lane.store(gates + H, u.z);
+        lane.store(gates + 2 * H, u.n);
+        lane.store(gates + 3 * H, u.h_n);
+      }
+    });
+  }
+}
+
+template <typename scalar_t>
+void gru_backward(const GruBackwardRows<scalar_t>& p) {
+  const int64_t H = p.hidden;
+  for (int64_t b = 0; b < p.rows; ++b) {
+    const scalar_t* dh_rec = p.dh_rec + b * H;  // [H]
+    scalar_t* carry = p.carry + b * H;          // [H]
+    const scalar_t* dy = p.dy + b * H;          // [H]
+    const scalar_t* gates = p.gates + b * 4 * H;
+    const scalar_t* h_prev = p.h_prev + b * H;
+    scalar_t* dxg = p.dxg + b * 3 * H;
+    scalar_t* dhg = p.dhg + b * 3 * H;
+    for_each_unit<scalar_t>(H, [&](const auto& lane) {
+      using Act = typename std::decay_t<decltype(lane)>::Act;
+      const auto grad_h = lane.load(dh_rec) + lane.load(carry) + lane.load(dy);
+      const auto d = gru_unit_backward<Act>(lane.load(gates), lane.load(gates + H),
+                                            lane.load(gates + 2 * H), lane.load(gates + 3 * H),
+                                            lane.load(h_prev), grad_h);
+      lane.store(dxg, d.d_r);
+      lane.store(dxg + H, d.d_z);
+      lane.store(dxg + 2 * H, d.d_n);
+      lane.store(dhg, d.d_r);
+      lane.store(dhg + H, d.d_z);
+      lane.store(dhg + 2 * H, d.d_hn);
+      lane.store(carry, d.dh_prev_direct);
+    });
+  }
+}
+
+}  // namespace
+
+template <typename scalar_t>
+CpuPointwise<scalar_t> pointwise_kernels() {
+  return {&lstm_forward<scalar_t>, &lstm_backward<scalar_t>, &gru_forward<scalar_t>,
+          &gru_backward<scalar_t>};
+}
+
+template CpuPointwise<float> pointwise_kernels<float>();
+template CpuPointwise<double> pointwise_kernels<double>();
+
+}  // namespace STSEQ_CPU_NAMESPACE
+}  // namespace rnn
+}  // namespace stseq

@@ -1,0 +1,108 @@
+"""Benchmark cases of the drop-in ``stseq.nn.LSTM`` / ``stseq.nn.GRU`` against torch.nn.LSTM /
+torch.nn.GRU with the same weights (oneDNN/MKL on CPU, cuDNN on GPU), forward (no grad) and
+forward+backward, on padded full-length batches and on packed variable-length batches (lengths
+uniform in [1, L]).
+
+The grid is the issue's: B in {256, 1024, 4096}, L in {50, 200}, H in {64, 128, 256}, input
+size = H (64-256), on CUDA in bfloat16 and float32 (cuDNN's float32 with TF32 off, so that both
+sides compute in float32 and the parity column means something). On the 2-core CPU the grid is
+cut to B=256 (a B=4096, L=200 step of the full grid takes minutes per call there).
+"""
+
+import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+import stseq
+
+PEER = "torch.nn (oneDNN/MKL)"
+PEERS = {"cpu": PEER, "cuda": "torch.nn (cuDNN)"}
+DTYPES = {"cpu": (torch.float32,), "cuda": (torch.bfloat16, torch.float32)}
+CELLS = {"lstm": (torch.nn.LSTM, stseq.nn.LSTM), "gru": (torch.nn.GRU, stseq.nn.GRU)}
+
+# The issue's CPU target: B=256, L=50, input 64, H=128, forward+backward >= 1.0x torch.nn.
+QUICK = [dict(cell=cell, batch=256, seq_len=50, input_size=64, hidden=128) for cell in CELLS]
+_CPU = [dict(cell=cell, batch=256, seq_len=50, input_size=64, hidden=hidden, packed=packed)
+        for cell in CELLS for hidden in (64, 128, 256) for packed in (False, True)]
+_CPU += [dict(cell=cell, batch=256, seq_len=200, input_size=64, hidden=128, packed=packed)
+         for cell in CELLS for packed in (False, True)]
+_CPU += [dict(cell=cell, batch=256, seq_len=50, input_size=256, hidden=128) for cell in CELLS]
+_GPU = [dict(cell=cell, batch=batch, seq_len=seq_len, input_size=hidden, hidden=hidden,
+             packed=packed, device="cuda")
+        for cell in CELLS for batch in (256, 1024, 4096) for seq_len in (50, 200)
+        for hidden in (64, 128, 256) for packed in (False, True)]
+FULL = _CPU + _GPU
+
+
+def make_case(*, cell, batch, seq_len, input_size, hidden, packed=False, device="cpu",
+              dtype=torch.float32, seed=0):
+    """The two modules (same weights) and their input: x [L, B, I] (a leaf), or a packed
+    variable-length batch whose data [N, I] is the leaf."""
+    torch.manual_seed(seed)
+    torch_cls, stseq_cls = CELLS[cell]
+    peer = torch_cls(input_size, hidden, device=device, dtype=dtype)
+    ours = stseq_cls(input_size, hidden, device=device, dtype=dtype)
+    ours.load_state_dict(peer.state_dict())
+    x = torch.randn(seq_len, batch, input_size, device=device, dtype=dtype)
+    if packed:
+        lengths = torch.randint(1, seq_len + 1, (batch,))
+        lengths[0] = seq_len
+        pack = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        leaf = pack.data.detach().requires_grad_()
+        inputs = PackedSequence(leaf, pack.batch_sizes, pack.sorted_indices,
+                                pack.unsorted_indices)
+    else:
+        leaf = inputs = x.requires_grad_()
+    return dict(stseq=ours, peer=peer, inputs=inputs, leaf=leaf)
+
+
+def _data(output):
+    return output.data if isinstance(output, PackedSequence) else output
+
+
+def _final_hidden(hidden):
+    return hidden[0] if isinstance(hidden, tuple) else hidden
+
+
+def forward(module, case):
+    """One forward without autograd -> (output, h_n)."""
+    with torch.no_grad():
+        output, hidden = module(case["inputs"])
+    return _data(output), _final_hidden(hidden)
+
+
+def forward_backward(module, case):
+    """Forward + backward of a fixed projection of the output -> (output, grad of the input,
+    grad of weight_hh_l0)."""
+    output, _ = module(case["inputs"])
+    output = _data(output)
+    grads = torch.autograd.grad(output, [case["leaf"], module.weight_hh_l0],
+                                grad_outputs=torch.ones_like(output) * 0.01)
+    return (output.detach(), *grads)
+
+
+def run(implementation, fn, case):
+    """fn (forward or forward_backward) on ``"stseq"`` or ``"peer"``; the peer runs with exact
+    float32 (cuDNN would use TF32 by default)."""
+    if implementation == "stseq":
+        return fn(case["stseq"], case)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        return fn(case["peer"], case)
+
+
+def _label(shape):
+    text = (f"B={shape['batch']},L={shape['seq_len']},I={shape['input_size']},"
+            f"H={shape['hidden']}")
+    return text + (",packed" if shape.get("packed") else "")
+
+
+def cases(grid, device, dtype):
+    """(name, shape, stseq_fn, peer_fn, peer) for every shape of the grid meant for ``device``
+    (entries with ``device="cuda"`` run on CUDA only, the others on the CPU only)."""
+    for shape in grid:
+        if shape.get("device", "cpu") != device.type:
+            continue
+        case = make_case(**{**shape, "device": device}, dtype=dtype)
+        for mode, fn in (("forward", forward), ("forward+backward", forward_backward)):
+            yield (f"{shape['cell']} {mode}", _label(shape),
+                   lambda fn=fn, case=case: run("stseq", fn, case),
+                   lambda fn=fn, case=case: run("peer", fn, case), PEERS[device.type])

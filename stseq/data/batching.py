@@ -1,0 +1,300 @@
+"""Batches of event windows for sequential recommenders: padded ``[B, L]`` tensors (``Batch``)
+or jagged values + offsets (``JaggedBatch``), with per-event time gaps and distances.
+
+A row is a window of one user's events ``[start, end)``; the event after it (at ``end``) is
+what the row predicts. Training rows also carry the next item at every position (teacher
+forcing); evaluation rows do not carry the target item at all.
+"""
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from stseq.data.splits import Targets, ranges
+from stseq.reference.time_gap import haversine_km
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded windows (B rows, L positions; position p of row b is an event iff
+    p < lengths[b]).
+
+    Fields:
+        users: [B] int64 user indices.
+        items: [B, L] int64 item ids, ``pad_item`` (= num_items) at padding, so an
+            ``nn.Embedding(num_items + 1, D, padding_idx=num_items)`` reads it directly.
+        timestamps: [B, L] int64 seconds; padding repeats the row's last event time (the
+            query time in a row without events).
+        lengths: [B] int64 events per row (>= 1 except for users with no history).
+        time_gaps: [B, L] int64 seconds since the user's previous event (0 for the user's
+            first event and at padding).
+        next_timestamps: [B, L] int64 time of the event after each position; at the last
+            event (and padding) it is the query time, the moment the prediction is asked for.
+        positions: [B] int64 index, in the user's whole sequence, of the event the row
+            predicts (the one after its last event).
+        coordinates: [B, L, 2] float32 (latitude, longitude) degrees, padding repeats the last;
+            or None.
+        distances: [B, L] float32 km from the user's previous event (0 for the first and at
+            padding); or None.
+        behaviors: [B, L] int64 behavior codes (0 at padding); or None.
+        next_items: [B, L] int64 item of the next event at each position, ``pad_item`` at
+            padding (training batches only; None in evaluation batches).
+        pad_item: the padding item id.
+
+    Example::
+
+        for batch in training_batches(split.train, batch_size=128, max_length=50):
+            hidden = model(batch.items, batch.timestamps, batch.lengths)     # [B, L, D]
+            logits = hidden @ item_embeddings.T                            # [B, L, num_items]
+            mask = batch.next_items != batch.pad_item
+            loss = F.cross_entropy(logits[mask], batch.next_items[mask])
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+    timestamps: torch.Tensor
+    lengths: torch.Tensor
+    time_gaps: torch.Tensor
+    next_timestamps: torch.Tensor
+    positions: torch.Tensor
+    coordinates: torch.Tensor | None
+    distances: torch.Tensor | None
+    behaviors: torch.Tensor | None
+    next_items: torch.Tensor | None
+    pad_item: int
+
+    def to(self, device):
+        """The batch with every tensor on ``device``."""
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
+    @property
+    def last_items(self):
+        """[B] item of each row's last event (``pad_item`` for an empty row)."""
+        return self.items.gather(1, (self.lengths - 1).clamp(min=0)[:, None])[:, 0]
+
+    @property
+    def query_times(self):
+        """[B] int64 time at which each row's prediction is asked for."""
+        return self.next_timestamps.gather(1, (self.lengths - 1).clamp(min=0)[:, None])[:, 0]
+
+    def to_jagged(self):
+        """The same events as a ``JaggedBatch`` (values of all rows concatenated)."""
+        mask = torch.arange(self.items.shape[1], device=self.items.device) < self.lengths[:, None]
+        offsets = torch.zeros(len(self.lengths) + 1, dtype=torch.int64, device=self.items.device)
+        offsets[1:] = torch.cumsum(self.lengths, 0)
+
+        def flat(value):
+            return None if value is None else value[mask]
+
+        return JaggedBatch(
+            users=self.users, offsets=offsets, items=flat(self.items),
+            timestamps=flat(self.timestamps), time_gaps=flat(self.time_gaps),
+            next_timestamps=flat(self.next_timestamps), positions=self.positions,
+            query_times=self.query_times, coordinates=flat(self.coordinates),
+            distances=flat(self.distances), behaviors=flat(self.behaviors),
+            next_items=flat(self.next_items), max_length=int(self.items.shape[1]),
+            pad_item=self.pad_item)
+
+
+@dataclass(frozen=True)
+class JaggedBatch:
+    """A batch as jagged values (the layout of the jagged attention op): row b's events are
+    ``[offsets[b], offsets[b + 1])`` of every [T] / [T, 2] field, T = sum of lengths.
+
+    Fields as in ``Batch`` without padding, plus ``offsets`` [B + 1] int64, ``query_times``
+    [B] and ``max_length`` (L of the padded batch it came from).
+
+    Example::
+
+        jagged = batch.to_jagged()
+        jagged.items[jagged.offsets[1]:jagged.offsets[2]]   # row 1's items
+    """
+
+    users: torch.Tensor
+    offsets: torch.Tensor
+    items: torch.Tensor
+    timestamps: torch.Tensor
+    time_gaps: torch.Tensor
+    next_timestamps: torch.Tensor
+    positions: torch.Tensor
+    query_times: torch.Tensor
+    coordinates: torch.Tensor | None
+    distances: torch.Tensor | None
+    behaviors: torch.Tensor | None
+    next_items: torch.Tensor | None
+    max_length: int
+    pad_item: int
+
+
+def make_batch(interactions, users, starts, ends, query_times, *, with_next_items=False,
+               length=None):
+    """Build a ``Batch`` of the windows ``[starts[b], ends[b])`` of ``users[b]``'s events
+    (indices within each user's sequence), predicting the event at ``ends[b]`` asked for at
+    ``query_times[b]``; padded to ``length`` (default: the longest row).
+
+    Example::
+
+        batch = make_batch(data, users=[0], starts=[0], ends=[3], query_times=[1_700_000_000])
+    """
+    users, starts, ends, query_times = (np.asarray(a, dtype=np.int64).reshape(-1)
+                                        for a in (users, starts, ends, query_times))
+    if interactions.num_events == 0:
+        raise ValueError("interactions has no events to batch")
+    if not len(users) == len(starts) == len(ends) == len(query_times):
+        raise ValueError("users, starts, ends and query_times must have one entry per row")
+    if ((users < 0) | (users >= interactions.num_users)).any():
+        row = int(np.nonzero((users < 0) | (users >= interactions.num_users))[0][0])
+        raise ValueError(f"users must be in [0, {interactions.num_users}); row {row} has "
+                         f"{users[row]}")
+    limit = interactions.lengths[users] - (1 if with_next_items else 0)
+    bad = (starts < 0) | (starts > ends) | (ends > limit)
+    if bad.any():
+        row = int(np.nonzero(bad)[0][0])
+        bound = "events - 1 (the next item must exist)" if with_next_items else "events"
+        raise ValueError(f"windows need 0 <= start <= end <= {bound}; row {row} has start "
+                         f"{starts[row]}, end {ends[row]} for a user with "
+                         f"{interactions.lengths[users[row]]} events")
+    lengths = ends - starts
+    width = max(int(lengths.max(initial=0)), 1) if length is None else length
+    if lengths.max(initial=0) > width:
+        raise ValueError(f"length={width} is shorter than the longest window ({lengths.max()})")
+    step = np.arange(width)
+    valid = step < lengths[:, None]  # [B, L]
+    nonempty = lengths[:, None] > 0  # [B, 1]
+    within = starts[:, None] + np.minimum(step, np.maximum(lengths - 1, 0)[:, None])  # [B, L]
+    index = np.minimum(interactions.offsets[users][:, None] + within, interactions.num_events - 1)
+    has_previous = valid & (within > 0)
+    previous = np.maximum(index - 1, 0)
+    after = np.minimum(index + 1, interactions.num_events - 1)
+    pad = interactions.num_items
+    stamps = interactions.timestamps
+
+    items = np.where(valid, interactions.items[index], pad)
+    times = np.where(nonempty, stamps[index], query_times[:, None])
+    gaps = np.where(has_previous, times - stamps[previous], 0)
+    following = np.where(step < lengths[:, None] - 1, stamps[after], query_times[:, None])
+    coordinates = distances = behaviors = next_items = None
+    if interactions.coordinates is not None:
+        here = np.where(nonempty[..., None], interactions.coordinates[index], 0.0)  # [B, L, 2]
+        there = interactions.coordinates[previous]
+        km = haversine_km(*(torch.from_numpy(x) for x in (there[..., 0], there[..., 1],
+                                                            here[..., 0], here[..., 1])))
+        distances = torch.where(torch.from_numpy(has_previous), km, 0.0).float()
+        coordinates = torch.from_numpy(here).float()
+    if interactions.behaviors is not None:
+        behaviors = torch.from_numpy(np.where(valid, interactions.behaviors[index], 0))
+    if with_next_items:
+        next_items = torch.from_numpy(np.where(valid, interactions.items[after], pad))
+    return Batch(users=torch.from_numpy(users), items=torch.from_numpy(items),
+                 timestamps=torch.from_numpy(times), lengths=torch.from_numpy(lengths),
+                 time_gaps=torch.from_numpy(gaps), next_timestamps=torch.from_numpy(following),
+                 positions=torch.from_numpy(ends), coordinates=coordinates, distances=distances,
+                 behaviors=behaviors, next_items=next_items, pad_item=pad)
+
+
+def score_batch(score, batch, num_items):
+    """Call a scoring function (``Batch -> [B, num_items]``) under ``torch.no_grad`` and check
+    its answer: a [B, num_items] tensor without NaN (integer scores become float64).
+
+    Example::
+
+        scores = score_batch(stseq.eval.MostPopular(train), batch, train.num_items)
+    """
+    with torch.no_grad():
+        scores = score(batch)
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(batch.users), num_items):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(f"the score function must return a [B, num_items] = "
+                         f"[{len(batch.users)}, {num_items}] tensor, got {shape}")
+    if not scores.is_floating_point():
+        return scores.double()
+    if torch.isnan(scores).any():
+        row = int(torch.nonzero(torch.isnan(scores))[0, 0])
+        raise ValueError(f"the score function returned NaN for row {row} (user "
+                         f"{int(batch.users[row])})")
+    return scores
+
+
+class Batches:
+    """An iterable of ``Batch`` es over fixed windows, with ``len()`` = batches per pass.
+
+    With ``shuffle``, every pass draws a new order from a generator seeded once with
+    ``seed`` (so epoch e's order is reproducible). Built by ``training_batches`` and
+    ``evaluation_batches``.
+    """
+
+    def __init__(self, interactions, users, starts, ends, query_times, *, batch_size,
+                 with_next_items, shuffle=False, seed=0, drop_last=False, length=None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.interactions = interactions
+        self.users, self.starts, self.ends, self.query_times = users, starts, ends, query_times
+        self.batch_size, self.with_next_items = batch_size, with_next_items
+        self.shuffle, self.drop_last, self.length = shuffle, drop_last, length
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        rows = len(self.users)
+        return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
+
+    def __iter__(self):
+        count = len(self.users)
+        order = self._rng.permutation(count) if self.shuffle else np.arange(count)
+        for batch in range(len(self)):
+            rows = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            yield make_batch(self.interactions, self.users[rows], self.starts[rows],
+                             self.ends[rows], self.query_times[rows],
+                             with_next_items=self.with_next_items, length=self.length)
+
+
+def training_batches(interactions, *, batch_size=128, max_length=50, shuffle=True, seed=0,
+                     drop_last=False, pad_to_max_length=False):
+    """Teacher-forcing batches covering every transition of ``interactions`` exactly once.
+
+    Each user's sequence is cut, from its end backwards, into windows of at most
+    ``max_length`` input events; a window of events ``[s, e)`` has ``next_items`` = the items of
+    events ``[s + 1, e + 1)``. Users with fewer than two events give no window. Pads to the
+    longest row of each batch, or to ``max_length`` with ``pad_to_max_length`` (static shapes).
+
+    Example::
+
+        batches = training_batches(split.train, batch_size=128, max_length=50, seed=0)
+        for epoch in range(3):
+            for batch in batches:      # a new shuffled order each epoch
+                ...
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    transitions = np.maximum(interactions.lengths - 1, 0)  # [U]
+    windows = -(-transitions // max_length)  # [U]
+    users = np.repeat(np.arange(interactions.num_users), windows)
+    back = ranges(np.zeros_like(windows), windows)  # window index from the end
+    ends = transitions[users] - back * max_length
+    starts = np.maximum(ends - max_length, 0)
+    query = interactions.timestamps[interactions.offsets[users] + ends]
+    return Batches(interactions, users, starts, ends, query, batch_size=batch_size,
+                   with_next_items=True, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                   length=max_length if pad_to_max_length else None)
+
+
+def evaluation_batches(interactions, targets, *, batch_size=256, max_length=50,
+                       pad_to_max_length=False):
+    """Batches of the histories of ``targets`` (in order): row t holds the last
+    ``max_length`` events before ``targets.positions[t]`` and its query time; the relevant
+    items are not in the batch.
+
+    Example::
+
+        for batch in evaluation_batches(split.interactions, split.test, max_length=50):
+            scores = model.score(batch)   # [B, num_items]
+    """
+    if not isinstance(targets, Targets):
+        raise ValueError(f"targets must be stseq.data.Targets, got {type(targets).__name__}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    starts = np.maximum(targets.positions - max_length, 0)
+    return Batches(interactions, targets.users, starts, targets.positions, targets.query_times,
+                   batch_size=batch_size, with_next_items=False,
+                   length=max_length if pad_to_max_length else None)

@@ -1,0 +1,438 @@
+"""``lstm`` and ``gru``: fused multi-layer LSTM / GRU on torch.nn.LSTM / torch.nn.GRU's weights.
+
+Native ops, one layer in one direction each (C++ CPU, CUDA when built):
+``torch.ops.stseq.lstm_layer`` and ``torch.ops.stseq.gru_layer``, with fake impls for
+``torch.compile`` and autograd formulas whose backward is ``lstm_layer_backward`` /
+``gru_layer_backward``. Layers, directions, inter-layer dropout and the variable-length layout
+are composed here; the time loop always runs in C++ (or CUDA). The twins are
+``stseq.reference.lstm`` and ``stseq.reference.gru``.
+
+Layout handed to the layer ops: rows [N, I] in time order with ``batch_sizes`` [L] (CPU int64),
+either a PackedSequence's data (packed) or a time-major padded batch [L * B, I] (padded). A
+padded batch with ``lengths`` is first sorted by length, longest first, so that the rows still
+running at any step are a prefix: the kernels skip finished rows instead of computing on padding.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from stseq import reference
+from stseq._native import NATIVE
+from stseq.backends import resolve
+
+ALGORITHMS = ("auto", "stepwise", "persistent")
+_GATES = {"lstm": 4, "gru": 3}
+
+
+def lstm(input, hx, weights, *, bias=True, num_layers=1, dropout=0.0, training=False,
+         bidirectional=False, batch_first=False, lengths=None, batch_sizes=None, backend=None,
+         algorithm="auto"):
+    """Multi-layer (bidirectional) LSTM with torch.nn.LSTM's equations, weights and results.
+
+    Args:
+        input: [L, B, I] ([B, L, I] with ``batch_first``), or a PackedSequence's data [N, I]
+            together with its ``batch_sizes`` [L] (CPU int64).
+        hx: ``(h_0, c_0)``, each [num_layers * num_directions, B, P] / [.., B, H] (P =
+            proj_size or H), or None for zeros.
+        weights: torch.nn.LSTM's ``_flat_weights`` order: per layer and direction
+            weight_ih [4H, I or D*P], weight_hh [4H, P], (bias_ih [4H], bias_hh [4H]),
+            (weight_hr [P, H]). Gate order i, f, g, o.
+        bias: whether ``weights`` holds the biases. num_layers, bidirectional, batch_first:
+            as torch.nn.LSTM. dropout, training: dropout on every layer's output but the last,
+            only when training.
+        lengths: [B] integer, valid steps of each row of a padded ``input`` (0..L): padded
+            positions output zeros, h_n/c_n are each row's state after its last valid step, and
+            the reverse direction starts at each row's own end.
+        backend: ``"auto"``, ``"native"`` or ``"reference"`` (see ``stseq.use_backend``).
+        algorithm: CUDA time loop, ``"auto"``, ``"stepwise"`` (a GEMM and a fused pointwise
+            kernel per step) or ``"persistent"`` (one kernel for the whole sequence, H <= 256,
+            no projection, Hopper); ignored on CPU.
+
+    Returns:
+        ``(output, (h_n, c_n))``: output [L, B, D*P] (or [B, L, D*P], or packed data [N, D*P]),
+        h_n [num_layers * D, B, P], c_n [num_layers * D, B, H].
+
+    Example::
+
+        module = torch.nn.LSTM(16, 32, num_layers=2)
+        x = torch.randn(50, 8, 16)                                    # [L, B, I]
+        out, (h_n, c_n) = stseq.ops.lstm(x, None, module._flat_weights, num_layers=2)
+        out, _ = stseq.ops.lstm(x, None, module._flat_weights, num_layers=2,
+                                lengths=torch.tensor([50, 3, 7, 1, 50, 20, 9, 2]))
+    """
+    return _run("lstm", input, hx, weights, bias=bias, num_layers=num_layers, dropout=dropout,
+                training=training, bidirectional=bidirectional, batch_first=batch_first,
+                lengths=lengths, batch_sizes=batch_sizes, backend=backend, algorithm=algorithm)
+
+
+def gru(input, hx, weights, *, bias=True, num_layers=1, dropout=0.0, training=False,
+        bidirectional=False, batch_first=False, lengths=None, batch_sizes=None, backend=None,
+        algorithm="auto"):
+    """Multi-layer (bidirectional) GRU with torch.nn.GRU's equations, weights and results.
+
+    Arguments as :func:`lstm` (no projection; gate order r, z, n with
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))); ``hx`` is h_0
+    [num_layers * num_directions, B, H] or None.
+
+    Returns:
+        ``(output, h_n)``: output [L, B, D*H] (or [B, L, D*H], or packed data [N, D*H]),
+        h_n [num_layers * D, B, H].
+
+    Example::
+
+        module = torch.nn.GRU(16, 32, batch_first=True)
+        out, h_n = stseq.ops.gru(torch.randn(8, 50, 16), None, module._flat_weights,
+                                 batch_first=True)
+    """
+    return _run("gru", input, hx, weights, bias=bias, num_layers=num_layers, dropout=dropout,
+                training=training, bidirectional=bidirectional, batch_first=batch_first,
+                lengths=lengths, batch_sizes=batch_sizes, backend=backend, algorithm=algorithm)
+
+
+def _autocast_dtype(input):
+    """Under autocast, the dtype the layers run in: CUDA the autocast dtype, the CPU (whose
+    kernels are float32/float64) float32."""
+    device_type = input.device.type if isinstance(input, torch.Tensor) else None
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type) if device_type == "cuda" else torch.float32
+
+
+def _cast(value, dtype):
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast(v, dtype) for v in value)
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.to(dtype)
+    return value
+
+
+def _run(mode, input, hx, weights, *, backend, algorithm, **config):
+    dtype = _autocast_dtype(input)
+    if dtype is not None:
+        input, hx, weights = _cast(input, dtype), _cast(hx, dtype), _cast(weights, dtype)
+        with torch.autocast(input.device.type, enabled=False):
+            return _run(mode, input, hx, weights, backend=backend, algorithm=algorithm, **config)
+    spec = _check_arguments(mode, input, hx, weights, **config)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if hx is None:
+        hx = _zero_state(mode, input, spec)
+    choice = resolve(mode, backend, input.device, native=True, triton=False)
+    if choice == "native":
+        return _native(mode, input, hx, weights, spec, algorithm=algorithm, **config)
+    twin = reference.lstm if mode == "lstm" else reference.gru
+    return twin(input, hx, weights, **config)
+
+
+class _Spec:
+    """Sizes of one call: layers, directions, batch, input, hidden and state sizes."""
+
+    def __init__(self, mode, weights, num_layers, directions, bias, batch):
+        self.num_layers, self.directions, self.batch = num_layers, directions, batch
+        self.per_layer = len(weights) // (num_layers * directions)
+        self.has_proj = self.per_layer - (4 if bias else 2) == 1
+        self.hidden = weights[0].shape[0] // _GATES[mode]
+        self.input_size = weights[0].shape[1]
+        self.proj = weights[self.per_layer - 1].shape[0] if self.has_proj else self.hidden
+
+    def layer_weights(self, weights, k, bias):
+        """(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) of layer-direction k."""
+        w = list(weights[k * self.per_layer:(k + 1) * self.per_layer])
+        b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
+        return w[0], w[1], b_ih, b_hh, (w[-1] if self.has_proj else None)
+
+
+def _zero_state(mode, input, spec):
+    layers = spec.num_layers * spec.directions
+    h0 = input.new_zeros(layers, spec.batch, spec.proj)
+    return (h0, input.new_zeros(layers, spec.batch, spec.hidden)) if mode == "lstm" else h0
+
+
+def _check_weights(mode, weights, input, num_layers, directions, bias):
+    if not isinstance(weights, (list, tuple)) or not all(isinstance(w, torch.Tensor)
+                                                         for w in weights):
+        raise TypeError("weights must be a list of tensors (torch.nn.LSTM/GRU._flat_weights)")
+    per_options = (4 if bias else 2,) + ((5 if bias else 3,) if mode == "lstm" else ())
+    count = num_layers * directions
+    if len(weights) % count or len(weights) // count not in per_options:
+        raise ValueError(f"weights must hold {' or '.join(str(p) for p in per_options)} tensors "
+                         f"per layer and direction ({count} of them, bias={bias}), got "
+                         f"{len(weights)}")
+    gates = weights[0].shape[0] if weights[0].dim() == 2 else 0
+    if weights[0].dim() != 2 or gates == 0 or gates % _GATES[mode]:
+        raise ValueError(f"weights[0] (weight_ih_l0) must have shape [{_GATES[mode]} * "
+                         f"hidden_size, input_size], got {tuple(weights[0].shape)}")
+    for index, weight in enumerate(weights):
+        if weight.dtype != input.dtype or weight.device != input.device:
+            raise ValueError(f"weights[{index}] is {weight.dtype} on {weight.device} but input is "
+                             f"{input.dtype} on {input.device}; convert the module with "
+                             ".to(input)")
+
+
+def _check_layer_shapes(spec, weights, bias):
+    """Every weight has the shape its layer needs."""
+    gates = weights[0].shape[0]
+    for k in range(spec.num_layers * spec.directions):
+        layer, suffix = divmod(k, spec.directions)
+        w_ih, w_hh, b_ih, b_hh, w_hr = spec.layer_weights(weights, k, bias)
+        name = f"l{layer}{'_reverse' if suffix else ''}"
+        in_size = spec.input_size if layer == 0 else spec.directions * spec.proj
+        expected = [("weight_ih", w_ih, (gates, in_size)), ("weight_hh", w_hh, (gates, spec.proj))]
+        if bias:
+            expected += [("bias_ih", b_ih, (gates,)), ("bias_hh", b_hh, (gates,))]
+        if w_hr is not None:
+            expected += [("weight_hr", w_hr, (spec.proj, spec.hidden))]
+        for kind, weight, shape in expected:
+            if tuple(weight.shape) != shape:
+                raise ValueError(f"{kind}_{name} must have shape {list(shape)}, got "
+                                 f"{list(weight.shape)}")
+
+
+def _check_batch_sizes(batch_sizes, rows):
+    if not isinstance(batch_sizes, torch.Tensor) or batch_sizes.dim() != 1:
+        raise ValueError("batch_sizes must be a 1-D tensor [L] (a PackedSequence's batch_sizes)")
+    if batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":
+        raise ValueError(f"batch_sizes must be an int64 CPU tensor, got {batch_sizes.dtype} on "
+                         f"{batch_sizes.device}")
+    if batch_sizes.numel() == 0 or torch.compiler.is_compiling():
+        return
+    sizes = batch_sizes.tolist()
+    if sizes[0] < 1 or any(b > a for a, b in zip(sizes, sizes[1:])) or sizes[-1] < 1:
+        raise ValueError("batch_sizes must be positive and non-increasing (a PackedSequence "
+                         f"sorted by length), got {sizes}")
+    if sum(sizes) != rows:
+        raise ValueError(f"input has {rows} rows but batch_sizes sum to {sum(sizes)}")
+
+
+def _check_lengths(lengths, batch, seq_len):
+    if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1:
+        raise ValueError("lengths must be a 1-D integer tensor [B]")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
+    if lengths.shape[0] != batch:
+        raise ValueError(f"lengths must have B={batch} entries, got {lengths.shape[0]}")
+    if torch.compiler.is_compiling():
+        return
+    bad = (lengths < 0) | (lengths > seq_len)
+    if bad.any():
+        row = int(torch.nonzero(bad)[0])
+        raise ValueError(f"lengths must be in [0, L={seq_len}]; lengths[{row}] = "
+                         f"{int(lengths[row])}")
+
+
+def _check_state(state, name, size_name, shape, input):
+    if not isinstance(state, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(state).__name__}")
+    if tuple(state.shape) != shape:
+        raise ValueError(f"{name} must have shape [num_layers * num_directions, B, {size_name}] "
+                         f"= {list(shape)}, got {list(state.shape)}")
+    if state.dtype != input.dtype or state.device != input.device:
+        raise ValueError(f"{name} is {state.dtype} on {state.device} but input is {input.dtype} "
+                         f"on {input.device}")
+
+
+def _check_arguments(mode, input, hx, weights, *, bias, num_layers, dropout, training,
+                     bidirectional, batch_first, lengths, batch_sizes):
+    """Check every argument; return the call's _Spec."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    if not input.dtype.is_floating_point:
+        raise ValueError(f"input must be a floating-point tensor, got {input.dtype}")
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+    directions = 2 if bidirectional else 1
+    _check_weights(mode, weights, input, num_layers, directions, bias)
+    if batch_sizes is not None:
+        if lengths is not None:
+            raise ValueError("pass lengths (padded input) or batch_sizes (packed), not both")
+        if input.dim() != 2:
+            raise ValueError(f"packed input must have shape [N, I], got {tuple(input.shape)}")
+        _check_batch_sizes(batch_sizes, input.shape[0])
+        batch = int(batch_sizes[0]) if batch_sizes.numel() else 0
+    else:
+        if input.dim() != 3:
+            raise ValueError(f"input must have shape {'[B, L, I]' if batch_first else '[L, B, I]'}"
+                             f", got {tuple(input.shape)}")
+        seq_len, batch = (input.shape[1], input.shape[0]) if batch_first else input.shape[:2]
+        if seq_len == 0:
+            raise ValueError("input must have at least one time step (L >= 1)")
+        if lengths is not None:
+            _check_lengths(lengths, batch, seq_len)
+    spec = _Spec(mode, weights, num_layers, directions, bias, batch)
+    if input.shape[-1] != spec.input_size:
+        raise ValueError(f"input.size(-1) must be equal to input_size={spec.input_size}, got "
+                         f"{input.shape[-1]}")
+    _check_layer_shapes(spec, weights, bias)
+    if hx is not None:
+        layers = num_layers * directions
+        if mode == "lstm":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise ValueError("hx must be a tuple (h_0, c_0) for an LSTM")
+            _check_state(hx[0], "hx[0] (h_0)", "P", (layers, batch, spec.proj), input)
+            _check_state(hx[1], "hx[1] (c_0)", "H", (layers, batch, spec.hidden), input)
+        else:
+            _check_state(hx, "hx", "H", (layers, batch, spec.hidden), input)
+    return spec
+
+
+def _sort_by_length(x, lengths, states):
+    """Rows of a padded x [L, B, I] sorted by length, longest first, padding zeroed.
+
+    Returns (x sorted, batch_sizes [L] CPU int64, states sorted, order [B] on x's device)."""
+    seq_len = x.shape[0]
+    lengths = lengths.to("cpu", torch.int64)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    sorted_lengths = lengths[order]
+    steps = torch.arange(seq_len)
+    batch_sizes = (sorted_lengths[None, :] > steps[:, None]).sum(1)  # [L]
+    valid = (steps[:, None] < sorted_lengths[None, :]).to(x.device)  # [L, B]
+    index = order.to(x.device)
+    x = torch.where(valid[..., None], x.index_select(1, index), 0)
+    return x, batch_sizes, [s.index_select(1, index) for s in states], index
+
+
+def _native(mode, input, hx, weights, spec, *, bias, num_layers, dropout, training,
+            bidirectional, batch_first, lengths, batch_sizes, algorithm):
+    states = list(hx) if mode == "lstm" else [hx]
+    order = None
+    if batch_sizes is not None:
+        data, padded = input, False  # [N, I]
+    else:
+        x = input.transpose(0, 1) if batch_first else input  # [L, B, I]
+        seq_len, batch = x.shape[:2]
+        if lengths is None:
+            batch_sizes = torch.full((seq_len,), batch, dtype=torch.int64)
+        else:
+            x, batch_sizes, states, order = _sort_by_length(x, lengths, states)
+        data, padded = x.reshape(seq_len * batch, x.shape[2]), True  # [L * B, I]
+    keep = torch.is_grad_enabled() and any(
+        t.requires_grad for t in [data, *states, *weights])
+    finals = [[] for _ in states]  # h_n (and c_n) per layer-direction
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(spec.directions):
+            k = layer * spec.directions + direction
+            w_ih, w_hh, b_ih, b_hh, w_hr = spec.layer_weights(weights, k, bias)
+            if mode == "lstm":
+                out, h, c, _, _ = torch.ops.stseq.lstm_layer(
+                    data, states[0][k], states[1][k], w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
+                    padded, direction == 1, keep, algorithm)
+                finals[1].append(c)
+            else:
+                out, h, _ = torch.ops.stseq.gru_layer(
+                    data, states[0][k], w_ih, w_hh, b_ih, b_hh, batch_sizes, padded,
+                    direction == 1, keep, algorithm)
+            finals[0].append(h)
+            outputs.append(out)
+        data = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]  # [N, D*P]
+        if dropout > 0 and training and layer < num_layers - 1:
+            data = F.dropout(data, dropout, training=True)
+    finals = [torch.stack(f) for f in finals]  # [num_layers * D, B, *]
+    output = data
+    if not padded:
+        return _result(mode, output, finals)
+    output = output.view(seq_len, batch, output.shape[1])  # [L, B, D*P]
+    if order is not None:
+        inverse = torch.argsort(order)
+        output = output.index_select(1, inverse)
+        finals = [f.index_select(1, inverse) for f in finals]
+    return _result(mode, output.transpose(0, 1) if batch_first else output, finals)
+
+
+def _result(mode, output, finals):
+    return (output, tuple(finals)) if mode == "lstm" else (output, finals[0])
+
+
+def _activation_dtype(dtype):
+    """dtype of the saved gates and cells: float32 for the half types (CUDA), else the input's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _register_native():
+    @torch.library.register_fake("stseq::lstm_layer")
+    def _(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, padded,
+          reverse, keep_activations, algorithm):
+        rows, hidden, batch = input.shape[0], weight_ih.shape[0] // 4, h0.shape[0]
+        proj = weight_hr.shape[0] if weight_hr is not None else hidden
+        saved = _activation_dtype(input.dtype)
+        gates = input.new_empty((rows, 4 * hidden) if keep_activations else (0,), dtype=saved)
+        cells = input.new_empty((rows, hidden) if keep_activations else (0,), dtype=saved)
+        return (input.new_empty(rows, proj), h0.new_empty(batch, proj),
+                c0.new_empty(batch, hidden), gates, cells)
+
+    @torch.library.register_fake("stseq::lstm_layer_backward")
+    def _(grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, weight_hr,
+          output, gates, cells, batch_sizes, padded, reverse, has_bias, algorithm):
+        return (torch.empty_like(input), torch.empty_like(h0), torch.empty_like(c0),
+                torch.empty_like(weight_ih), torch.empty_like(weight_hh),
+                weight_ih.new_empty((weight_ih.shape[0],) if has_bias else (0,)),
+                torch.empty_like(weight_hr) if weight_hr is not None else input.new_empty(0))
+
+    @torch.library.register_fake("stseq::gru_layer")
+    def _(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, padded, reverse,
+          keep_activations, algorithm):
+        rows, hidden = input.shape[0], weight_ih.shape[0] // 3
+        gates = input.new_empty((rows, 4 * hidden) if keep_activations else (0,),
+                                dtype=_activation_dtype(input.dtype))
+        return input.new_empty(rows, hidden), h0.new_empty(h0.shape), gates
+
+    @torch.library.register_fake("stseq::gru_layer_backward")
+    def _(grad_output, grad_h_n, input, h0, weight_ih, weight_hh, output, gates, batch_sizes,
+          padded, reverse, has_bias, algorithm):
+        bias_shape = (weight_ih.shape[0],) if has_bias else (0,)
+        return (torch.empty_like(input), torch.empty_like(h0), torch.empty_like(weight_ih),
+                torch.empty_like(weight_hh), weight_ih.new_empty(bias_shape),
+                weight_ih.new_empty(bias_shape))
+
+    def setup_lstm(ctx, inputs, output):
+        (input, h0, c0, weight_ih, weight_hh, bias_ih, _, weight_hr, batch_sizes, padded,
+         reverse, _, algorithm) = inputs
+        out, _, _, gates, cells = output
+        ctx.mark_non_differentiable(gates, cells)
+        ctx.set_materialize_grads(False)  # unused outputs pass None, not zero-filled buffers
+        ctx.save_for_backward(input, h0, c0, weight_ih, weight_hh, weight_hr, out, gates, cells,
+                              batch_sizes)
+        ctx.config = (padded, reverse, bias_ih is not None, algorithm)
+
+    def backward_lstm(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
+        (input, h0, c0, weight_ih, weight_hh, weight_hr, out, gates, cells,
+         batch_sizes) = ctx.saved_tensors
+        padded, reverse, has_bias, algorithm = ctx.config
+        (grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias,
+         grad_weight_hr) = torch.ops.stseq.lstm_layer_backward(
+            grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, weight_hr, out,
+            gates, cells, batch_sizes, padded, reverse, has_bias, algorithm)
+        grad_bias = grad_bias if has_bias else None
+        return (grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias,
+                grad_bias, grad_weight_hr if weight_hr is not None else None) + (None,) * 5
+
+    def setup_gru(ctx, inputs, output):
+        (input, h0, weight_ih, weight_hh, bias_ih, _, batch_sizes, padded, reverse, _,
+         algorithm) = inputs
+        out, _, gates = output
+        ctx.mark_non_differentiable(gates)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, h0, weight_ih, weight_hh, out, gates, batch_sizes)
+        ctx.config = (padded, reverse, bias_ih is not None, algorithm)
+
+    def backward_gru(ctx, grad_output, grad_h_n, _grad_gates):
+        input, h0, weight_ih, weight_hh, out, gates, batch_sizes = ctx.saved_tensors
+        padded, reverse, has_bias, algorithm = ctx.config
+        (grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih,
+         grad_bias_hh) = torch.ops.stseq.gru_layer_backward(
+            grad_output, grad_h_n, input, h0, weight_ih, weight_hh, out, gates, batch_sizes,
+            padded, reverse, has_bias, algorithm)
+        if not has_bias:
+            grad_bias_ih = grad_bias_hh = None
+        return (grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih,
+                grad_bias_hh) + (None,) * 5
+
+    torch.library.register_autograd("stseq::lstm_layer", backward_lstm,
+                                    setup_context=setup_lstm)
+    torch.library.register_autograd("stseq::gru_layer", backward_gru, setup_context=setup_gru)
+
+
+if NATIVE is not None:
+    _register_native()

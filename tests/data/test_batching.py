@@ -1,0 +1,119 @@
+"""Batches against direct indexing: windows cover each transition once, padding, per-event
+time gaps and distances, evaluation rows without targets, jagged layout, and that batches feed
+the time-gap op as they are."""
+
+import numpy as np
+import pytest
+import torch
+
+from stseq import ops
+from stseq.data import (Interactions, Targets, evaluation_batches, make_batch, synthetic,
+                        training_batches)
+from stseq.reference import haversine_km
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(60, 50, num_categories=5, num_regions=4, min_length=2, max_length=30,
+                     seed=3).interactions
+
+
+def test_training_windows_cover_every_transition_once(data):
+    seen = []
+    for batch in training_batches(data, batch_size=16, max_length=7, seed=0):
+        assert batch.items.shape[1] <= 7 and batch.next_items.shape == batch.items.shape
+        for row in range(len(batch.users)):
+            user, n = int(batch.users[row]), int(batch.lengths[row])
+            start = int(batch.positions[row]) - n
+            sequence = data.sequence(user)
+            assert batch.items[row, :n].tolist() == sequence.items[start:start + n].tolist()
+            following = sequence.items[start + 1:start + n + 1]
+            assert batch.next_items[row, :n].tolist() == following.tolist()
+            assert (batch.items[row, n:] == data.num_items).all()
+            assert (batch.next_items[row, n:] == batch.pad_item).all()
+            seen += [(user, start + p + 1) for p in range(n)]
+    expected = [(u, p) for u in range(data.num_users) for p in range(1, data.lengths[u])]
+    assert sorted(seen) == expected
+
+
+def test_shuffling_is_seeded_and_changes_each_pass(data):
+    def orders(batches):
+        return [torch.cat([b.users * 1000 + b.positions for b in batches]).tolist()
+                for _ in range(2)]
+
+    first, second = orders(training_batches(data, batch_size=8, max_length=5, seed=1))
+    again, _ = orders(training_batches(data, batch_size=8, max_length=5, seed=1))
+    assert first == again and first != second and sorted(first) == sorted(second)
+    fixed = training_batches(data, batch_size=8, max_length=5, pad_to_max_length=True)
+    assert all(b.items.shape[1] == 5 for b in fixed)
+    assert len(training_batches(data, batch_size=8, max_length=5, drop_last=True)) == \
+        len(fixed.users) // 8
+
+
+def test_time_gaps_distances_and_padding_by_hand():
+    data = Interactions.from_sequences(
+        [[0, 1, 2, 1]], [[100, 160, 400, 400]],
+        coordinates=[[[0.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]]], behaviors=[[0, 1, 2, 0]],
+        behavior_names=("view", "cart", "buy"))
+    # windows [1, 3) and [1, 2): their first event's gap and distance are to event 0, outside
+    batch = make_batch(data, [0, 0], [1, 1], [3, 2], [400, 400], with_next_items=True)
+    assert batch.items.tolist() == [[1, 2], [1, 3]]  # 3 = num_items pads
+    assert batch.timestamps.tolist() == [[160, 400], [160, 160]]
+    assert batch.time_gaps.tolist() == [[60, 240], [60, 0]]
+    assert batch.next_timestamps.tolist() == [[400, 400], [400, 400]]
+    assert batch.next_items.tolist() == [[2, 1], [2, 3]]
+    assert batch.behaviors.tolist() == [[1, 2], [1, 0]]
+    degree = float(haversine_km(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0),
+                                torch.tensor(1.0)))
+    assert batch.distances[0].tolist() == pytest.approx([degree, degree], rel=1e-6)
+    assert batch.distances[1].tolist() == pytest.approx([degree, 0.0], rel=1e-6)
+    assert batch.coordinates[1].tolist() == [[0.0, 1.0], [0.0, 1.0]]  # padding repeats the last
+    assert batch.last_items.tolist() == [2, 1] and batch.query_times.tolist() == [400, 400]
+    with pytest.raises(ValueError, match="row 1 has start 2, end 1"):
+        make_batch(data, [0, 0], [0, 2], [1, 1], [0, 0])
+    with pytest.raises(ValueError, match="next item must exist"):
+        make_batch(data, [0], [0], [4], [0], with_next_items=True)
+    with pytest.raises(ValueError, match="users must be in"):
+        make_batch(data, [1], [0], [1], [0])
+
+
+def test_evaluation_batches_hold_histories_only(data):
+    users = np.arange(data.num_users)
+    targets = Targets.next_item(data, users, data.lengths - 1)
+    rows = 0
+    for batch in evaluation_batches(data, targets, batch_size=16, max_length=6):
+        assert batch.next_items is None
+        for row in range(len(batch.users)):
+            user, n = int(batch.users[row]), int(batch.lengths[row])
+            end = data.lengths[user] - 1
+            assert n == min(6, end) and int(batch.positions[row]) == end
+            assert batch.items[row, :n].tolist() == data.sequence(user).items[end - n:end].tolist()
+            assert int(batch.query_times[row]) == data.sequence(user).timestamps[end]
+        rows += len(batch.users)
+    assert rows == data.num_users
+
+
+def test_jagged_layout_round_trip(data):
+    batch = next(iter(training_batches(data, batch_size=5, max_length=8, shuffle=False)))
+    jagged = batch.to_jagged()
+    assert jagged.offsets.tolist() == [0] + torch.cumsum(batch.lengths, 0).tolist()
+    for row in range(5):
+        span = slice(int(jagged.offsets[row]), int(jagged.offsets[row + 1]))
+        n = int(batch.lengths[row])
+        assert torch.equal(jagged.items[span], batch.items[row, :n])
+        assert torch.equal(jagged.time_gaps[span], batch.time_gaps[row, :n])
+        assert torch.equal(jagged.coordinates[span], batch.coordinates[row, :n])
+        assert torch.equal(jagged.next_items[span], batch.next_items[row, :n])
+    assert jagged.max_length == batch.items.shape[1]
+    assert batch.to("cpu").items.data_ptr() == batch.items.data_ptr()
+
+
+def test_batches_feed_the_time_gap_op(data):
+    batch = next(iter(training_batches(data, batch_size=8, max_length=10)))
+    table = torch.randn(3, 8, 4, dtype=torch.float64)
+    out = ops.time_gap_embedding(batch.timestamps, table, lengths=batch.lengths,
+                                 coordinates=batch.coordinates.double(),
+                                 distance_weight=torch.randn(3, 8, 4, dtype=torch.float64),
+                                 backend="reference")
+    assert out.shape == (8, batch.items.shape[1], 4)
+    assert torch.isfinite(out).all()
