@@ -8,6 +8,9 @@
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "time_rnn/time_rnn_driver.h"
 
 namespace stseq {
@@ -57,16 +60,41 @@ struct CpuLauncher {
                       type);
   }
 
-  // Each thread runs every step on its own slice of rows (at least kMinRows, so that its GEMMs
-  // stay efficient): no barrier per step. The slices inherit the caller's thread-local state
-  // (the dispatcher's autograd exclusion among it) for the ATen GEMMs they call.
+  // Each thread carries one tile of rows through every step on its own: no barrier per step.
+  // Tiles are cut where the running sum of the rows' steps crosses equal shares of the total
+  // (rows sorted by length do unequal work), each at least kMinRows rows so that its GEMMs stay
+  // efficient. The tiles inherit the caller's thread-local state (the dispatcher's autograd
+  // exclusion among it) for the ATen GEMMs they call.
   template <typename Body>
-  static void time_loop(int64_t batch, int64_t steps, const Body& body) {
+  static void time_loop(const std::vector<int64_t>& active, const Body& body) {
     constexpr int64_t kMinRows = 32;
+    const int64_t steps = static_cast<int64_t>(active.size());
+    if (steps == 0 || active[0] == 0) return;
+    const int64_t rows = active[0];  // the rows with at least one step
+    const int64_t count =
+        std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / kMinRows));
+    std::vector<int64_t> work(rows, 0);  // steps of row b
+    for (int64_t t = 0; t < steps; ++t) {
+      for (int64_t b = 0; b < active[t]; ++b) ++work[b];
+    }
+    int64_t total = 0;
+    for (int64_t w : work) total += w;
+    std::vector<int64_t> cuts{0};
+    int64_t done = 0;
+    for (int64_t b = 0; b < rows; ++b) {
+      done += work[b];
+      const int64_t next = static_cast<int64_t>(cuts.size());
+      if (next < count && done * count >= total * next && b + 1 - cuts.back() >= kMinRows) {
+        cuts.push_back(b + 1);
+      }
+    }
+    cuts.push_back(rows);
     const at::ThreadLocalState state;
-    at::parallel_for(0, batch, kMinRows, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, static_cast<int64_t>(cuts.size()) - 1, 1, [&](int64_t first, int64_t last) {
       const at::ThreadLocalStateGuard guard(state);
-      for (int64_t i = 0; i < steps; ++i) body(begin, end, i);
+      for (int64_t tile = first; tile < last; ++tile) {
+        for (int64_t i = 0; i < steps; ++i) body(cuts[tile], cuts[tile + 1], i);
+      }
     });
   }
 

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "time_rnn/time_rnn_cuda.h"
 #include "time_rnn/time_rnn_driver.h"
@@ -69,10 +70,12 @@ struct CudaLauncher {
     }
   }
 
-  // Every step over all rows: the GEMMs use the whole batch, one kernel per element step.
+  // Every step over the rows that run at it (the driver narrows [0, active[0]) to them): the
+  // GEMMs use the whole batch, one kernel per element step.
   template <typename Body>
-  static void time_loop(int64_t batch, int64_t steps, const Body& body) {
-    for (int64_t i = 0; i < steps; ++i) body(0, batch, i);
+  static void time_loop(const std::vector<int64_t>& active, const Body& body) {
+    const int64_t steps = static_cast<int64_t>(active.size());
+    for (int64_t i = 0; i < steps; ++i) body(0, steps > 0 ? active[0] : 0, i);
   }
 
   template <typename Step>

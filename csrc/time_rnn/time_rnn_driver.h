@@ -11,22 +11,30 @@
 //             weights' gradients (peepholes, time and decay weights) sums of per-row
 //             accumulators (no atomics anywhere: bitwise reproducible on a device).
 //
+// Variable lengths: with rows sorted by length, longest first (stseq/ops/time_rnn.py sorts
+// them), the rows that still run at a step are a prefix of the batch, and every GEMM and element
+// step covers only that prefix (csrc/rnn's plan): no work is spent on padding. Unsorted lengths
+// stay correct (every row, each checked by the element step), only slower.
+//
 // A Launcher provides
 //   template <typename F> static void dispatch(at::ScalarType, F f)  f(scalar_t{}) per dtype
 //   static auto guard(const at::Tensor&)                                the device guard
-//   template <typename Body> static void time_loop(B, L, const Body& body)
-//       body(begin, end, i) for i = 0..L-1 in order, over rows [begin, end): the CPU gives each
-//       thread a slice of rows for the whole sequence (rows are independent; no barrier per
-//       step), CUDA runs all rows per step;
+//   template <typename Body> static void time_loop(const std::vector<int64_t>& active, body)
+//       body(begin, end, i) for i = 0..L-1 in order (L = active.size(), active[i] the rows
+//       that run at loop step i, a prefix), over rows [begin, end): the CPU gives each thread
+//       a tile of rows for the whole sequence (rows are independent; no barrier per step),
+//       CUDA runs all rows per step;
 //   template <typename Step> static void run(const Step&, begin, end, H)  one element step
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
 #include <optional>
 #include <string_view>
 #include <tuple>
+#include <vector>
 
 #include "time_rnn/time_rnn.h"
 #include "time_rnn/time_rnn_args.h"
@@ -49,6 +57,7 @@ struct Setup {
   at::Tensor lengths;             // [B] int64 or undefined (every row has L positions)
   at::Tensor dt;                  // [L, B] in the accumulation dtype
   bool reverse;
+  std::vector<int64_t> active;    // [L] rows [0, active[t]) run at loop step t (see active_rows)
 
   Setup(const Problem& problem, const at::Tensor& input, const at::Tensor& dt_in,
         const std::optional<at::Tensor>& lengths_in, bool reverse_in)
@@ -59,9 +68,40 @@ struct Setup {
         acc_options(input.options().dtype(acc_dtype)),
         lengths(lengths_in.has_value() ? lengths_in->to(at::kLong).contiguous() : at::Tensor()),
         dt(dt_in.to(acc_dtype).contiguous()),
-        reverse(reverse_in) {}
+        reverse(reverse_in),
+        active(active_rows(problem, lengths)) {}
 
   bool padded() const { return lengths.defined(); }
+
+  // Rows that run at each step (the same in both directions: row b runs n_b steps): with
+  // lengths non-increasing (one copy of lengths to the host), #{b : n_b > t}, a prefix of the
+  // batch; otherwise every row (the element steps skip the finished ones one by one).
+  static std::vector<int64_t> active_rows(const Problem& p, const at::Tensor& lengths) {
+    std::vector<int64_t> active(p.seq_len, p.batch);
+    if (!lengths.defined() || p.batch == 0) return active;
+    const at::Tensor n = lengths.to(at::kCPU).clamp(0, p.seq_len).contiguous();
+    const int64_t* length = n.data_ptr<int64_t>();
+    for (int64_t b = 1; b < p.batch; ++b) {
+      if (length[b] > length[b - 1]) return active;
+    }
+    int64_t rows = p.batch;
+    for (int64_t t = 0; t < p.seq_len; ++t) {
+      while (rows > 0 && length[rows - 1] <= t) --rows;
+      active[t] = rows;
+    }
+    return active;
+  }
+
+  // body(begin, end, step) for every step (from the last one down when `backward`), over the
+  // rows of the launcher's [begin, end) that run at that step; nothing for the others.
+  template <typename Launcher, typename Body>
+  void time_loop(bool backward, const Body& body) const {
+    Launcher::time_loop(active, [&](int64_t begin, int64_t end, int64_t i) {
+      const int64_t step = backward ? p.seq_len - 1 - i : i;
+      end = std::min(end, active[step]);
+      if (begin < end) body(begin, end, step);
+    });
+  }
 
   // A buffer by position: zero-filled when rows have padding (padded positions are never written
   // but are read by the GEMMs after the loop), uninitialised otherwise.
@@ -198,7 +238,7 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
       save ? cells.data_ptr<acc_t>() : nullptr,
       save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
   const at::Tensor weight_hh_t = weight_hh.t();
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t step) {
+  s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
     at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
     at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
     if (save) {
@@ -246,9 +286,8 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                    grad_gates.data_ptr<scalar_t>(),
                                                    grad_gates_step.data_ptr<scalar_t>(),
                                                    grad_weights.data_ptr<acc_t>()};
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t i) {
-    run_step<Launcher, TimeLSTMBackward<kVariant, scalar_t, acc_t>>(args, s, s.p.seq_len - 1 - i,
-                                                                    begin, end);
+  s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
+    run_step<Launcher, TimeLSTMBackward<kVariant, scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
     at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
   });
@@ -358,7 +397,7 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
       save ? cells.data_ptr<acc_t>() : nullptr,
       save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
   const at::Tensor weight_hh_t = weight_hh.t();
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t step) {
+  s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
     at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
     at::Tensor short_pre_rows = rows_of(short_pre, begin, end);
     at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
@@ -406,8 +445,8 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                 grad_short.data_ptr<acc_t>(),
                                                 grad_short_step.data_ptr<acc_t>(),
                                                 grad_c_direct.data_ptr<acc_t>()};
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t i) {
-    run_step<Launcher, TLSTMBackward<scalar_t, acc_t>>(args, s, s.p.seq_len - 1 - i, begin, end);
+  s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
+    run_step<Launcher, TLSTMBackward<scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
     at::Tensor grad_c_rows = rows_of(grad_c_later, begin, end);
     at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
@@ -517,7 +556,7 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
                                                       output.data_ptr<scalar_t>(),
                                                       saved_cells};
   const at::Tensor weight_hh_t = weight_hh.t();
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t step) {
+  s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
     if (save) {
       run_step<Launcher, TimeDecay<true, scalar_t, acc_t>>(decay, s, step, begin, end);
     } else {
@@ -574,8 +613,7 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
                                                      grad_h_tilde.data_ptr<scalar_t>(),
                                                      grad_h.data_ptr<acc_t>(),
                                                      grad_weights.data_ptr<acc_t>()};
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t i) {
-    const int64_t step = s.p.seq_len - 1 - i;
+  s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
     run_step<Launcher, TimeDecayGRUBackward<scalar_t, acc_t>>(cell, s, step, begin, end);
     at::Tensor grad_h_tilde_rows = rows_of(grad_h_tilde, begin, end);
     at::addmm_out(grad_h_tilde_rows, rows_of(grad_h_tilde_direct, begin, end),
