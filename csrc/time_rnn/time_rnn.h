@@ -16,9 +16,10 @@
 // cell states and gradient accumulators are acc_t.
 //
 // What a training forward saves: the gates' activations, written in place over the input
-// projections they were computed from (gates [L, B, G*H], scalar_t: each element is read, then
-// overwritten, by its own thread), the cell states the backward needs (cells [L, B, C*H],
-// acc_t), and the h each position multiplied W_hh by (recurrent_input [L, B, H]).
+// projections x W_ih^T they were computed from (gates [L, B, G*H], scalar_t: each element is
+// read, then overwritten, by its own thread; the element step adds the bias as it reads), the
+// cell states the backward needs (cells [L, B, C*H], acc_t), and the h each position
+// multiplied W_hh by (recurrent_input [L, B, H]).
 //
 // The backward steps read one gradient per state, never a per-row choice (which would keep the
 // CPU loop from vectorising): the driver adds d/dh_n to grad_output at each row's last position
@@ -225,7 +226,8 @@ template <typename scalar_t, typename acc_t>
 struct TimeLSTMForwardArgs {
   Steps steps;
   int64_t hidden;               // H
-  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T + b; out: activations (kSave)
+  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T; out: activations (kSave)
+  const scalar_t* bias;         // [G*H] added to the x side
   const scalar_t* gates_h;      // [B, R*H] this step's W_hh h
   const acc_t* dt;              // [L, B]
   const scalar_t* peephole;     // [P, H]
@@ -256,7 +258,9 @@ struct TimeLSTMForward {
     const int64_t state = b * H + j;
     const acc_t c = a.c[state];
     const acc_t dt = row.dt;
-    auto x_side = [&](int gate) { return load<scalar_t, acc_t>(gx + gate * H); };
+    auto x_side = [&](int gate) {
+      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j);
+    };
     auto pre = [&](int gate) { return x_side(gate) + load<scalar_t, acc_t>(gh + gate * H); };
     auto peephole = [&](int k) { return load<scalar_t, acc_t>(a.peephole + k * H + j); };
     auto time_weight = [&](int k) { return load<scalar_t, acc_t>(a.time_weight + k * H + j); };
@@ -447,7 +451,8 @@ template <typename scalar_t, typename acc_t>
 struct TLSTMForwardArgs {
   Steps steps;
   int64_t hidden;
-  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T + b; out: activations (kSave)
+  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T; out: activations (kSave)
+  const scalar_t* bias;       // [4H] added to the x side
   const scalar_t* gates_h;    // [B, 4H]
   const acc_t* short_pre;     // [B, H] W_d c + b_d of this step
   const acc_t* dt;            // [L, B]
@@ -478,7 +483,8 @@ struct TLSTMForward {
     scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
     const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
     auto pre = [&](int gate) {
-      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(gh + gate * H);
+      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j) +
+             load<scalar_t, acc_t>(gh + gate * H);
     };
     const acc_t c = a.c[state];
     const acc_t short_term = a.act(a.short_pre[state]);
@@ -646,7 +652,8 @@ template <typename scalar_t, typename acc_t>
 struct TimeDecayGRUForwardArgs {
   Steps steps;
   int64_t hidden;
-  scalar_t* gates;          // [L, B, 3H] in: x W_ih^T + b_ih; out: activations (kSave)
+  scalar_t* gates;          // [L, B, 3H] in: x W_ih^T; out: activations (kSave)
+  const scalar_t* bias_ih;  // [3H] added to the x side
   const scalar_t* gates_h;  // [B, 3H] W_hh h~ + b_hh
   const acc_t* dt;          // [L, B]
   const acc_t* gamma;       // [B, H]
@@ -671,7 +678,9 @@ struct TimeDecayGRUForward {
     const int64_t state = b * H + j;
     scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
     const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
-    auto x_side = [&](int gate) { return load<scalar_t, acc_t>(gx + gate * H); };
+    auto x_side = [&](int gate) {
+      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias_ih + gate * H + j);
+    };
     auto h_side = [&](int gate) { return load<scalar_t, acc_t>(gh + gate * H); };
     const acc_t r = sigmoid(x_side(Layout::kR) + h_side(Layout::kR));
     const acc_t z = sigmoid(x_side(Layout::kZ) + h_side(Layout::kZ));

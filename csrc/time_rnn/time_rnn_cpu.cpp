@@ -8,7 +8,11 @@
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 
+#include <c10/core/InferenceMode.h>
+#include <c10/util/accumulate.h>
+
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include "time_rnn/time_rnn_driver.h"
@@ -96,6 +100,25 @@ struct CpuLauncher {
         for (int64_t i = 0; i < steps; ++i) body(cuts[tile], cuts[tile + 1], i);
       }
     });
+  }
+
+  // A buffer this thread reuses from call to call. The drivers take their internal
+  // by-position buffers (tens of MB: the gate gradients of the backward, the projections of an
+  // inference forward) from here, because a fresh allocation of that size is mapped anew by the
+  // allocator at each call and then costs a page fault per 4 KiB page on its first write, more
+  // than the writes themselves. Never returned to the caller; each slot keeps its largest size
+  // until the thread exits.
+  static at::Tensor scratch(int slot, at::IntArrayRef shape, const at::TensorOptions& options) {
+    thread_local std::array<at::Tensor, 2> buffers;
+    const int64_t bytes =
+        c10::multiply_integers(shape) * static_cast<int64_t>(options.dtype().itemsize());
+    at::Tensor& buffer = buffers.at(slot);
+    if (!buffer.defined() || buffer.numel() < bytes) {
+      const c10::InferenceMode normal_tensor(false);  // usable inside and outside inference mode
+      buffer = at::Tensor();  // release the smaller buffer first
+      buffer = at::empty({bytes}, options.dtype(at::kByte));
+    }
+    return buffer.narrow(0, 0, bytes).view(options.dtype().toScalarType()).view(shape);
   }
 
   template <typename Step>

@@ -78,6 +78,11 @@ struct CudaLauncher {
     for (int64_t i = 0; i < steps; ++i) body(0, steps > 0 ? active[0] : 0, i);
   }
 
+  // Internal buffers: the caching allocator already reuses device memory across calls.
+  static at::Tensor scratch(int, at::IntArrayRef shape, const at::TensorOptions& options) {
+    return at::empty(shape, options);
+  }
+
   template <typename Step>
   static void run(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
     const int64_t total = (end - begin) * hidden;

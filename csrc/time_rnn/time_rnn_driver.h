@@ -25,6 +25,8 @@
 //       a tile of rows for the whole sequence (rows are independent; no barrier per step),
 //       CUDA runs all rows per step;
 //   template <typename Step> static void run(const Step&, begin, end, H)  one element step
+//   static at::Tensor scratch(int slot, shape, options)  a buffer that never leaves the op
+//       (slots 0 and 1; one call uses each slot for one buffer at a time)
 #pragma once
 
 #include <ATen/ATen.h>
@@ -112,6 +114,12 @@ struct Setup {
   at::Tensor saved(bool save, int64_t blocks, const at::TensorOptions& opts) const {
     return save ? by_position(blocks, opts) : at::empty({0}, opts);
   }
+  // A by-position buffer that never leaves the op, from the launcher's scratch `slot`.
+  template <typename Launcher>
+  at::Tensor workspace(int slot, int64_t blocks, const at::TensorOptions& opts) const {
+    at::Tensor buffer = Launcher::scratch(slot, {p.seq_len, p.batch, blocks * p.hidden}, opts);
+    return padded() ? buffer.zero_() : buffer;
+  }
   at::Tensor step_buffer(int64_t blocks, const at::TensorOptions& opts) const {
     return at::zeros({p.batch, blocks * p.hidden}, opts);
   }
@@ -120,11 +128,16 @@ struct Setup {
     return {padded() ? lengths.data_ptr<int64_t>() : nullptr, p.seq_len, p.batch, step, reverse};
   }
 
-  // x W_ih^T + bias for every position -> [L, B, G*H].
+  // x W_ih^T for every position -> [L, B, G*H] (the element steps add the bias as they read
+  // it): a new tensor when the forward saves the activations over it, else scratch slot 0.
+  template <typename Launcher>
   at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih,
-                            const at::Tensor& bias) const {
-    return at::addmm(bias, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t())
-        .view({p.seq_len, p.batch, weight_ih.size(0)});
+                            bool save) const {
+    const std::vector<int64_t> shape{p.seq_len, p.batch, weight_ih.size(0)};
+    const at::Tensor gates = save ? at::empty(shape, options) : Launcher::scratch(0, shape, options);
+    at::Tensor rows = gates.view({p.seq_len * p.batch, weight_ih.size(0)});
+    at::mm_out(rows, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t());
+    return gates;
   }
 
   // What a forward returns as its saved gates: the activations, or nothing in inference.
@@ -215,7 +228,7 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
                                 ActivationKind phi, bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeLSTMLayout<kVariant>;
-  const at::Tensor gates = s.project_inputs(input, weight_ih, bias);             // [L, B, G*H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);   // [L, B, G*H]
   const at::Tensor gates_h = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                           // [B, H]
@@ -223,10 +236,12 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
   const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);         // [L, B, 2H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);                // [L, B, H]
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
+  const at::Tensor bias_c = bias.contiguous();
   const TimeLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
+      bias_c.data_ptr<scalar_t>(),
       gates_h.data_ptr<scalar_t>(),
       s.dt.data_ptr<acc_t>(),
       peephole_c.data_ptr<scalar_t>(),
@@ -268,7 +283,7 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor grad_out = s.hidden_grads(grad_output, grad_h_n, grad_h_later);  // [L, B, H]
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
-  const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);  // [L, B, G*H]
+  const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, G*H]
   const at::Tensor grad_gates_step = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
   const at::Tensor grad_c = s.acc_copy(grad_c_n);                                        // [B, H]
   const at::Tensor grad_weights = s.step_buffer(kElementwise, s.acc_options);  // [B, (P+K)*H]
@@ -372,7 +387,7 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
                             ActivationKind act, bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TLSTMLayout;
-  const at::Tensor gates = s.project_inputs(input, weight_ih, bias);    // [L, B, 4H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 4H]
   const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);  // [B, 4H]
   const at::Tensor short_pre = s.step_buffer(1, s.acc_options);         // [B, H]
   // The short-term memory's GEMM runs in the accumulation dtype, on the acc_t cell state.
@@ -383,10 +398,12 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
   const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
   const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
+  const at::Tensor bias_c = bias.contiguous();
   const TLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
+      bias_c.data_ptr<scalar_t>(),
       gates_h.data_ptr<scalar_t>(),
       short_pre.data_ptr<acc_t>(),
       s.dt.data_ptr<acc_t>(),
@@ -425,9 +442,9 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor grad_out = s.hidden_grads(grad_output, grad_h_n, grad_h_later);  // [L, B, H]
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);           // [H, H]
-  const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);       // [L, B, 4H]
+  const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 4H]
   const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);  // [B, 4H]
-  const at::Tensor grad_short = s.by_position(1, s.acc_options);                // [L, B, H]
+  const at::Tensor grad_short = s.workspace<Launcher>(1, 1, s.acc_options);            // [L, B, H]
   const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);           // [B, H]
   const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                        // [B, H]
   const at::Tensor grad_c_later = s.acc_copy(grad_c_n);                         // [B, H]
@@ -526,7 +543,7 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
                                      bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeDecayGRULayout;
-  const at::Tensor gates = s.project_inputs(input, weight_ih, bias_ih);   // [L, B, 3H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 3H]
   const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);    // [B, 3H]
   const at::Tensor h = s.acc_copy(h0);                                    // [B, H]
   const at::Tensor h_tilde = s.step_buffer(1, s.options);                 // [B, H]
@@ -535,6 +552,7 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
   const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
+  const at::Tensor bias_ih_c = bias_ih.contiguous();
   acc_t* saved_cells = save ? cells.data_ptr<acc_t>() : nullptr;
   const TimeDecayArgs<scalar_t, acc_t> decay{s.steps(0),
                                              s.p.hidden,
@@ -549,6 +567,7 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
   const TimeDecayGRUForwardArgs<scalar_t, acc_t> cell{s.steps(0),
                                                       s.p.hidden,
                                                       gates.data_ptr<scalar_t>(),
+                                                      bias_ih_c.data_ptr<scalar_t>(),
                                                       gates_h.data_ptr<scalar_t>(),
                                                       s.dt.data_ptr<acc_t>(),
                                                       gamma.data_ptr<acc_t>(),
@@ -586,8 +605,8 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
   const at::Tensor grad_out = grad_output.contiguous();  // [L, B, H]
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
-  const at::Tensor grad_gates_x = s.by_position(Layout::kGates, s.options);       // [L, B, 3H]
-  const at::Tensor grad_gates_h = s.by_position(Layout::kGates, s.options);       // [L, B, 3H]
+  const at::Tensor grad_gates_x = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 3H]
+  const at::Tensor grad_gates_h = s.workspace<Launcher>(1, Layout::kGates, s.options);  // [L, B, 3H]
   const at::Tensor grad_gates_h_step = s.step_buffer(Layout::kGates, s.options);  // [B, 3H]
   const at::Tensor grad_h_tilde_direct = s.step_buffer(1, s.options);             // [B, H]
   const at::Tensor grad_h_tilde = s.step_buffer(1, s.options);                    // [B, H]
