@@ -1,13 +1,11 @@
-// CPU kernels of the time-aware recurrent ops: the shared drivers (time_rnn_driver.h) with a
-// launcher that gives each thread a slice of the batch for the whole sequence (its own small
-// GEMMs and element steps, no synchronisation between steps) and runs the hidden units of a row
-// as one vectorised loop (compiled for AVX2+FMA as well as the baseline, chosen at run time).
+// CPU kernels of the time-aware recurrent ops, registered as their CPU impls: the shared
+// drivers (time_rnn_driver.h) with a launcher that gives each thread a tile of the batch for the
+// whole sequence (its own small GEMMs and element steps, no synchronisation between steps) and
+// runs the hidden units of a row as one vectorised loop (compiled for AVX2+FMA as well as the
+// baseline, chosen at run time).
 // This file is compiled with -fno-trapping-math so that the branch-free float math vectorises.
-#include "time_rnn/time_rnn_cpu.h"
-
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
-
 #include <c10/core/InferenceMode.h>
 #include <c10/util/accumulate.h>
 
@@ -115,7 +113,7 @@ struct CpuLauncher {
     at::Tensor& buffer = buffers.at(slot);
     if (!buffer.defined() || buffer.numel() < bytes) {
       const c10::InferenceMode normal_tensor(false);  // usable inside and outside inference mode
-      buffer = at::Tensor();  // release the smaller buffer first
+      buffer = at::Tensor();                          // release the smaller buffer first
       buffer = at::empty({bytes}, options.dtype(at::kByte));
     }
     return buffer.narrow(0, 0, bytes).view(options.dtype().toScalarType()).view(shape);
@@ -131,80 +129,6 @@ struct CpuLauncher {
 };
 
 }  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> time_lstm_cpu(
-    const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0, const at::Tensor& c0,
-    const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-    const at::Tensor& weight_hh, const at::Tensor& bias, const at::Tensor& peephole,
-    const at::Tensor& time_weight, int64_t variant, std::string_view time_activation, bool reverse,
-    bool save_workspace) {
-  return time_rnn::time_lstm_forward<CpuLauncher>(input, dt, h0, c0, lengths, weight_ih, weight_hh,
-                                                  bias, peephole, time_weight, variant,
-                                                  time_activation, reverse, save_workspace);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-time_lstm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
-                       const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& dt,
-                       const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-                       const at::Tensor& weight_hh, const at::Tensor& peephole,
-                       const at::Tensor& time_weight, const at::Tensor& gates,
-                       const at::Tensor& cells, const at::Tensor& recurrent_input, int64_t variant,
-                       std::string_view time_activation, bool reverse) {
-  return time_rnn::time_lstm_backward<CpuLauncher>(
-      grad_output, grad_h_n, grad_c_n, input, dt, lengths, weight_ih, weight_hh, peephole,
-      time_weight, gates, cells, recurrent_input, variant, time_activation, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> tlstm_cpu(
-    const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0, const at::Tensor& c0,
-    const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-    const at::Tensor& weight_hh, const at::Tensor& bias, const at::Tensor& decay_weight,
-    const at::Tensor& decay_bias, std::string_view short_term_activation, bool reverse,
-    bool save_workspace) {
-  return time_rnn::tlstm_forward<CpuLauncher>(input, dt, h0, c0, lengths, weight_ih, weight_hh,
-                                              bias, decay_weight, decay_bias, short_term_activation,
-                                              reverse, save_workspace);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-tlstm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
-                   const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& dt,
-                   const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-                   const at::Tensor& weight_hh, const at::Tensor& decay_weight,
-                   const at::Tensor& decay_bias, const at::Tensor& gates, const at::Tensor& cells,
-                   const at::Tensor& recurrent_input, std::string_view short_term_activation,
-                   bool reverse) {
-  return time_rnn::tlstm_backward<CpuLauncher>(
-      grad_output, grad_h_n, grad_c_n, input, dt, lengths, weight_ih, weight_hh, decay_weight,
-      decay_bias, gates, cells, recurrent_input, short_term_activation, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> time_decay_gru_cpu(
-    const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0,
-    const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-    const at::Tensor& weight_hh, const at::Tensor& bias_ih, const at::Tensor& bias_hh,
-    const at::Tensor& decay_weight, const at::Tensor& decay_bias, bool reverse,
-    bool save_workspace) {
-  return time_rnn::time_decay_gru_forward<CpuLauncher>(input, dt, h0, lengths, weight_ih, weight_hh,
-                                                       bias_ih, bias_hh, decay_weight, decay_bias,
-                                                       reverse, save_workspace);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-time_decay_gru_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
-                            const at::Tensor& input, const at::Tensor& dt,
-                            const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-                            const at::Tensor& weight_hh, const at::Tensor& decay_weight,
-                            const at::Tensor& decay_bias, const at::Tensor& gates,
-                            const at::Tensor& cells, const at::Tensor& recurrent_input,
-                            bool reverse) {
-  return time_rnn::time_decay_gru_backward<CpuLauncher>(
-      grad_output, grad_h_n, input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias,
-      gates, cells, recurrent_input, reverse);
-}
-
 }  // namespace stseq
+
+TORCH_LIBRARY_IMPL(stseq, CPU, m) { stseq::time_rnn::register_impls<stseq::CpuLauncher>(m); }

@@ -31,6 +31,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <optional>
@@ -59,7 +60,7 @@ struct Setup {
   at::Tensor lengths;             // [B] int64 or undefined (every row has L positions)
   at::Tensor dt;                  // [L, B] in the accumulation dtype
   bool reverse;
-  std::vector<int64_t> active;    // [L] rows [0, active[t]) run at loop step t (see active_rows)
+  std::vector<int64_t> active;  // [L] rows [0, active[t]) run at loop step t (see active_rows)
 
   Setup(const Problem& problem, const at::Tensor& input, const at::Tensor& dt_in,
         const std::optional<at::Tensor>& lengths_in, bool reverse_in)
@@ -131,10 +132,10 @@ struct Setup {
   // x W_ih^T for every position -> [L, B, G*H] (the element steps add the bias as they read
   // it): a new tensor when the forward saves the activations over it, else scratch slot 0.
   template <typename Launcher>
-  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih,
-                            bool save) const {
+  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih, bool save) const {
     const std::vector<int64_t> shape{p.seq_len, p.batch, weight_ih.size(0)};
-    const at::Tensor gates = save ? at::empty(shape, options) : Launcher::scratch(0, shape, options);
+    const at::Tensor gates =
+        save ? at::empty(shape, options) : Launcher::scratch(0, shape, options);
     at::Tensor rows = gates.view({p.seq_len * p.batch, weight_ih.size(0)});
     at::mm_out(rows, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t());
     return gates;
@@ -204,6 +205,19 @@ struct Setup {
         .narrow(1, first * p.hidden, blocks * p.hidden);
   }
 };
+
+// What every entry point runs after its checks: below autograd (a kernel, not a graph), on
+// input's device, body(setup, scalar_t{}) for input's dtype.
+template <typename Launcher, typename Result, typename Body>
+Result run_entry(const Problem& p, const at::Tensor& input, const at::Tensor& dt,
+                 const std::optional<at::Tensor>& lengths, bool reverse, const Body& body) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  [[maybe_unused]] const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Result result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) { result = body(s, tag); });
+  return result;
+}
 
 // Rows [begin, end) of a [B, N] step buffer.
 inline at::Tensor rows_of(const at::Tensor& buffer, int64_t begin, int64_t end) {
@@ -334,17 +348,14 @@ Tensors6 time_lstm_forward(const at::Tensor& input, const at::Tensor& dt, const 
   check_state(p, c0, "c0", input);
   check_vector(p, bias, "bias", time_lstm_blocks(variant).gates, input);
   const ActivationKind phi = parse_activation(time_activation, "time_activation");
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors6 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    using scalar_t = decltype(tag);
-    with_variant(variant, [&](auto v) {
-      result = time_lstm_forward_loop<Launcher, decltype(v)::value, scalar_t>(
-          s, input, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight, phi, save_workspace);
-    });
-  });
-  return result;
+  return run_entry<Launcher, Tensors6>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return with_variant(variant, [&](auto v) {
+          return time_lstm_forward_loop<Launcher, decltype(v)::value, decltype(tag)>(
+              s, input, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight, phi,
+              save_workspace);
+        });
+      });
 }
 
 template <typename Launcher>
@@ -362,18 +373,14 @@ Tensors8 time_lstm_backward(const at::Tensor& grad_output, const at::Tensor& gra
   const TimeLSTMBlocks blocks = time_lstm_blocks(variant);
   check_saved(p, input, gates, blocks.gates, cells, blocks.cells, recurrent_input);
   const ActivationKind phi = parse_activation(time_activation, "time_activation");
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors8 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    using scalar_t = decltype(tag);
-    with_variant(variant, [&](auto v) {
-      result = time_lstm_backward_loop<Launcher, decltype(v)::value, scalar_t>(
-          s, grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, peephole, time_weight,
-          gates, cells, recurrent_input, phi);
-    });
-  });
-  return result;
+  return run_entry<Launcher, Tensors8>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return with_variant(variant, [&](auto v) {
+          return time_lstm_backward_loop<Launcher, decltype(v)::value, decltype(tag)>(
+              s, grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, peephole,
+              time_weight, gates, cells, recurrent_input, phi);
+        });
+      });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,8 +395,8 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TLSTMLayout;
   const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 4H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);  // [B, 4H]
-  const at::Tensor short_pre = s.step_buffer(1, s.acc_options);         // [B, H]
+  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);          // [B, 4H]
+  const at::Tensor short_pre = s.step_buffer(1, s.acc_options);                 // [B, H]
   // The short-term memory's GEMM runs in the accumulation dtype, on the acc_t cell state.
   const at::Tensor decay_weight_t = decay_weight.to(s.acc_options).t();   // [H, H]
   const at::Tensor decay_bias_acc = decay_bias.to(s.acc_options);         // [H]
@@ -441,13 +448,13 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   at::Tensor grad_h_later = s.step_buffer(1, s.options);                            // [B, H]
   const at::Tensor grad_out = s.hidden_grads(grad_output, grad_h_n, grad_h_later);  // [L, B, H]
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
-  const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);           // [H, H]
+  const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);                 // [H, H]
   const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 4H]
-  const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);  // [B, 4H]
-  const at::Tensor grad_short = s.workspace<Launcher>(1, 1, s.acc_options);            // [L, B, H]
-  const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);           // [B, H]
-  const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                        // [B, H]
-  const at::Tensor grad_c_later = s.acc_copy(grad_c_n);                         // [B, H]
+  const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);        // [B, 4H]
+  const at::Tensor grad_short = s.workspace<Launcher>(1, 1, s.acc_options);           // [L, B, H]
+  const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);                 // [B, H]
+  const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                              // [B, H]
+  const at::Tensor grad_c_later = s.acc_copy(grad_c_n);                               // [B, H]
   const TLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
                                                 H,
                                                 grad_out.data_ptr<scalar_t>(),
@@ -498,15 +505,12 @@ Tensors6 tlstm_forward(const at::Tensor& input, const at::Tensor& dt, const at::
   check_state(p, c0, "c0", input);
   check_vector(p, bias, "bias", TLSTMLayout::kGates, input);
   const ActivationKind act = parse_activation(short_term_activation, "short_term_activation");
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors6 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    result =
-        tlstm_forward_loop<Launcher, decltype(tag)>(s, input, h0, c0, weight_ih, weight_hh, bias,
-                                                    decay_weight, decay_bias, act, save_workspace);
-  });
-  return result;
+  return run_entry<Launcher, Tensors6>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return tlstm_forward_loop<Launcher, decltype(tag)>(s, input, h0, c0, weight_ih, weight_hh,
+                                                           bias, decay_weight, decay_bias, act,
+                                                           save_workspace);
+      });
 }
 
 template <typename Launcher>
@@ -521,15 +525,12 @@ Tensors8 tlstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_
   check_gradients(p, input, grad_output, grad_h_n, &grad_c_n);
   check_saved(p, input, gates, TLSTMLayout::kGates, cells, TLSTMLayout::kCells, recurrent_input);
   const ActivationKind act = parse_activation(short_term_activation, "short_term_activation");
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors8 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    result = tlstm_backward_loop<Launcher, decltype(tag)>(s, grad_output, grad_h_n, grad_c_n, input,
-                                                          weight_ih, weight_hh, decay_weight, gates,
-                                                          cells, recurrent_input, act);
-  });
-  return result;
+  return run_entry<Launcher, Tensors8>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return tlstm_backward_loop<Launcher, decltype(tag)>(
+            s, grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, decay_weight, gates,
+            cells, recurrent_input, act);
+      });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,13 +545,13 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeDecayGRULayout;
   const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 3H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);    // [B, 3H]
-  const at::Tensor h = s.acc_copy(h0);                                    // [B, H]
-  const at::Tensor h_tilde = s.step_buffer(1, s.options);                 // [B, H]
-  const at::Tensor gamma = s.step_buffer(1, s.acc_options);               // [B, H]
-  const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
-  const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
+  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);          // [B, 3H]
+  const at::Tensor h = s.acc_copy(h0);                                          // [B, H]
+  const at::Tensor h_tilde = s.step_buffer(1, s.options);                       // [B, H]
+  const at::Tensor gamma = s.step_buffer(1, s.acc_options);                     // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                        // [L, B, H]
+  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);        // [L, B, 3H]
+  const at::Tensor recurrent_input = s.saved(save, 1, s.options);               // [L, B, H]
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
   const at::Tensor bias_ih_c = bias_ih.contiguous();
   acc_t* saved_cells = save ? cells.data_ptr<acc_t>() : nullptr;
@@ -605,8 +606,10 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
   const at::Tensor grad_out = grad_output.contiguous();  // [L, B, H]
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
-  const at::Tensor grad_gates_x = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 3H]
-  const at::Tensor grad_gates_h = s.workspace<Launcher>(1, Layout::kGates, s.options);  // [L, B, 3H]
+  const at::Tensor grad_gates_x =
+      s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 3H]
+  const at::Tensor grad_gates_h =
+      s.workspace<Launcher>(1, Layout::kGates, s.options);                        // [L, B, 3H]
   const at::Tensor grad_gates_h_step = s.step_buffer(Layout::kGates, s.options);  // [B, 3H]
   const at::Tensor grad_h_tilde_direct = s.step_buffer(1, s.options);             // [B, H]
   const at::Tensor grad_h_tilde = s.step_buffer(1, s.options);                    // [B, H]
@@ -666,15 +669,12 @@ Tensors5 time_decay_gru_forward(const at::Tensor& input, const at::Tensor& dt, c
   check_state(p, h0, "h0", input);
   check_vector(p, bias_ih, "bias_ih", TimeDecayGRULayout::kGates, input);
   check_vector(p, bias_hh, "bias_hh", TimeDecayGRULayout::kGates, input);
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors5 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    result = time_decay_gru_forward_loop<Launcher, decltype(tag)>(
-        s, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight, decay_bias,
-        save_workspace);
-  });
-  return result;
+  return run_entry<Launcher, Tensors5>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return time_decay_gru_forward_loop<Launcher, decltype(tag)>(
+            s, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight, decay_bias,
+            save_workspace);
+      });
 }
 
 template <typename Launcher>
@@ -690,15 +690,26 @@ Tensors8 time_decay_gru_backward(const at::Tensor& grad_output, const at::Tensor
   check_gradients(p, input, grad_output, grad_h_n, nullptr);
   check_saved(p, input, gates, TimeDecayGRULayout::kGates, cells, TimeDecayGRULayout::kCells,
               recurrent_input);
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors8 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    result = time_decay_gru_backward_loop<Launcher, decltype(tag)>(
-        s, grad_output, grad_h_n, input, weight_ih, weight_hh, decay_weight, decay_bias, gates,
-        cells, recurrent_input);
-  });
-  return result;
+  return run_entry<Launcher, Tensors8>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return time_decay_gru_backward_loop<Launcher, decltype(tag)>(
+            s, grad_output, grad_h_n, input, weight_ih, weight_hh, decay_weight, decay_bias, gates,
+            cells, recurrent_input);
+      });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The impls of one device (schemas in bindings.cpp): time_rnn_cpu.cpp and time_rnn_cuda.cu
+// register their launcher's instantiations of the entry points above.
+
+template <typename Launcher>
+void register_impls(torch::Library& m) {
+  m.impl("time_lstm", &time_lstm_forward<Launcher>);
+  m.impl("time_lstm_backward", &time_lstm_backward<Launcher>);
+  m.impl("tlstm", &tlstm_forward<Launcher>);
+  m.impl("tlstm_backward", &tlstm_backward<Launcher>);
+  m.impl("time_decay_gru", &time_decay_gru_forward<Launcher>);
+  m.impl("time_decay_gru_backward", &time_decay_gru_backward<Launcher>);
 }
 
 }  // namespace time_rnn
