@@ -183,6 +183,19 @@ STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t load(const scalar_t* p) {
   return static_cast<acc_t>(*p);
 }
 
+// What the element steps share: their arguments `a` (with the op's Steps and dt), the row a
+// step gives row b, and nothing to write for an inactive row. Each step adds active() and hides
+// row() or inactive() where it needs its own.
+template <typename Args, typename acc_t>
+struct ElementStep {
+  Args a;
+
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
+    return a.steps.row(b, a.dt);
+  }
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+};
+
 // ---------------------------------------------------------------------------------------------
 // Time-LSTM (Zhu et al., IJCAI 2017), variants 1-3. Column blocks of H:
 //   gates (x side + bias)   v1 [i, f, g, o, t]   v2 [i, f, g, o, t1, t2]   v3 [i, g, o, t1, t2]
@@ -241,14 +254,9 @@ struct TimeLSTMForwardArgs {
 };
 
 template <int kVariant, bool kSave, typename scalar_t, typename acc_t>
-struct TimeLSTMForward {
+struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeLSTMLayout<kVariant>;
-  TimeLSTMForwardArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
@@ -330,13 +338,10 @@ struct TimeLSTMBackwardArgs {
 };
 
 template <int kVariant, typename scalar_t, typename acc_t>
-struct TimeLSTMBackward {
+struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeLSTMLayout<kVariant>;
-  TimeLSTMBackwardArgs<scalar_t, acc_t> a;
+  using ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, int64_t j) const {
     scalar_t* gs = a.grad_gates_step + b * (Layout::kRecurrentGates * a.hidden) + j;
     for (int k = 0; k < Layout::kRecurrentGates; ++k) gs[k * a.hidden] = scalar_t(0);
@@ -447,6 +452,18 @@ STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t tlstm_discount(acc_t dt) {  // g(dt) 
   return acc_t(1) / log(static_cast<acc_t>(2.718281828459045) + dt);
 }
 
+// T-LSTM's steps give each row its discount g(dt) as well.
+template <typename Args, typename acc_t>
+struct TLSTMStep : ElementStep<Args, acc_t> {
+  using ElementStep<Args, acc_t>::a;
+
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
+    Row<acc_t> r = a.steps.row(b, a.dt);
+    r.discount = tlstm_discount(r.dt);
+    return r;
+  }
+};
+
 template <typename scalar_t, typename acc_t>
 struct TLSTMForwardArgs {
   Steps steps;
@@ -465,16 +482,9 @@ struct TLSTMForwardArgs {
 };
 
 template <bool kSave, typename scalar_t, typename acc_t>
-struct TLSTMForward {
+struct TLSTMForward : TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TLSTMLayout;
-  TLSTMForwardArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    Row<acc_t> r = a.steps.row(b, a.dt);
-    r.discount = tlstm_discount(r.dt);
-    return r;
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
@@ -534,15 +544,10 @@ struct TLSTMBackwardArgs {
 };
 
 template <typename scalar_t, typename acc_t>
-struct TLSTMBackward {
+struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TLSTMLayout;
-  TLSTMBackwardArgs<scalar_t, acc_t> a;
+  using TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    Row<acc_t> r = a.steps.row(b, a.dt);
-    r.discount = tlstm_discount(r.dt);
-    return r;
-  }
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, int64_t j) const {
     const int64_t H = a.hidden;
     scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H) + j;
@@ -620,14 +625,9 @@ struct TimeDecayArgs {
 };
 
 template <bool kSave, typename scalar_t, typename acc_t>
-struct TimeDecay {
+struct TimeDecay : ElementStep<TimeDecayArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
-  TimeDecayArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using ElementStep<TimeDecayArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
@@ -663,14 +663,9 @@ struct TimeDecayGRUForwardArgs {
 };
 
 template <bool kSave, typename scalar_t, typename acc_t>
-struct TimeDecayGRUForward {
+struct TimeDecayGRUForward : ElementStep<TimeDecayGRUForwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
-  TimeDecayGRUForwardArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using ElementStep<TimeDecayGRUForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
@@ -716,13 +711,10 @@ struct TimeDecayGRUBackwardArgs {
 };
 
 template <typename scalar_t, typename acc_t>
-struct TimeDecayGRUBackward {
+struct TimeDecayGRUBackward : ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
-  TimeDecayGRUBackwardArgs<scalar_t, acc_t> a;
+  using ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, int64_t j) const {
     const int64_t H = a.hidden;
     scalar_t* gs = a.grad_gates_h_step + b * (Layout::kGates * H) + j;
@@ -774,14 +766,9 @@ struct TimeDecayBackwardArgs {
 };
 
 template <typename scalar_t, typename acc_t>
-struct TimeDecayBackward {
+struct TimeDecayBackward : ElementStep<TimeDecayBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
-  TimeDecayBackwardArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using ElementStep<TimeDecayBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
