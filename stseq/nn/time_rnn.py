@@ -320,7 +320,12 @@ class TimeLSTM(_TimeRNNBase):
 
         lstm = stseq.nn.TimeLSTM(32, 64, variant=2, batch_first=True, time_unit=3600.0)
         x, dt = torch.randn(8, 20, 32), torch.rand(8, 20) * 86400   # gaps in seconds
-        output, (h_n, c_n) = lstm(x, dt, lengths=torch.full((8,), 20))  # [8, 20, 64]
+        lengths = torch.randint(1, 21, (8,))
+        output, (h_n, c_n) = lstm(x, dt, lengths=lengths)         # [8, 20, 64]
+        pack = functools.partial(torch.nn.utils.rnn.pack_padded_sequence, lengths=lengths,
+                                 batch_first=True, enforce_sorted=False)
+        packed_output, _ = lstm(pack(x), pack(dt))                 # a PackedSequence
+        output, (h_n, c_n) = lstm(x[0], dt[0])                     # unbatched: [20, 64]
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
