@@ -438,8 +438,8 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
 
 // ---------------------------------------------------------------------------------------------
 // T-LSTM (Baytas et al., KDD 2017). Gate blocks [i, f, g, o] (torch.nn.LSTM's order, bias
-// b_ih + b_hh). Per step: C_S = act(W_d c + b_d) (the GEMM gives short_pre = W_d c + b_d, in
-// acc_t), c* = c - C_S + g(dt) C_S, then the LSTM step on c*.
+// b_ih + b_hh). Per step: C_S = act(W_d c + b_d) (the GEMM gives short_pre = W_d c in acc_t, the
+// element step adds b_d), c* = c - C_S + g(dt) C_S, then the LSTM step on c*.
 // Saved cells: [C_S, c*, c_prev] (c' = f c* + i g is recomputed from them).
 
 struct TLSTMLayout {
@@ -471,7 +471,8 @@ struct TLSTMForwardArgs {
   scalar_t* gates;            // [L, B, 4H] in: x W_ih^T; out: activations (kSave)
   const scalar_t* bias;       // [4H] added to the x side
   const scalar_t* gates_h;    // [B, 4H]
-  const acc_t* short_pre;     // [B, H] W_d c + b_d of this step
+  const acc_t* short_pre;     // [B, H] W_d c of this step
+  const acc_t* decay_bias;    // [H] b_d
   const acc_t* dt;            // [L, B]
   Activation<acc_t> act;      // of the short-term memory
   scalar_t* h;                // [B, H]
@@ -497,7 +498,7 @@ struct TLSTMForward : TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
              load<scalar_t, acc_t>(gh + gate * H);
     };
     const acc_t c = a.c[state];
-    const acc_t short_term = a.act(a.short_pre[state]);
+    const acc_t short_term = a.act(a.short_pre[state] + a.decay_bias[j]);
     const acc_t c_star = c - short_term + row.discount * short_term;
     const acc_t i = sigmoid(pre(Layout::kI));
     const acc_t f = sigmoid(pre(Layout::kF));
@@ -530,17 +531,17 @@ struct TLSTMBackwardArgs {
   const scalar_t* grad_output;  // [L, B, H] with d/dh_n added at each row's last position
   const acc_t* dt;              // [L, B]
   Activation<acc_t> act;
-  const scalar_t* gates;         // [L, B, 4H] the gates' activations
-  const acc_t* cells;            // [L, B, 3H]
-  const scalar_t* grad_h_later;  // [B, H] (GEMM: grad_gates_step W_hh of the later step)
-  const acc_t* grad_c_later;     // [B, H] (GEMM: grad_c_direct + grad_short_step W_d; holds
-                                 //        d/dc_n before a row's last step)
-  scalar_t* grad_gates;          // [L, B, 4H]
-  scalar_t* grad_gates_step;     // [B, 4H]
-  acc_t* grad_short;             // [L, B, H] d/d(W_d c + b_d) by position
-  acc_t* grad_short_step;        // [B, H]
-  acc_t* grad_c_direct;          // [B, H] d/dc before the step, without the W_d path (holds
-                                 //        d/dc_n until a row's last step)
+  const scalar_t* gates;          // [L, B, 4H] the gates' activations
+  const acc_t* cells;             // [L, B, 3H]
+  const scalar_t* grad_h_later;   // [B, H] (GEMM: grad_gates_step W_hh of the later step)
+  const acc_t* grad_c_recurrent;  // [B, H] d/dc through W_d from the later step (GEMM:
+                                  //        grad_short_step W_d; 0 before a row's last step)
+  scalar_t* grad_gates;           // [L, B, 4H]
+  scalar_t* grad_gates_step;      // [B, 4H]
+  acc_t* grad_short;              // [L, B, H] d/d(W_d c + b_d) by position
+  acc_t* grad_short_step;         // [B, H]
+  acc_t* grad_c_direct;           // [B, H] in: d/dc after the step without the W_d path (d/dc_n
+                                  //        before a row's last step); out: the same before it
 };
 
 template <typename scalar_t, typename acc_t>
@@ -563,7 +564,7 @@ struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
     const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
     const acc_t dh = load<scalar_t, acc_t>(a.grad_output + row.index * H + j) +
                      load<scalar_t, acc_t>(a.grad_h_later + state);
-    const acc_t dc_new = a.grad_c_later[state];
+    const acc_t dc_new = a.grad_c_direct[state] + a.grad_c_recurrent[state];
     const acc_t i = load<scalar_t, acc_t>(gates + Layout::kI * H);
     const acc_t f = load<scalar_t, acc_t>(gates + Layout::kF * H);
     const acc_t g = load<scalar_t, acc_t>(gates + Layout::kG * H);

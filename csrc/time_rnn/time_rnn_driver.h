@@ -413,6 +413,7 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
       bias_c.data_ptr<scalar_t>(),
       gates_h.data_ptr<scalar_t>(),
       short_pre.data_ptr<acc_t>(),
+      decay_bias_acc.data_ptr<acc_t>(),
       s.dt.data_ptr<acc_t>(),
       Activation<acc_t>::of(act),
       h.data_ptr<scalar_t>(),
@@ -425,7 +426,7 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
     at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
     at::Tensor short_pre_rows = rows_of(short_pre, begin, end);
     at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
-    at::addmm_out(short_pre_rows, decay_bias_acc, rows_of(c, begin, end), decay_weight_t);
+    at::mm_out(short_pre_rows, rows_of(c, begin, end), decay_weight_t);
     if (save) {
       run_step<Launcher, TLSTMForward<true, scalar_t, acc_t>>(args, s, step, begin, end);
     } else {
@@ -454,7 +455,7 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor grad_short = s.workspace<Launcher>(1, 1, s.acc_options);           // [L, B, H]
   const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);                 // [B, H]
   const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                              // [B, H]
-  const at::Tensor grad_c_later = s.acc_copy(grad_c_n);                               // [B, H]
+  const at::Tensor grad_c_recurrent = s.step_buffer(1, s.acc_options);                // [B, H]
   const TLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
                                                 H,
                                                 grad_out.data_ptr<scalar_t>(),
@@ -463,7 +464,7 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                 gates_c.data_ptr<scalar_t>(),
                                                 cells_c.data_ptr<acc_t>(),
                                                 grad_h_later.data_ptr<scalar_t>(),
-                                                grad_c_later.data_ptr<acc_t>(),
+                                                grad_c_recurrent.data_ptr<acc_t>(),
                                                 grad_gates.data_ptr<scalar_t>(),
                                                 grad_gates_step.data_ptr<scalar_t>(),
                                                 grad_short.data_ptr<acc_t>(),
@@ -472,10 +473,9 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
     run_step<Launcher, TLSTMBackward<scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
-    at::Tensor grad_c_rows = rows_of(grad_c_later, begin, end);
+    at::Tensor grad_c_rows = rows_of(grad_c_recurrent, begin, end);
     at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
-    at::addmm_out(grad_c_rows, rows_of(grad_c_direct, begin, end),
-                  rows_of(grad_short_step, begin, end), decay_weight_acc);
+    at::mm_out(grad_c_rows, rows_of(grad_short_step, begin, end), decay_weight_acc);
   });
   auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
   const int64_t rows = s.p.seq_len * s.p.batch;
@@ -485,7 +485,7 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
       at::mm(grad_short.view({rows, H}).t(), s.leading_blocks(cells_c, Layout::kCPrev, 1));
   return {grad_input,
           s.initial_state_grad(grad_h_later, grad_h_n),
-          grad_c_later.to(s.dtype),
+          (grad_c_direct + grad_c_recurrent).to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
           s.column_sums(grad_gates),
