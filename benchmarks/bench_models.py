@@ -1,64 +1,34 @@
-"""pytest-benchmark suite of the recommenders: one training epoch (forward, full-softmax loss,
-backward, clipping and an AdamW step for every batch of a pass over all transitions) of each
-trainable model on a small synthetic set, its stseq.nn layers on the default kernels
-(``backend="auto"``: native C++ on CPU, native/Triton on CUDA) vs the eager reference twins.
+"""pytest-benchmark suite of the recommenders' training step (loss forward + backward of one
+batch): each trainable model with its stseq.nn layers on the default kernels vs the same model
+and weights on the eager reference twins.
 
     pytest benchmarks/bench_models.py [--device cuda] --benchmark-group-by=param:name
 
-Each benchmark's extra_info holds the targets per epoch and the max relative error between the
-two backends' scores of one batch with the same weights. The issue's target: the default
-kernels train an epoch at least 1.3x faster than the reference on CPU.
+Each benchmark's extra_info holds the max relative parity error of the gradients against the
+other backend. ``stseq bench --ops models`` prints the same cases as ratios.
 """
 
 import pytest
 import torch
 
-import stseq.nn
-from stseq.bench import measure
-from stseq.data import leave_one_out, synthetic
-from stseq.models import MODELS, build_model
-from stseq.train import TrainConfig, Trainer, seed_everything
+from stseq.bench import measure, models
 
-DATA = dict(num_users=300, num_items=500, min_length=20, max_length=100, seed=0)
-MODEL = dict(dim=64, max_length=50, dropout=0.1)
-TRAINABLE = [name for name, cls in MODELS.items() if cls.trainable]
-
-
-@pytest.fixture(scope="module")
-def split():
-    return leave_one_out(synthetic(**DATA).interactions)
-
-
-def make_trainer(name, split, backend, device):
-    seed_everything(0)
-    model = build_model(name, split.train, backend=backend, **MODEL)
-    config = TrainConfig(epochs=10, batch_size=64, max_length=MODEL["max_length"],
-                         progress=False, device=device.type)
-    return Trainer(model, split, config)
+SHAPE = dict(batch=128, seq_len=50, dim=128)
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
-@pytest.mark.parametrize("name", TRAINABLE)
-def test_training_epoch(benchmark, device, split, name, backend):
-    layer = getattr(MODELS[name], "layer_name", None)
-    if layer is not None and not hasattr(stseq.nn, layer):
-        pytest.skip(f"stseq.nn.{layer} is not available in this build")
-    trainer = make_trainer(name, split, backend, device)
+@pytest.mark.parametrize("name", models.TRAINABLE)
+def test_training_step(benchmark, device, name, backend):
+    fast, slow, batch = models.make_case(model=name, **SHAPE, device=device)
+    model, other = (fast, slow) if backend == "auto" else (slow, fast)
 
-    def epoch():
-        trainer.train_epoch()
+    def call():
+        grads = models.training_step(model, batch, torch.float32)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        return grads
 
-    benchmark.pedantic(epoch, rounds=3, warmup_rounds=1)
-    twin = make_trainer(name, split, "reference", device).model
-    twin.load_state_dict(trainer.model.state_dict())
-    batch = next(iter(trainer.batches)).to(device)
-    trainer.model.eval()
-    twin.eval()
-    with torch.no_grad():
-        error = measure.max_relative_error(trainer.model.score(batch), twin.score(batch))
-    benchmark.extra_info["max_error_vs_reference"] = error
-    benchmark.extra_info["targets_per_epoch"] = sum(
-        int((b.next_items != b.pad_item).sum()) for b in trainer.batches)
-    assert error < 1e-4
+    grads = benchmark.pedantic(call, rounds=5, warmup_rounds=1)
+    error = measure.max_relative_error(grads, models.training_step(other, batch, torch.float32))
+    benchmark.extra_info["max_error_vs_other_backend"] = error
+    assert measure.parity_ok(error, torch.float32)

@@ -12,6 +12,9 @@ from stseq._native import NATIVE, NATIVE_CUDA, NATIVE_ERROR
 OPS = {"time_gap_embedding": ("native",), "lstm": ("native",), "gru": ("native",),
        "time_lstm": ("native",), "tlstm": ("native",), "time_decay_gru": ("native",),
        "time_decay_attention": ("triton",)}
+# Op -> devices where ``auto`` runs the reference although other kernels are usable there (on
+# the CPU the Triton interpreter is a test vehicle; the chunked reference path is the fast one).
+AUTO_RUNS_REFERENCE = {"time_decay_attention": ("cpu",)}
 
 
 def _version(package):
@@ -36,8 +39,11 @@ def info():
         where = torch.device(device)
         reasons = {"native": backends.native_unavailable_reason(where),
                    "triton": backends.triton_unavailable_reason(where)}
-        usable[device] = {op: [name for name in kernels if reasons[name] is None] + ["reference"]
-                          for op, kernels in OPS.items()}
+        usable[device] = {}
+        for op, kernels in OPS.items():  # in the order auto tries them
+            names = [name for name in kernels if reasons[name] is None]
+            auto_first = device in AUTO_RUNS_REFERENCE.get(op, ())
+            usable[device][op] = ["reference"] + names if auto_first else names + ["reference"]
     return {
         "stseq": _version("stseq"),
         "python": platform.python_version(),

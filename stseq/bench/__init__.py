@@ -17,13 +17,14 @@ import sys
 
 import torch
 
-from stseq.bench import measure, report, rnn, time_decay_attention, time_gap, time_rnn
+from stseq.bench import (measure, models, report, rnn, time_decay_attention, time_gap,
+                         time_rnn)
 
 # op family -> module with QUICK/FULL grids and cases(grid, device, dtype), which yields
 # (name, shape, stseq_fn, peer_fn) against the module's PEER, or (..., peer_fn, peer_name) for
 # several peers; an optional DTYPES maps a device type to the dtypes to run (default float32).
 SUITES = {"time_gap": time_gap, "rnn": rnn, "time_rnn": time_rnn, "time_rnn_floor": time_rnn.FLOOR,
-          "time_decay_attention": time_decay_attention}
+          "time_decay_attention": time_decay_attention, "models": models}
 COLUMNS = ("op", "shape", "dtype", "stseq ms", "peer", "peer ms", "speedup", "max err",
            "parity", "stseq MiB", "peer MiB")
 

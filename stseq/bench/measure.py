@@ -1,8 +1,9 @@
 """Timing, peak memory and parity measurements shared by every benchmark suite.
 
-CPU: wall-clock medians after warm-up; peak memory is the rise of the process's resident-set
-high-water mark (reset through /proc/self/clear_refs, with glibc's mmap threshold pinned so
-that large buffers are mapped and unmapped, not kept). CUDA: CUDA-event medians after warm-up
+CPU: wall-clock medians after warm-up, with glibc's malloc keeping freed buffers of up to 32 MiB
+for reuse (the steady state of its dynamic mmap threshold in a warmed-up process); peak memory
+is the rise of the process's resident-set high-water mark (reset through /proc/self/clear_refs)
+over one call made while buffers over 64 KiB are mapped and unmapped, not kept. CUDA: CUDA-event medians after warm-up
 and torch.cuda.max_memory_allocated above the memory in use before the call.
 """
 
@@ -18,17 +19,22 @@ import torch
 TOLERANCES = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-2,
               torch.float16: 1e-2}
 
-_M_MMAP_THRESHOLD = -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TIMING_MALLOC = (32 * 2**20, 64 * 2**20)  # (mmap, trim) thresholds: reuse freed buffers
+_MEMORY_MALLOC = (64 * 2**10, 128 * 2**10)  # map large buffers, so the RSS peak sees them
 
 
-def _pin_mmap_threshold():
+def _set_malloc(thresholds):
     try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
-    except OSError:  # not glibc: peak memory becomes an upper bound of nothing; still measured
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: timings and the RSS peak are taken as malloc behaves
+        return
+    mmap_threshold, trim_threshold = thresholds
+    libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+    libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
 
 
-_pin_mmap_threshold()
+_set_malloc(_TIMING_MALLOC)
 
 
 def _synchronize(device):
@@ -76,11 +82,15 @@ def peak_memory_mb(fn, device):
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # reset VmHWM to the current resident set
-    before = _rss_bytes("VmRSS:")
-    fn()
-    return max(0, _rss_bytes("VmHWM:") - before) / 2**20
+    _set_malloc(_MEMORY_MALLOC)
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # reset VmHWM to the current resident set
+        before = _rss_bytes("VmRSS:")
+        fn()
+        return max(0, _rss_bytes("VmHWM:") - before) / 2**20
+    finally:
+        _set_malloc(_TIMING_MALLOC)
 
 
 def max_relative_error(actual, expected):

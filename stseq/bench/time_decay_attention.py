@@ -22,9 +22,10 @@ PEER = "SDPA + materialised bias"
 DTYPES = {"cpu": (torch.float32,), "cuda": (torch.bfloat16, torch.float32)}
 PEERS = {"sdpa_bias": PEER, "sdpa_no_bias": "SDPA without bias (fused)",
          "flex": "FlexAttention score_mod"}
-# The CPU target: B=32, H=4, L=200, D=32, forward+backward at least as fast as the peer.
-QUICK = [dict(batch=32, heads=4, seq_len=200, head_dim=32)]
+# The CPU target: B=32, H=4, L=200, D=32, forward+backward at least as fast as the peer
+# (padded, and jagged with lengths spread from 10 to L).
 _CPU = dict(batch=32, heads=4, seq_len=200, head_dim=32)
+QUICK = [_CPU, dict(_CPU, jagged=True)]
 _GPU = dict(batch=64, heads=4, device="cuda")
 FULL = ([_CPU, dict(_CPU, decay_fn="log1p"), dict(_CPU, num_buckets=32), dict(_CPU, causal=False),
          dict(_CPU, jagged=True), dict(batch=8, heads=4, seq_len=1024, head_dim=64)]

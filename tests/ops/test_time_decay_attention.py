@@ -25,20 +25,24 @@ TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2,
 
 def random_case(batch=3, heads=2, seq_len=21, head_dim=16, *, jagged=False, lengths=True,
                 timestamp_dtype=torch.int64, table=False, dtype=torch.float32, device="cpu",
-                seed=0):
+                seed=0, row_lengths=None):
     """Keyword arguments of ops.time_decay_attention: epoch-second timestamps with repeated
-    events and gaps of seconds to days, a row of length 0, one of length 1 and a full row;
-    ``jagged`` gives the same sequences as [T, H, D] with cu_seqlens."""
+    events and gaps of seconds to days, a row of length 0, one of length 1 and a full row (or
+    the given ``row_lengths``); ``jagged`` gives the same sequences as [T, H, D] with
+    cu_seqlens."""
     g = torch.Generator().manual_seed(seed)
     gaps = torch.exp(torch.rand(batch, seq_len, generator=g) * 12) - 1  # 0 .. ~1.6e5 s
     gaps[torch.rand(batch, seq_len, generator=g) < 0.2] = 0
     if timestamp_dtype == torch.int64:
         gaps = gaps.round().long()
     timestamps = (EPOCH + gaps.cumsum(1)).to(timestamp_dtype)
-    row_lengths = torch.randint(1, seq_len + 1, (batch,), generator=g)
-    row_lengths[-1] = seq_len
-    if batch > 2:
-        row_lengths[0], row_lengths[1] = 0, 1
+    if row_lengths is None:
+        row_lengths = torch.randint(1, seq_len + 1, (batch,), generator=g)
+        row_lengths[-1] = seq_len
+        if batch > 2:
+            row_lengths[0], row_lengths[1] = 0, 1
+    else:
+        row_lengths = torch.tensor(row_lengths)
     q, k, v = (torch.randn(batch, heads, seq_len, head_dim, generator=g) for _ in range(3))
     case = dict(q=q, k=k, v=v, timestamps=timestamps,
                 decay=torch.randn(heads, generator=g), time_unit=3600.0)
@@ -137,6 +141,24 @@ def test_reference_path_matches_oracle_float64(jagged, options, monkeypatch):
     case = random_case(5, 3, 23, 16, jagged=jagged, table=True, dtype=torch.float64)
     assert_parity(case, "reference", torch.float64, bucketing="log", bucket_scale=2.5,
                   **options)
+
+
+@pytest.mark.parametrize("jagged", [False, True], ids=["padded", "jagged"])
+@pytest.mark.parametrize("causal,decay_fn", [(True, "sqrt"), (False, "abs")])
+def test_reference_path_groups_of_very_unequal_lengths_match_oracle(jagged, causal, decay_fn,
+                                                                     monkeypatch):
+    # With a small padding budget the sequences fall into several groups of similar length,
+    # each padded only to its longest (some with padding, one of a single sequence when not
+    # causal), taken in query chunks that pass the shorter rows' ends.
+    monkeypatch.setattr(CHUNKED, "GROUP_PADDING", 300)
+    monkeypatch.setattr(CHUNKED, "QUERY_CHUNK", 8)
+    row_lengths = [40, 1, 3, 38, 2, 17, 40, 16, 0]
+    groups = CHUNKED._length_groups(row_lengths, 2, causal)
+    assert len(groups) >= 3 and max(map(len, groups)) >= 2
+    case = random_case(len(row_lengths), 2, 40, 16, jagged=jagged, table=True,
+                       dtype=torch.float64, row_lengths=row_lengths)
+    assert_parity(case, "reference", torch.float64, causal=causal, decay_fn=decay_fn,
+                  bucket_scale=2.5)
 
 
 def test_reference_path_float32_and_half_inputs():
@@ -324,6 +346,8 @@ def test_auto_runs_the_reference_path_on_cpu(monkeypatch):
         ops.time_decay_attention(**case)
     ops.time_decay_attention(**case, backend="triton")
     assert calls == ["reference", "triton", "triton"]
+    # stseq info lists the kernels in the order auto takes them.
+    assert stseq.info()["ops"]["cpu"]["time_decay_attention"][0] == "reference"
 
 
 def test_triton_rejects_float64():

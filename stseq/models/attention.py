@@ -1,0 +1,113 @@
+"""Self-attentive recommenders on ``stseq.nn.TimeDecayTransformerBlock``.
+
+- ``SASRec`` (Kang and McAuley, ICDM 2018): causal self-attention over item + position
+  embeddings. It gives the blocks equal timestamps, so the time-decay term is zero and the
+  blocks are plain causal attention (the decay parameters are frozen).
+- ``TimeSASRec`` (TiSASRec-style): the same blocks with the real timestamps (learnable per-head
+  decay of the scores with ``log1p(|t_i - t_j| / time_unit)``), the spatio-temporal gap
+  embedding (``stseq.nn.TimeGapEmbedding`` over the gaps, and the distances when the data has
+  coordinates) added to the inputs, and the query-time encoding fused into the output.
+"""
+
+import torch
+from torch import nn
+
+import stseq.nn
+from stseq.models.base import ContextFusion, QueryTimeEncoding, SequentialRecommender
+
+GAP_BUCKETS = 32
+GAP_WINDOW = 8
+DISTANCE_BUCKETS = 32
+MAX_DISTANCE_KM = 1000.0
+
+
+class SelfAttentiveRecommender(SequentialRecommender):
+    """Item + position embeddings through ``num_layers`` ``TimeDecayTransformerBlock`` s and a
+    final LayerNorm; ``attention_options`` go to every block's attention."""
+
+    def __init__(self, num_items, *, num_heads=2, num_layers=2, attention_options=None,
+                 **options):
+        super().__init__(num_items, **options)
+        self.position_embedding = nn.Embedding(self.max_length, self.dim)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        self.blocks = nn.ModuleList(
+            stseq.nn.TimeDecayTransformerBlock(self.dim, num_heads, dropout=self.dropout.p,
+                                               backend=self.backend, **(attention_options or {}))
+            for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(self.dim)
+
+    def inputs(self, batch):
+        """[B, L, D] item + position embeddings."""
+        positions = torch.arange(batch.items.shape[1], device=batch.items.device)
+        return self.embed_items(batch.items) + self.position_embedding(positions)
+
+    def attend(self, x, timestamps, lengths):
+        """[B, L, D] inputs through the blocks -> [B, L, D]."""
+        x = self.dropout(x)
+        for block in self.blocks:
+            x = block(x, timestamps, lengths)
+        return self.final_norm(x)
+
+
+class SASRec(SelfAttentiveRecommender):
+    """Causal self-attention recommender.
+
+    Args: as ``SequentialRecommender``, plus ``num_heads`` (dim / num_heads in [16, 128]) and
+    ``num_layers``.
+
+    Example::
+
+        model = SASRec(num_items=2000, dim=64, num_heads=2, num_layers=2)
+        scores = model.score(batch)          # [B, 2000]
+    """
+
+    def __init__(self, num_items, *, num_heads=2, num_layers=2, **options):
+        super().__init__(num_items, num_heads=num_heads, num_layers=num_layers, **options)
+        for block in self.blocks:
+            block.attention.decay.requires_grad_(False)
+
+    def encode(self, batch):
+        same_time = torch.zeros_like(batch.timestamps)  # [B, L]: the decay term vanishes
+        return self.attend(self.inputs(batch), same_time, batch.lengths)
+
+
+class TimeSASRec(SelfAttentiveRecommender):
+    """Time-decay self-attention with the spatio-temporal gap embedding and the query time.
+
+    Args: as ``SASRec``, plus ``time_unit`` (seconds per unit of the decay's gap) and
+    ``decay_fn`` ("log1p", "abs" or "sqrt"). With ``geo`` (the default when the data has
+    coordinates) the gap embedding also embeds the distances between events and the scores get
+    the spatial term of ``SequentialRecommender``.
+
+    Example::
+
+        model = TimeSASRec(num_items=2000, dim=64, geo=True)
+        scores = model.score(batch)          # [B, 2000]
+    """
+
+    time_aware = True
+    uses_coordinates = True
+
+    def __init__(self, num_items, *, num_heads=2, num_layers=2, time_unit=60.0,
+                 decay_fn="log1p", **options):
+        super().__init__(num_items, num_heads=num_heads, num_layers=num_layers,
+                         attention_options=dict(time_unit=time_unit, decay_fn=decay_fn),
+                         **options)
+        self.gap_embedding = stseq.nn.TimeGapEmbedding(
+            GAP_BUCKETS, self.dim, window=GAP_WINDOW,
+            distance_buckets=DISTANCE_BUCKETS if self.geo else 0, max_distance=MAX_DISTANCE_KM, interpolate=True, backend=self.backend)
+        self.query_time = QueryTimeEncoding(self.dim, backend=self.backend)
+        self.fuse = ContextFusion(self.dim, dropout=self.dropout.p)
+
+    def encode(self, batch):
+        if self.geo and batch.coordinates is None:
+            raise ValueError("this model was built with geo=True but the batch has no "
+                             "coordinates")
+        gaps = self.gap_embedding(batch.timestamps, batch.lengths,
+                                  batch.coordinates if self.geo else None)  # [B, L, D]
+        # each position's query knows when its prediction is asked for (the time of the next
+        # event, itself in the history of every later position: no leak)
+        context = self.query_time(batch.timestamps, batch.next_timestamps)  # [B, L, D]
+        hidden = self.attend(self.inputs(batch) + gaps + context, batch.timestamps,
+                             batch.lengths)
+        return self.fuse(hidden, context)

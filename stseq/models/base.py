@@ -1,0 +1,285 @@
+"""What every trainable recommender shares: item embeddings tied to the output layer, scoring of
+all items, the training loss over every position, and the encoding of the query time.
+
+A model encodes a ``stseq.data.Batch`` into one hidden state per position ([B, L, D]); the
+state at position p predicts the item of the event after p, asked for at
+``batch.next_timestamps[:, p]``. Scores are ``hidden @ item_embedding.T + item_bias`` over all
+items, so every model ranks the full catalogue.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import stseq.nn
+from stseq.backends import BACKENDS
+
+HOUR = 3600
+DAY = 86_400
+WEEKDAY_OFFSET = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 counts from Monday = 0
+QUERY_GAP_BUCKETS = 32
+QUERY_GAP_MAX = 30 * DAY  # s: the last query-gap bucket starts here
+KM_PER_DEGREE = 111.195  # km per degree of latitude (and of longitude at the equator)
+GEO_FEATURES = 3  # x, y, |x|^2 on the local plane
+INITIAL_GEO_RATE = -2.0  # softplus(-2) ~ 0.13
+ANCHOR_GAP_UNIT = 3600.0  # s: the anchor weighs events by exp(a * log1p(gap / 1 h))
+MAX_ANCHOR_SHARPNESS = 4.0  # |a| bound, so weights stay within exp(4 * log1p(1e6)) ~ 1e24
+
+
+class SequentialRecommender(nn.Module):
+    """Base of the trainable recommenders. Subclasses implement ``encode(batch) -> [B, L, D]``.
+
+    The defaults (D = 128, dropout 0.2, untied output table) are those that worked best on the
+    default synthetic data within a few epochs.
+
+    Args:
+        num_items: N; item ids are ``0..N-1`` and N is the padding id of ``Batch.items``.
+        dim: D, size of item embeddings and hidden states.
+        max_length: longest history window the model accepts (L).
+        dropout: dropout probability used by the subclass.
+        backend: passed to every stseq.nn layer (``"auto"``, ``"native"``, ``"triton"``,
+            ``"reference"``), so a whole model runs on the reference twins for parity checks.
+        tie_weights: score items with the input item embeddings, or with a separate output
+            table (the default, which learned faster on the synthetic data).
+        geo: add a spatial term to the scores (needs batches with coordinates and
+            ``set_item_coordinates``; ``build_model`` does both for data with coordinates):
+            ``-r1 * |x_item - x_here|^2 - r2 * |x_item - x_anchor|^2`` with x on a local
+            plane, ``here`` the position's event, ``anchor`` the user's home estimate: the mean
+            place of the window's events so far, each weighted by
+            ``exp(a * log1p(gap before it / 1 h))`` with a learnable ``a`` (0 at first: the
+            plain centroid; > 0 favours the places where sessions start), and rates
+            ``r = softplus(Linear(hidden))`` >= 0 read from the hidden state (so a time-aware
+            model can weigh "near here" against "near home" by the gap). It is linear in three
+            item features (x, y, |x|^2), so the scoring layer stays one matrix product and the
+            sampled losses apply unchanged.
+
+    Attributes:
+        time_aware: whether the model reads timestamps (used to label results).
+        spec: ``{"name", "options"}`` set by ``stseq.models.build_model`` to rebuild the model
+            from a checkpoint.
+
+    Example::
+
+        model = stseq.models.build_model("gru4rec", split.train, dim=32)
+        hidden = model(batch)                 # [B, L, 32]
+        scores = model.score(batch)           # [B, num_items], for stseq.eval.evaluate
+    """
+
+    time_aware = False
+    trainable = True
+
+    def __init__(self, num_items, *, dim=128, max_length=50, dropout=0.2, backend="auto",
+                 tie_weights=False, geo=False):
+        super().__init__()
+        if num_items < 1 or dim < 1 or max_length < 1:
+            raise ValueError(f"num_items, dim and max_length must be >= 1, got {num_items}, "
+                             f"{dim}, {max_length}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.num_items, self.dim, self.max_length = num_items, dim, max_length
+        self.backend = backend
+        self.spec = None
+        self.item_embedding = nn.Embedding(num_items + 1, dim, padding_idx=num_items)
+        nn.init.normal_(self.item_embedding.weight[:num_items], std=dim ** -0.5)
+        self.item_bias = nn.Parameter(torch.zeros(num_items))
+        self.output_embedding = None if tie_weights else nn.Parameter(
+            torch.randn(num_items, dim) * dim ** -0.5)
+        self.dropout = nn.Dropout(dropout)
+        self.geo = geo
+        if geo:
+            # frame: latitude and longitude of the origin (degrees), km per unit of the plane
+            self.register_buffer("geo_frame", torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+            self.register_buffer("item_geo", torch.zeros(num_items, GEO_FEATURES))  # x, y, |x|^2
+            self.geo_rates = nn.Linear(dim, 2)
+            nn.init.zeros_(self.geo_rates.weight)
+            nn.init.constant_(self.geo_rates.bias, INITIAL_GEO_RATE)
+            self.anchor_sharpness = nn.Parameter(torch.zeros(()))
+
+    def set_item_coordinates(self, coordinates):
+        """Place the items for the geo term: [N, 2] (latitude, longitude) degrees, NaN rows for
+        items without a place (they sit at the centre). The plane is centred on the items'
+        mean place and scaled by their spread.
+
+        Example::
+
+            model.set_item_coordinates(train.item_coordinates())
+        """
+        if not self.geo:
+            raise ValueError("this model was built with geo=False")
+        coordinates = torch.as_tensor(coordinates, dtype=torch.float64)
+        if coordinates.shape != (self.num_items, 2):
+            raise ValueError(f"coordinates must have shape [num_items, 2] = [{self.num_items}, "
+                             f"2], got {tuple(coordinates.shape)}")
+        known = torch.isfinite(coordinates).all(1)
+        if not known.any():
+            raise ValueError("no item has finite coordinates")
+        origin = coordinates[known].mean(0)
+        self.geo_frame[:2] = origin
+        self.geo_frame[2] = 1.0
+        plane = self.project(coordinates[known])
+        self.geo_frame[2] = plane.square().sum(1).mean().sqrt().clamp(min=1e-3)
+        plane = plane / self.geo_frame[2]
+        features = torch.zeros(self.num_items, GEO_FEATURES, dtype=torch.float64)
+        features[known] = torch.cat([plane, plane.square().sum(1, keepdim=True)], dim=1)
+        self.item_geo.copy_(features)
+
+    def project(self, coordinates):
+        """[..., 2] degrees -> [..., 2] float64 position on the model's local plane
+        (equirectangular around the items' mean place, in units of their spread)."""
+        latitude0, longitude0, unit = self.geo_frame
+        coordinates = coordinates.double()
+        x = (coordinates[..., 1] - longitude0) * torch.cos(torch.deg2rad(latitude0))
+        y = coordinates[..., 0] - latitude0
+        return torch.stack([x, y], dim=-1) * (KM_PER_DEGREE / unit)
+
+    def geo_coefficients(self, hidden, batch):
+        """[B, L, 3] row coefficients of the item features (x, y, |x|^2) for the geo term."""
+        if batch.coordinates is None:
+            raise ValueError("this model was built with geo=True but the batch has no "
+                             "coordinates")
+        here = self.project(batch.coordinates)  # [B, L, 2]
+        valid = (torch.arange(here.shape[1], device=here.device)
+                 < batch.lengths[:, None]).unsqueeze(-1)  # [B, L, 1]
+        sharpness = self.anchor_sharpness.clamp(-MAX_ANCHOR_SHARPNESS, MAX_ANCHOR_SHARPNESS)
+        weight = torch.exp(sharpness.double() * torch.log1p(
+            batch.time_gaps.double() / ANCHOR_GAP_UNIT)).unsqueeze(-1) * valid  # [B, L, 1]
+        anchor = (here * weight).cumsum(1) / weight.cumsum(1).clamp(min=1e-30)  # [B, L, 2]
+        rates = F.softplus(self.geo_rates(hidden))  # [B, L, 2]
+        near = 2 * (rates[..., :1] * here.to(rates.dtype) + rates[..., 1:] * anchor.to(
+            rates.dtype))
+        return torch.cat([near, -rates.sum(-1, keepdim=True)], dim=-1)
+
+    def encode(self, batch):
+        """[B, L, D] hidden state at every position of ``batch``."""
+        raise NotImplementedError
+
+    def forward(self, batch):
+        """[B, L, D] hidden states (checks the batch first); with ``geo``, [B, L, D + 3] with
+        the geo term's coefficients appended."""
+        if batch.items.shape[1] > self.max_length:
+            raise ValueError(f"batch windows have {batch.items.shape[1]} positions but the model "
+                             f"was built for max_length={self.max_length}")
+        if batch.pad_item != self.num_items:
+            raise ValueError(f"batch pads items with {batch.pad_item} but the model has "
+                             f"num_items={self.num_items}: data and model do not match")
+        hidden = self.encode(batch)
+        if self.geo:
+            hidden = torch.cat([hidden, self.geo_coefficients(hidden, batch)], dim=-1)
+        return hidden
+
+    def embed_items(self, items):
+        """[B, L] item ids (padding = num_items) -> [B, L, D] embeddings, zero at padding."""
+        return self.item_embedding(items)
+
+    def output_weights(self):
+        """(weight [N, D] (D + 3 with geo), bias [N]) of the scoring layer."""
+        weight = (self.output_embedding if self.output_embedding is not None
+                  else self.item_embedding.weight[:self.num_items])
+        if self.geo:
+            weight = torch.cat([weight, self.item_geo.to(weight.dtype)], dim=1)
+        return weight, self.item_bias
+
+    def logits(self, hidden):
+        """[..., D] hidden states -> [..., N] scores of every item."""
+        weight, bias = self.output_weights()
+        return F.linear(hidden, weight.to(hidden.dtype), bias.to(hidden.dtype))
+
+    def score(self, batch):
+        """[B, N] scores of every item after each row's last event: a scoring function for
+        ``stseq.eval.evaluate`` / ``recommend``."""
+        hidden = self(batch)
+        last = (batch.lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+        return self.logits(hidden.gather(1, last)[:, 0]).float()
+
+    def training_loss(self, batch, loss):
+        """(sum of the per-target losses, number of targets) over every position of a
+        training batch whose next item exists; ``loss`` is a ``stseq.models.losses`` loss."""
+        return self.loss_of(self(batch), batch, loss)
+
+    def loss_of(self, hidden, batch, loss):
+        """(sum of the per-target losses, number of targets) of hidden states [B, L, D (+ 3)]
+        predicting ``batch.next_items``."""
+        mask = batch.next_items != batch.pad_item
+        weight, bias = self.output_weights()
+        losses = loss(hidden[mask], batch.next_items[mask], weight, bias)
+        return losses.sum(), int(mask.sum())
+
+
+class QueryTimeEncoding(nn.Module):
+    """Embeds when each position's prediction is asked for: the gap from the event to the query
+    time (``next_timestamps``), log-bucketed with interpolation by a ``TimeGapEmbedding`` over
+    (event, query) pairs, plus the hour of day and day of week (UTC) of the query time.
+
+    Example::
+
+        encode = QueryTimeEncoding(32)
+        context = encode(batch.timestamps, batch.next_timestamps)   # [B, L, 32]
+    """
+
+    def __init__(self, dim, *, backend="auto"):
+        super().__init__()
+        self.gap = stseq.nn.TimeGapEmbedding(QUERY_GAP_BUCKETS, dim, window=1,
+                                             max_gap=QUERY_GAP_MAX, interpolate=True,
+                                             backend=backend)
+        self.hour = nn.Embedding(24, dim)
+        self.weekday = nn.Embedding(7, dim)
+        for table in (self.hour, self.weekday):
+            nn.init.normal_(table.weight, std=0.02)
+
+    def forward(self, timestamps, next_timestamps):
+        """timestamps, next_timestamps [B, L] int64 seconds -> [B, L, D]."""
+        batch, length = timestamps.shape
+        pairs = torch.stack([timestamps, next_timestamps], dim=-1).view(-1, 2)  # [B * L, 2]
+        gap = self.gap(pairs)[:, 1].view(batch, length, -1)  # [B, L, D]
+        hour = torch.div(next_timestamps, HOUR, rounding_mode="floor") % 24
+        weekday = (torch.div(next_timestamps, DAY, rounding_mode="floor") + WEEKDAY_OFFSET) % 7
+        return gap + self.hour(hour) + self.weekday(weekday)
+
+
+class ContextFusion(nn.Module):
+    """Mixes context vectors into a hidden state: ``LayerNorm(h + MLP([h; c_1; ...]))``, so the
+    context can switch what the state predicts (e.g. in-session transitions vs long-term
+    interests).
+
+    Example::
+
+        fuse = ContextFusion(32, num_contexts=2)
+        out = fuse(hidden, query_context, profile)   # [B, L, 32]
+    """
+
+    def __init__(self, dim, *, num_contexts=1, dropout=0.0):
+        super().__init__()
+        width = (1 + num_contexts) * dim
+        self.num_contexts = num_contexts
+        self.mix = nn.Sequential(nn.Linear(width, 2 * dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * dim, dim))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, hidden, *contexts):
+        """hidden and each context [B, L, D] -> [B, L, D]."""
+        if len(contexts) != self.num_contexts:
+            raise ValueError(f"expected {self.num_contexts} context tensors, got {len(contexts)}")
+        return self.norm(hidden + self.mix(torch.cat([hidden, *contexts], dim=-1)))
+
+
+def history_mean(x, lengths):
+    """[B, L, D] per-position vectors -> [B, L, D] mean over the window's positions up to and
+    including each one (the long-term profile of what the user did so far); zero at padding.
+
+    Example::
+
+        profile = history_mean(item_embeddings, batch.lengths)
+    """
+    valid = (torch.arange(x.shape[1], device=x.device) < lengths[:, None]).unsqueeze(-1)
+    count = valid.cumsum(1).clamp(min=1).to(x.dtype)
+    return (x * valid).cumsum(1) / count * valid
+
+
+def time_gaps_as_dt(time_gaps, time_unit):
+    """[B, L] int64 seconds since the previous event -> [B, L] float ``log1p(gap / time_unit)``,
+    the dt fed to the time-aware cells (gaps span seconds to months; the log keeps the cells'
+    ``dt * w`` terms in range)."""
+    return torch.log1p(time_gaps.double() / time_unit).float()
+

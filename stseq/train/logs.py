@@ -1,0 +1,98 @@
+"""Metric logs (JSON and CSV) and charts (PNG, when matplotlib is installed)."""
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger("stseq.train")
+
+
+def write_json(path, value):
+    """Write ``value`` as indented JSON to ``path`` (folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, default=float) + "\n")
+
+
+def write_csv(path, rows):
+    """Write a list of flat dicts as CSV, columns in first-seen order.
+
+    Example::
+
+        write_csv("runs/x/metrics.csv", [{"epoch": 1, "loss": 5.1}, {"epoch": 2, "loss": 4.8}])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        logger.info("matplotlib is not installed: no charts (pip install stseq[plot])")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history, path, *, metric="NDCG@10"):
+    """Training loss and validation ``metric`` per epoch -> PNG at ``path``; returns the path,
+    or None without matplotlib.
+
+    Example::
+
+        plot_curves(trainer.history, "runs/x/curves.png")
+    """
+    plt = _pyplot()
+    if plt is None or not history:
+        return None
+    epochs = [row["epoch"] for row in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, [row["train_loss"] for row in history], marker="o")
+    left.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    key = f"valid_{metric}"
+    if any(key in row for row in history):
+        right.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o")
+    right.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_comparison(results, path, *, metrics=("NDCG@10", "HR@10"), ylabel="value"):
+    """Grouped bars: ``results`` maps model name -> {metric: value} -> PNG at ``path``;
+    returns the path, or None without matplotlib.
+
+    Example::
+
+        plot_comparison({"markov": {"NDCG@10": 0.78}, "timesasrec": {"NDCG@10": 0.9}},
+                        "runs/comparison.png", ylabel="fraction of the oracle")
+    """
+    plt = _pyplot()
+    if plt is None or not results:
+        return None
+    names = list(results)
+    width = 0.8 / len(metrics)
+    figure, axes = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 3.8))
+    for index, metric in enumerate(metrics):
+        positions = [n + (index - (len(metrics) - 1) / 2) * width for n in range(len(names))]
+        axes.bar(positions, [results[name].get(metric, 0.0) for name in names], width,
+                 label=metric)
+    axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    axes.set_ylabel(ylabel)
+    axes.legend()
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
