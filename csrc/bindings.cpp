@@ -11,12 +11,6 @@
 #include "time_gap/time_gap_cuda.h"
 #endif
 
-// ---- time-aware recurrent layers (issue 4): headers
-#include "time_rnn/time_rnn_cpu.h"
-#ifdef STSEQ_WITH_CUDA
-#include "time_rnn/time_rnn_cuda.h"
-#endif
-
 TORCH_LIBRARY(stseq, m) {
   m.def(
       "time_gap_embedding(Tensor timestamps, Tensor time_weight, Tensor? lengths, "
@@ -75,6 +69,7 @@ TORCH_LIBRARY_IMPL(stseq, CUDA, m) {
 
 // ---- time-aware recurrent layers (issue 4): time_lstm, tlstm, time_decay_gru and their
 // backwards. One layer and direction over time-major input [L, B, I]; see stseq/ops/time_rnn.py.
+// Their CPU and CUDA impls register themselves (time_rnn/time_rnn_driver.h, register_impls).
 TORCH_LIBRARY_FRAGMENT(stseq, m) {
   m.def(
       "time_lstm(Tensor input, Tensor dt, Tensor h0, Tensor c0, Tensor? lengths, "
@@ -110,25 +105,6 @@ TORCH_LIBRARY_FRAGMENT(stseq, m) {
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(stseq, CPU, m) {
-  m.impl("time_lstm", &stseq::time_lstm_cpu);
-  m.impl("time_lstm_backward", &stseq::time_lstm_backward_cpu);
-  m.impl("tlstm", &stseq::tlstm_cpu);
-  m.impl("tlstm_backward", &stseq::tlstm_backward_cpu);
-  m.impl("time_decay_gru", &stseq::time_decay_gru_cpu);
-  m.impl("time_decay_gru_backward", &stseq::time_decay_gru_backward_cpu);
-}
-
-#ifdef STSEQ_WITH_CUDA
-TORCH_LIBRARY_IMPL(stseq, CUDA, m) {
-  m.impl("time_lstm", &stseq::time_lstm_cuda);
-  m.impl("time_lstm_backward", &stseq::time_lstm_backward_cuda);
-  m.impl("tlstm", &stseq::tlstm_cuda);
-  m.impl("tlstm_backward", &stseq::tlstm_backward_cuda);
-  m.impl("time_decay_gru", &stseq::time_decay_gru_cuda);
-  m.impl("time_decay_gru_backward", &stseq::time_decay_gru_backward_cuda);
-}
-#endif
 // ---- end of time-aware recurrent layers
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {

@@ -16,9 +16,10 @@
 // cell states and gradient accumulators are acc_t.
 //
 // What a training forward saves: the gates' activations, written in place over the input
-// projections they were computed from (gates [L, B, G*H], scalar_t: each element is read, then
-// overwritten, by its own thread), the cell states the backward needs (cells [L, B, C*H],
-// acc_t), and the h each position multiplied W_hh by (recurrent_input [L, B, H]).
+// projections x W_ih^T they were computed from (gates [L, B, G*H], scalar_t: each element is
+// read, then overwritten, by its own thread; the element step adds the bias as it reads), the
+// cell states the backward needs (cells [L, B, C*H], acc_t), and the h each position
+// multiplied W_hh by (recurrent_input [L, B, H]).
 //
 // The backward steps read one gradient per state, never a per-row choice (which would keep the
 // CPU loop from vectorising): the driver adds d/dh_n to grad_output at each row's last position
@@ -182,6 +183,19 @@ STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t load(const scalar_t* p) {
   return static_cast<acc_t>(*p);
 }
 
+// What the element steps share: their arguments `a` (with the op's Steps and dt), the row a
+// step gives row b, and nothing to write for an inactive row. Each step adds active() and hides
+// row() or inactive() where it needs its own.
+template <typename Args, typename acc_t>
+struct ElementStep {
+  Args a;
+
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
+    return a.steps.row(b, a.dt);
+  }
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+};
+
 // ---------------------------------------------------------------------------------------------
 // Time-LSTM (Zhu et al., IJCAI 2017), variants 1-3. Column blocks of H:
 //   gates (x side + bias)   v1 [i, f, g, o, t]   v2 [i, f, g, o, t1, t2]   v3 [i, g, o, t1, t2]
@@ -225,7 +239,8 @@ template <typename scalar_t, typename acc_t>
 struct TimeLSTMForwardArgs {
   Steps steps;
   int64_t hidden;               // H
-  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T + b; out: activations (kSave)
+  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T; out: activations (kSave)
+  const scalar_t* bias;         // [G*H] added to the x side
   const scalar_t* gates_h;      // [B, R*H] this step's W_hh h
   const acc_t* dt;              // [L, B]
   const scalar_t* peephole;     // [P, H]
@@ -239,14 +254,9 @@ struct TimeLSTMForwardArgs {
 };
 
 template <int kVariant, bool kSave, typename scalar_t, typename acc_t>
-struct TimeLSTMForward {
+struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeLSTMLayout<kVariant>;
-  TimeLSTMForwardArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
@@ -256,7 +266,9 @@ struct TimeLSTMForward {
     const int64_t state = b * H + j;
     const acc_t c = a.c[state];
     const acc_t dt = row.dt;
-    auto x_side = [&](int gate) { return load<scalar_t, acc_t>(gx + gate * H); };
+    auto x_side = [&](int gate) {
+      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j);
+    };
     auto pre = [&](int gate) { return x_side(gate) + load<scalar_t, acc_t>(gh + gate * H); };
     auto peephole = [&](int k) { return load<scalar_t, acc_t>(a.peephole + k * H + j); };
     auto time_weight = [&](int k) { return load<scalar_t, acc_t>(a.time_weight + k * H + j); };
@@ -326,13 +338,10 @@ struct TimeLSTMBackwardArgs {
 };
 
 template <int kVariant, typename scalar_t, typename acc_t>
-struct TimeLSTMBackward {
+struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeLSTMLayout<kVariant>;
-  TimeLSTMBackwardArgs<scalar_t, acc_t> a;
+  using ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, int64_t j) const {
     scalar_t* gs = a.grad_gates_step + b * (Layout::kRecurrentGates * a.hidden) + j;
     for (int k = 0; k < Layout::kRecurrentGates; ++k) gs[k * a.hidden] = scalar_t(0);
@@ -429,8 +438,8 @@ struct TimeLSTMBackward {
 
 // ---------------------------------------------------------------------------------------------
 // T-LSTM (Baytas et al., KDD 2017). Gate blocks [i, f, g, o] (torch.nn.LSTM's order, bias
-// b_ih + b_hh). Per step: C_S = act(W_d c + b_d) (the GEMM gives short_pre = W_d c + b_d, in
-// acc_t), c* = c - C_S + g(dt) C_S, then the LSTM step on c*.
+// b_ih + b_hh). Per step: C_S = act(W_d c + b_d) (the GEMM gives short_pre = W_d c in acc_t, the
+// element step adds b_d), c* = c - C_S + g(dt) C_S, then the LSTM step on c*.
 // Saved cells: [C_S, c*, c_prev] (c' = f c* + i g is recomputed from them).
 
 struct TLSTMLayout {
@@ -443,13 +452,27 @@ STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t tlstm_discount(acc_t dt) {  // g(dt) 
   return acc_t(1) / log(static_cast<acc_t>(2.718281828459045) + dt);
 }
 
+// T-LSTM's steps give each row its discount g(dt) as well.
+template <typename Args, typename acc_t>
+struct TLSTMStep : ElementStep<Args, acc_t> {
+  using ElementStep<Args, acc_t>::a;
+
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
+    Row<acc_t> r = a.steps.row(b, a.dt);
+    r.discount = tlstm_discount(r.dt);
+    return r;
+  }
+};
+
 template <typename scalar_t, typename acc_t>
 struct TLSTMForwardArgs {
   Steps steps;
   int64_t hidden;
-  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T + b; out: activations (kSave)
+  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T; out: activations (kSave)
+  const scalar_t* bias;       // [4H] added to the x side
   const scalar_t* gates_h;    // [B, 4H]
-  const acc_t* short_pre;     // [B, H] W_d c + b_d of this step
+  const acc_t* short_pre;     // [B, H] W_d c of this step
+  const acc_t* decay_bias;    // [H] b_d
   const acc_t* dt;            // [L, B]
   Activation<acc_t> act;      // of the short-term memory
   scalar_t* h;                // [B, H]
@@ -460,16 +483,9 @@ struct TLSTMForwardArgs {
 };
 
 template <bool kSave, typename scalar_t, typename acc_t>
-struct TLSTMForward {
+struct TLSTMForward : TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TLSTMLayout;
-  TLSTMForwardArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    Row<acc_t> r = a.steps.row(b, a.dt);
-    r.discount = tlstm_discount(r.dt);
-    return r;
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
@@ -478,10 +494,11 @@ struct TLSTMForward {
     scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
     const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
     auto pre = [&](int gate) {
-      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(gh + gate * H);
+      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j) +
+             load<scalar_t, acc_t>(gh + gate * H);
     };
     const acc_t c = a.c[state];
-    const acc_t short_term = a.act(a.short_pre[state]);
+    const acc_t short_term = a.act(a.short_pre[state] + a.decay_bias[j]);
     const acc_t c_star = c - short_term + row.discount * short_term;
     const acc_t i = sigmoid(pre(Layout::kI));
     const acc_t f = sigmoid(pre(Layout::kF));
@@ -514,29 +531,24 @@ struct TLSTMBackwardArgs {
   const scalar_t* grad_output;  // [L, B, H] with d/dh_n added at each row's last position
   const acc_t* dt;              // [L, B]
   Activation<acc_t> act;
-  const scalar_t* gates;         // [L, B, 4H] the gates' activations
-  const acc_t* cells;            // [L, B, 3H]
-  const scalar_t* grad_h_later;  // [B, H] (GEMM: grad_gates_step W_hh of the later step)
-  const acc_t* grad_c_later;     // [B, H] (GEMM: grad_c_direct + grad_short_step W_d; holds
-                                 //        d/dc_n before a row's last step)
-  scalar_t* grad_gates;          // [L, B, 4H]
-  scalar_t* grad_gates_step;     // [B, 4H]
-  acc_t* grad_short;             // [L, B, H] d/d(W_d c + b_d) by position
-  acc_t* grad_short_step;        // [B, H]
-  acc_t* grad_c_direct;          // [B, H] d/dc before the step, without the W_d path (holds
-                                 //        d/dc_n until a row's last step)
+  const scalar_t* gates;          // [L, B, 4H] the gates' activations
+  const acc_t* cells;             // [L, B, 3H]
+  const scalar_t* grad_h_later;   // [B, H] (GEMM: grad_gates_step W_hh of the later step)
+  const acc_t* grad_c_recurrent;  // [B, H] d/dc through W_d from the later step (GEMM:
+                                  //        grad_short_step W_d; 0 before a row's last step)
+  scalar_t* grad_gates;           // [L, B, 4H]
+  scalar_t* grad_gates_step;      // [B, 4H]
+  acc_t* grad_short;              // [L, B, H] d/d(W_d c + b_d) by position
+  acc_t* grad_short_step;         // [B, H]
+  acc_t* grad_c_direct;           // [B, H] in: d/dc after the step without the W_d path (d/dc_n
+                                  //        before a row's last step); out: the same before it
 };
 
 template <typename scalar_t, typename acc_t>
-struct TLSTMBackward {
+struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TLSTMLayout;
-  TLSTMBackwardArgs<scalar_t, acc_t> a;
+  using TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    Row<acc_t> r = a.steps.row(b, a.dt);
-    r.discount = tlstm_discount(r.dt);
-    return r;
-  }
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, int64_t j) const {
     const int64_t H = a.hidden;
     scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H) + j;
@@ -552,7 +564,7 @@ struct TLSTMBackward {
     const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
     const acc_t dh = load<scalar_t, acc_t>(a.grad_output + row.index * H + j) +
                      load<scalar_t, acc_t>(a.grad_h_later + state);
-    const acc_t dc_new = a.grad_c_later[state];
+    const acc_t dc_new = a.grad_c_direct[state] + a.grad_c_recurrent[state];
     const acc_t i = load<scalar_t, acc_t>(gates + Layout::kI * H);
     const acc_t f = load<scalar_t, acc_t>(gates + Layout::kF * H);
     const acc_t g = load<scalar_t, acc_t>(gates + Layout::kG * H);
@@ -614,14 +626,9 @@ struct TimeDecayArgs {
 };
 
 template <bool kSave, typename scalar_t, typename acc_t>
-struct TimeDecay {
+struct TimeDecay : ElementStep<TimeDecayArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
-  TimeDecayArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using ElementStep<TimeDecayArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
@@ -646,7 +653,8 @@ template <typename scalar_t, typename acc_t>
 struct TimeDecayGRUForwardArgs {
   Steps steps;
   int64_t hidden;
-  scalar_t* gates;          // [L, B, 3H] in: x W_ih^T + b_ih; out: activations (kSave)
+  scalar_t* gates;          // [L, B, 3H] in: x W_ih^T; out: activations (kSave)
+  const scalar_t* bias_ih;  // [3H] added to the x side
   const scalar_t* gates_h;  // [B, 3H] W_hh h~ + b_hh
   const acc_t* dt;          // [L, B]
   const acc_t* gamma;       // [B, H]
@@ -656,14 +664,9 @@ struct TimeDecayGRUForwardArgs {
 };
 
 template <bool kSave, typename scalar_t, typename acc_t>
-struct TimeDecayGRUForward {
+struct TimeDecayGRUForward : ElementStep<TimeDecayGRUForwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
-  TimeDecayGRUForwardArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using ElementStep<TimeDecayGRUForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {
@@ -671,7 +674,9 @@ struct TimeDecayGRUForward {
     const int64_t state = b * H + j;
     scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
     const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
-    auto x_side = [&](int gate) { return load<scalar_t, acc_t>(gx + gate * H); };
+    auto x_side = [&](int gate) {
+      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias_ih + gate * H + j);
+    };
     auto h_side = [&](int gate) { return load<scalar_t, acc_t>(gh + gate * H); };
     const acc_t r = sigmoid(x_side(Layout::kR) + h_side(Layout::kR));
     const acc_t z = sigmoid(x_side(Layout::kZ) + h_side(Layout::kZ));
@@ -707,13 +712,10 @@ struct TimeDecayGRUBackwardArgs {
 };
 
 template <typename scalar_t, typename acc_t>
-struct TimeDecayGRUBackward {
+struct TimeDecayGRUBackward : ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
-  TimeDecayGRUBackwardArgs<scalar_t, acc_t> a;
+  using ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, int64_t j) const {
     const int64_t H = a.hidden;
     scalar_t* gs = a.grad_gates_h_step + b * (Layout::kGates * H) + j;
@@ -765,14 +767,9 @@ struct TimeDecayBackwardArgs {
 };
 
 template <typename scalar_t, typename acc_t>
-struct TimeDecayBackward {
+struct TimeDecayBackward : ElementStep<TimeDecayBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
-  TimeDecayBackwardArgs<scalar_t, acc_t> a;
-
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
-    return a.steps.row(b, a.dt);
-  }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  using ElementStep<TimeDecayBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    int64_t j) const {

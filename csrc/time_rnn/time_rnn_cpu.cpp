@@ -1,12 +1,17 @@
-// CPU kernels of the time-aware recurrent ops: the shared drivers (time_rnn_driver.h) with a
-// launcher that gives each thread a slice of the batch for the whole sequence (its own small
-// GEMMs and element steps, no synchronisation between steps) and runs the hidden units of a row
-// as one vectorised loop (compiled for AVX2+FMA as well as the baseline, chosen at run time).
+// CPU kernels of the time-aware recurrent ops, registered as their CPU impls: the shared
+// drivers (time_rnn_driver.h) with a launcher that gives each thread a tile of the batch for the
+// whole sequence (its own small GEMMs and element steps, no synchronisation between steps) and
+// runs the hidden units of a row as one vectorised loop (compiled for AVX2+FMA as well as the
+// baseline, chosen at run time).
 // This file is compiled with -fno-trapping-math so that the branch-free float math vectorises.
-#include "time_rnn/time_rnn_cpu.h"
-
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/accumulate.h>
+
+#include <algorithm>
+#include <array>
+#include <vector>
 
 #include "time_rnn/time_rnn_driver.h"
 
@@ -57,17 +62,61 @@ struct CpuLauncher {
                       type);
   }
 
-  // Each thread runs every step on its own slice of rows (at least kMinRows, so that its GEMMs
-  // stay efficient): no barrier per step. The slices inherit the caller's thread-local state
-  // (the dispatcher's autograd exclusion among it) for the ATen GEMMs they call.
+  // Each thread carries one tile of rows through every step on its own: no barrier per step.
+  // Tiles are cut where the running sum of the rows' steps crosses equal shares of the total
+  // (rows sorted by length do unequal work), each at least kMinRows rows so that its GEMMs stay
+  // efficient. The tiles inherit the caller's thread-local state (the dispatcher's autograd
+  // exclusion among it) for the ATen GEMMs they call.
   template <typename Body>
-  static void time_loop(int64_t batch, int64_t steps, const Body& body) {
+  static void time_loop(const std::vector<int64_t>& active, const Body& body) {
     constexpr int64_t kMinRows = 32;
+    const int64_t steps = static_cast<int64_t>(active.size());
+    if (steps == 0 || active[0] == 0) return;
+    const int64_t rows = active[0];  // the rows with at least one step
+    const int64_t count =
+        std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / kMinRows));
+    std::vector<int64_t> work(rows, 0);  // steps of row b
+    for (int64_t t = 0; t < steps; ++t) {
+      for (int64_t b = 0; b < active[t]; ++b) ++work[b];
+    }
+    int64_t total = 0;
+    for (int64_t w : work) total += w;
+    std::vector<int64_t> cuts{0};
+    int64_t done = 0;
+    for (int64_t b = 0; b < rows; ++b) {
+      done += work[b];
+      const int64_t next = static_cast<int64_t>(cuts.size());
+      if (next < count && done * count >= total * next && b + 1 - cuts.back() >= kMinRows) {
+        cuts.push_back(b + 1);
+      }
+    }
+    cuts.push_back(rows);
     const at::ThreadLocalState state;
-    at::parallel_for(0, batch, kMinRows, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, static_cast<int64_t>(cuts.size()) - 1, 1, [&](int64_t first, int64_t last) {
       const at::ThreadLocalStateGuard guard(state);
-      for (int64_t i = 0; i < steps; ++i) body(begin, end, i);
+      for (int64_t tile = first; tile < last; ++tile) {
+        for (int64_t i = 0; i < steps; ++i) body(cuts[tile], cuts[tile + 1], i);
+      }
     });
+  }
+
+  // A buffer this thread reuses from call to call. The drivers take their internal
+  // by-position buffers (tens of MB: the gate gradients of the backward, the projections of an
+  // inference forward) from here, because a fresh allocation of that size is mapped anew by the
+  // allocator at each call and then costs a page fault per 4 KiB page on its first write, more
+  // than the writes themselves. Never returned to the caller; each slot keeps its largest size
+  // until the thread exits.
+  static at::Tensor scratch(int slot, at::IntArrayRef shape, const at::TensorOptions& options) {
+    thread_local std::array<at::Tensor, 2> buffers;
+    const int64_t bytes =
+        c10::multiply_integers(shape) * static_cast<int64_t>(options.dtype().itemsize());
+    at::Tensor& buffer = buffers.at(slot);
+    if (!buffer.defined() || buffer.numel() < bytes) {
+      const c10::InferenceMode normal_tensor(false);  // usable inside and outside inference mode
+      buffer = at::Tensor();                          // release the smaller buffer first
+      buffer = at::empty({bytes}, options.dtype(at::kByte));
+    }
+    return buffer.narrow(0, 0, bytes).view(options.dtype().toScalarType()).view(shape);
   }
 
   template <typename Step>
@@ -80,80 +129,6 @@ struct CpuLauncher {
 };
 
 }  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> time_lstm_cpu(
-    const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0, const at::Tensor& c0,
-    const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-    const at::Tensor& weight_hh, const at::Tensor& bias, const at::Tensor& peephole,
-    const at::Tensor& time_weight, int64_t variant, std::string_view time_activation, bool reverse,
-    bool save_workspace) {
-  return time_rnn::time_lstm_forward<CpuLauncher>(input, dt, h0, c0, lengths, weight_ih, weight_hh,
-                                                  bias, peephole, time_weight, variant,
-                                                  time_activation, reverse, save_workspace);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-time_lstm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
-                       const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& dt,
-                       const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-                       const at::Tensor& weight_hh, const at::Tensor& peephole,
-                       const at::Tensor& time_weight, const at::Tensor& gates,
-                       const at::Tensor& cells, const at::Tensor& recurrent_input, int64_t variant,
-                       std::string_view time_activation, bool reverse) {
-  return time_rnn::time_lstm_backward<CpuLauncher>(
-      grad_output, grad_h_n, grad_c_n, input, dt, lengths, weight_ih, weight_hh, peephole,
-      time_weight, gates, cells, recurrent_input, variant, time_activation, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> tlstm_cpu(
-    const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0, const at::Tensor& c0,
-    const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-    const at::Tensor& weight_hh, const at::Tensor& bias, const at::Tensor& decay_weight,
-    const at::Tensor& decay_bias, std::string_view short_term_activation, bool reverse,
-    bool save_workspace) {
-  return time_rnn::tlstm_forward<CpuLauncher>(input, dt, h0, c0, lengths, weight_ih, weight_hh,
-                                              bias, decay_weight, decay_bias, short_term_activation,
-                                              reverse, save_workspace);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-tlstm_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
-                   const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& dt,
-                   const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-                   const at::Tensor& weight_hh, const at::Tensor& decay_weight,
-                   const at::Tensor& decay_bias, const at::Tensor& gates, const at::Tensor& cells,
-                   const at::Tensor& recurrent_input, std::string_view short_term_activation,
-                   bool reverse) {
-  return time_rnn::tlstm_backward<CpuLauncher>(
-      grad_output, grad_h_n, grad_c_n, input, dt, lengths, weight_ih, weight_hh, decay_weight,
-      decay_bias, gates, cells, recurrent_input, short_term_activation, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> time_decay_gru_cpu(
-    const at::Tensor& input, const at::Tensor& dt, const at::Tensor& h0,
-    const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-    const at::Tensor& weight_hh, const at::Tensor& bias_ih, const at::Tensor& bias_hh,
-    const at::Tensor& decay_weight, const at::Tensor& decay_bias, bool reverse,
-    bool save_workspace) {
-  return time_rnn::time_decay_gru_forward<CpuLauncher>(input, dt, h0, lengths, weight_ih, weight_hh,
-                                                       bias_ih, bias_hh, decay_weight, decay_bias,
-                                                       reverse, save_workspace);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-time_decay_gru_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
-                            const at::Tensor& input, const at::Tensor& dt,
-                            const std::optional<at::Tensor>& lengths, const at::Tensor& weight_ih,
-                            const at::Tensor& weight_hh, const at::Tensor& decay_weight,
-                            const at::Tensor& decay_bias, const at::Tensor& gates,
-                            const at::Tensor& cells, const at::Tensor& recurrent_input,
-                            bool reverse) {
-  return time_rnn::time_decay_gru_backward<CpuLauncher>(
-      grad_output, grad_h_n, input, dt, lengths, weight_ih, weight_hh, decay_weight, decay_bias,
-      gates, cells, recurrent_input, reverse);
-}
-
 }  // namespace stseq
+
+TORCH_LIBRARY_IMPL(stseq, CPU, m) { stseq::time_rnn::register_impls<stseq::CpuLauncher>(m); }

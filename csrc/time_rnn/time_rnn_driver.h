@@ -11,22 +11,33 @@
 //             weights' gradients (peepholes, time and decay weights) sums of per-row
 //             accumulators (no atomics anywhere: bitwise reproducible on a device).
 //
+// Variable lengths: with rows sorted by length, longest first (stseq/ops/time_rnn.py sorts
+// them), the rows that still run at a step are a prefix of the batch, and every GEMM and element
+// step covers only that prefix (csrc/rnn's plan): no work is spent on padding. Unsorted lengths
+// stay correct (every row, each checked by the element step), only slower.
+//
 // A Launcher provides
 //   template <typename F> static void dispatch(at::ScalarType, F f)  f(scalar_t{}) per dtype
 //   static auto guard(const at::Tensor&)                                the device guard
-//   template <typename Body> static void time_loop(B, L, const Body& body)
-//       body(begin, end, i) for i = 0..L-1 in order, over rows [begin, end): the CPU gives each
-//       thread a slice of rows for the whole sequence (rows are independent; no barrier per
-//       step), CUDA runs all rows per step;
+//   template <typename Body> static void time_loop(const std::vector<int64_t>& active, body)
+//       body(begin, end, i) for i = 0..L-1 in order (L = active.size(), active[i] the rows
+//       that run at loop step i, a prefix), over rows [begin, end): the CPU gives each thread
+//       a tile of rows for the whole sequence (rows are independent; no barrier per step),
+//       CUDA runs all rows per step;
 //   template <typename Step> static void run(const Step&, begin, end, H)  one element step
+//   static at::Tensor scratch(int slot, shape, options)  a buffer that never leaves the op
+//       (slots 0 and 1; one call uses each slot for one buffer at a time)
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
+#include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <string_view>
 #include <tuple>
+#include <vector>
 
 #include "time_rnn/time_rnn.h"
 #include "time_rnn/time_rnn_args.h"
@@ -49,6 +60,7 @@ struct Setup {
   at::Tensor lengths;             // [B] int64 or undefined (every row has L positions)
   at::Tensor dt;                  // [L, B] in the accumulation dtype
   bool reverse;
+  std::vector<int64_t> active;  // [L] rows [0, active[t]) run at loop step t (see active_rows)
 
   Setup(const Problem& problem, const at::Tensor& input, const at::Tensor& dt_in,
         const std::optional<at::Tensor>& lengths_in, bool reverse_in)
@@ -59,9 +71,40 @@ struct Setup {
         acc_options(input.options().dtype(acc_dtype)),
         lengths(lengths_in.has_value() ? lengths_in->to(at::kLong).contiguous() : at::Tensor()),
         dt(dt_in.to(acc_dtype).contiguous()),
-        reverse(reverse_in) {}
+        reverse(reverse_in),
+        active(active_rows(problem, lengths)) {}
 
   bool padded() const { return lengths.defined(); }
+
+  // Rows that run at each step (the same in both directions: row b runs n_b steps): with
+  // lengths non-increasing (one copy of lengths to the host), #{b : n_b > t}, a prefix of the
+  // batch; otherwise every row (the element steps skip the finished ones one by one).
+  static std::vector<int64_t> active_rows(const Problem& p, const at::Tensor& lengths) {
+    std::vector<int64_t> active(p.seq_len, p.batch);
+    if (!lengths.defined() || p.batch == 0) return active;
+    const at::Tensor n = lengths.to(at::kCPU).clamp(0, p.seq_len).contiguous();
+    const int64_t* length = n.data_ptr<int64_t>();
+    for (int64_t b = 1; b < p.batch; ++b) {
+      if (length[b] > length[b - 1]) return active;
+    }
+    int64_t rows = p.batch;
+    for (int64_t t = 0; t < p.seq_len; ++t) {
+      while (rows > 0 && length[rows - 1] <= t) --rows;
+      active[t] = rows;
+    }
+    return active;
+  }
+
+  // body(begin, end, step) for every step (from the last one down when `backward`), over the
+  // rows of the launcher's [begin, end) that run at that step; nothing for the others.
+  template <typename Launcher, typename Body>
+  void time_loop(bool backward, const Body& body) const {
+    Launcher::time_loop(active, [&](int64_t begin, int64_t end, int64_t i) {
+      const int64_t step = backward ? p.seq_len - 1 - i : i;
+      end = std::min(end, active[step]);
+      if (begin < end) body(begin, end, step);
+    });
+  }
 
   // A buffer by position: zero-filled when rows have padding (padded positions are never written
   // but are read by the GEMMs after the loop), uninitialised otherwise.
@@ -72,6 +115,12 @@ struct Setup {
   at::Tensor saved(bool save, int64_t blocks, const at::TensorOptions& opts) const {
     return save ? by_position(blocks, opts) : at::empty({0}, opts);
   }
+  // A by-position buffer that never leaves the op, from the launcher's scratch `slot`.
+  template <typename Launcher>
+  at::Tensor workspace(int slot, int64_t blocks, const at::TensorOptions& opts) const {
+    at::Tensor buffer = Launcher::scratch(slot, {p.seq_len, p.batch, blocks * p.hidden}, opts);
+    return padded() ? buffer.zero_() : buffer;
+  }
   at::Tensor step_buffer(int64_t blocks, const at::TensorOptions& opts) const {
     return at::zeros({p.batch, blocks * p.hidden}, opts);
   }
@@ -80,11 +129,16 @@ struct Setup {
     return {padded() ? lengths.data_ptr<int64_t>() : nullptr, p.seq_len, p.batch, step, reverse};
   }
 
-  // x W_ih^T + bias for every position -> [L, B, G*H].
-  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih,
-                            const at::Tensor& bias) const {
-    return at::addmm(bias, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t())
-        .view({p.seq_len, p.batch, weight_ih.size(0)});
+  // x W_ih^T for every position -> [L, B, G*H] (the element steps add the bias as they read
+  // it): a new tensor when the forward saves the activations over it, else scratch slot 0.
+  template <typename Launcher>
+  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih, bool save) const {
+    const std::vector<int64_t> shape{p.seq_len, p.batch, weight_ih.size(0)};
+    const at::Tensor gates =
+        save ? at::empty(shape, options) : Launcher::scratch(0, shape, options);
+    at::Tensor rows = gates.view({p.seq_len * p.batch, weight_ih.size(0)});
+    at::mm_out(rows, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t());
+    return gates;
   }
 
   // What a forward returns as its saved gates: the activations, or nothing in inference.
@@ -152,6 +206,19 @@ struct Setup {
   }
 };
 
+// What every entry point runs after its checks: below autograd (a kernel, not a graph), on
+// input's device, body(setup, scalar_t{}) for input's dtype.
+template <typename Launcher, typename Result, typename Body>
+Result run_entry(const Problem& p, const at::Tensor& input, const at::Tensor& dt,
+                 const std::optional<at::Tensor>& lengths, bool reverse, const Body& body) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  [[maybe_unused]] const auto guard = Launcher::guard(input);
+  const Setup s(p, input, dt, lengths, reverse);
+  Result result;
+  Launcher::dispatch(input.scalar_type(), [&](auto tag) { result = body(s, tag); });
+  return result;
+}
+
 // Rows [begin, end) of a [B, N] step buffer.
 inline at::Tensor rows_of(const at::Tensor& buffer, int64_t begin, int64_t end) {
   return buffer.narrow(0, begin, end - begin);
@@ -175,7 +242,7 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
                                 ActivationKind phi, bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeLSTMLayout<kVariant>;
-  const at::Tensor gates = s.project_inputs(input, weight_ih, bias);             // [L, B, G*H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);   // [L, B, G*H]
   const at::Tensor gates_h = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                           // [B, H]
@@ -183,10 +250,12 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
   const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);         // [L, B, 2H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);                // [L, B, H]
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
+  const at::Tensor bias_c = bias.contiguous();
   const TimeLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
+      bias_c.data_ptr<scalar_t>(),
       gates_h.data_ptr<scalar_t>(),
       s.dt.data_ptr<acc_t>(),
       peephole_c.data_ptr<scalar_t>(),
@@ -198,7 +267,7 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
       save ? cells.data_ptr<acc_t>() : nullptr,
       save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
   const at::Tensor weight_hh_t = weight_hh.t();
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t step) {
+  s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
     at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
     at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
     if (save) {
@@ -228,7 +297,7 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor grad_out = s.hidden_grads(grad_output, grad_h_n, grad_h_later);  // [L, B, H]
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
-  const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);  // [L, B, G*H]
+  const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, G*H]
   const at::Tensor grad_gates_step = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
   const at::Tensor grad_c = s.acc_copy(grad_c_n);                                        // [B, H]
   const at::Tensor grad_weights = s.step_buffer(kElementwise, s.acc_options);  // [B, (P+K)*H]
@@ -246,9 +315,8 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                    grad_gates.data_ptr<scalar_t>(),
                                                    grad_gates_step.data_ptr<scalar_t>(),
                                                    grad_weights.data_ptr<acc_t>()};
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t i) {
-    run_step<Launcher, TimeLSTMBackward<kVariant, scalar_t, acc_t>>(args, s, s.p.seq_len - 1 - i,
-                                                                    begin, end);
+  s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
+    run_step<Launcher, TimeLSTMBackward<kVariant, scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
     at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
   });
@@ -280,17 +348,14 @@ Tensors6 time_lstm_forward(const at::Tensor& input, const at::Tensor& dt, const 
   check_state(p, c0, "c0", input);
   check_vector(p, bias, "bias", time_lstm_blocks(variant).gates, input);
   const ActivationKind phi = parse_activation(time_activation, "time_activation");
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors6 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    using scalar_t = decltype(tag);
-    with_variant(variant, [&](auto v) {
-      result = time_lstm_forward_loop<Launcher, decltype(v)::value, scalar_t>(
-          s, input, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight, phi, save_workspace);
-    });
-  });
-  return result;
+  return run_entry<Launcher, Tensors6>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return with_variant(variant, [&](auto v) {
+          return time_lstm_forward_loop<Launcher, decltype(v)::value, decltype(tag)>(
+              s, input, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight, phi,
+              save_workspace);
+        });
+      });
 }
 
 template <typename Launcher>
@@ -308,18 +373,14 @@ Tensors8 time_lstm_backward(const at::Tensor& grad_output, const at::Tensor& gra
   const TimeLSTMBlocks blocks = time_lstm_blocks(variant);
   check_saved(p, input, gates, blocks.gates, cells, blocks.cells, recurrent_input);
   const ActivationKind phi = parse_activation(time_activation, "time_activation");
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors8 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    using scalar_t = decltype(tag);
-    with_variant(variant, [&](auto v) {
-      result = time_lstm_backward_loop<Launcher, decltype(v)::value, scalar_t>(
-          s, grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, peephole, time_weight,
-          gates, cells, recurrent_input, phi);
-    });
-  });
-  return result;
+  return run_entry<Launcher, Tensors8>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return with_variant(variant, [&](auto v) {
+          return time_lstm_backward_loop<Launcher, decltype(v)::value, decltype(tag)>(
+              s, grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, peephole,
+              time_weight, gates, cells, recurrent_input, phi);
+        });
+      });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,9 +394,9 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
                             ActivationKind act, bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TLSTMLayout;
-  const at::Tensor gates = s.project_inputs(input, weight_ih, bias);    // [L, B, 4H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);  // [B, 4H]
-  const at::Tensor short_pre = s.step_buffer(1, s.acc_options);         // [B, H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 4H]
+  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);          // [B, 4H]
+  const at::Tensor short_pre = s.step_buffer(1, s.acc_options);                 // [B, H]
   // The short-term memory's GEMM runs in the accumulation dtype, on the acc_t cell state.
   const at::Tensor decay_weight_t = decay_weight.to(s.acc_options).t();   // [H, H]
   const at::Tensor decay_bias_acc = decay_bias.to(s.acc_options);         // [H]
@@ -344,12 +405,15 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
   const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
   const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
+  const at::Tensor bias_c = bias.contiguous();
   const TLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
+      bias_c.data_ptr<scalar_t>(),
       gates_h.data_ptr<scalar_t>(),
       short_pre.data_ptr<acc_t>(),
+      decay_bias_acc.data_ptr<acc_t>(),
       s.dt.data_ptr<acc_t>(),
       Activation<acc_t>::of(act),
       h.data_ptr<scalar_t>(),
@@ -358,11 +422,11 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
       save ? cells.data_ptr<acc_t>() : nullptr,
       save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
   const at::Tensor weight_hh_t = weight_hh.t();
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t step) {
+  s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
     at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
     at::Tensor short_pre_rows = rows_of(short_pre, begin, end);
     at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
-    at::addmm_out(short_pre_rows, decay_bias_acc, rows_of(c, begin, end), decay_weight_t);
+    at::mm_out(short_pre_rows, rows_of(c, begin, end), decay_weight_t);
     if (save) {
       run_step<Launcher, TLSTMForward<true, scalar_t, acc_t>>(args, s, step, begin, end);
     } else {
@@ -385,13 +449,13 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   at::Tensor grad_h_later = s.step_buffer(1, s.options);                            // [B, H]
   const at::Tensor grad_out = s.hidden_grads(grad_output, grad_h_n, grad_h_later);  // [L, B, H]
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
-  const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);           // [H, H]
-  const at::Tensor grad_gates = s.by_position(Layout::kGates, s.options);       // [L, B, 4H]
-  const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);  // [B, 4H]
-  const at::Tensor grad_short = s.by_position(1, s.acc_options);                // [L, B, H]
-  const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);           // [B, H]
-  const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                        // [B, H]
-  const at::Tensor grad_c_later = s.acc_copy(grad_c_n);                         // [B, H]
+  const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);                 // [H, H]
+  const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 4H]
+  const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);        // [B, 4H]
+  const at::Tensor grad_short = s.workspace<Launcher>(1, 1, s.acc_options);           // [L, B, H]
+  const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);                 // [B, H]
+  const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                              // [B, H]
+  const at::Tensor grad_c_recurrent = s.step_buffer(1, s.acc_options);                // [B, H]
   const TLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
                                                 H,
                                                 grad_out.data_ptr<scalar_t>(),
@@ -400,19 +464,18 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                 gates_c.data_ptr<scalar_t>(),
                                                 cells_c.data_ptr<acc_t>(),
                                                 grad_h_later.data_ptr<scalar_t>(),
-                                                grad_c_later.data_ptr<acc_t>(),
+                                                grad_c_recurrent.data_ptr<acc_t>(),
                                                 grad_gates.data_ptr<scalar_t>(),
                                                 grad_gates_step.data_ptr<scalar_t>(),
                                                 grad_short.data_ptr<acc_t>(),
                                                 grad_short_step.data_ptr<acc_t>(),
                                                 grad_c_direct.data_ptr<acc_t>()};
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t i) {
-    run_step<Launcher, TLSTMBackward<scalar_t, acc_t>>(args, s, s.p.seq_len - 1 - i, begin, end);
+  s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
+    run_step<Launcher, TLSTMBackward<scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
-    at::Tensor grad_c_rows = rows_of(grad_c_later, begin, end);
+    at::Tensor grad_c_rows = rows_of(grad_c_recurrent, begin, end);
     at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
-    at::addmm_out(grad_c_rows, rows_of(grad_c_direct, begin, end),
-                  rows_of(grad_short_step, begin, end), decay_weight_acc);
+    at::mm_out(grad_c_rows, rows_of(grad_short_step, begin, end), decay_weight_acc);
   });
   auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
   const int64_t rows = s.p.seq_len * s.p.batch;
@@ -422,7 +485,7 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
       at::mm(grad_short.view({rows, H}).t(), s.leading_blocks(cells_c, Layout::kCPrev, 1));
   return {grad_input,
           s.initial_state_grad(grad_h_later, grad_h_n),
-          grad_c_later.to(s.dtype),
+          (grad_c_direct + grad_c_recurrent).to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
           s.column_sums(grad_gates),
@@ -442,15 +505,12 @@ Tensors6 tlstm_forward(const at::Tensor& input, const at::Tensor& dt, const at::
   check_state(p, c0, "c0", input);
   check_vector(p, bias, "bias", TLSTMLayout::kGates, input);
   const ActivationKind act = parse_activation(short_term_activation, "short_term_activation");
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors6 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    result =
-        tlstm_forward_loop<Launcher, decltype(tag)>(s, input, h0, c0, weight_ih, weight_hh, bias,
-                                                    decay_weight, decay_bias, act, save_workspace);
-  });
-  return result;
+  return run_entry<Launcher, Tensors6>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return tlstm_forward_loop<Launcher, decltype(tag)>(s, input, h0, c0, weight_ih, weight_hh,
+                                                           bias, decay_weight, decay_bias, act,
+                                                           save_workspace);
+      });
 }
 
 template <typename Launcher>
@@ -465,15 +525,12 @@ Tensors8 tlstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_
   check_gradients(p, input, grad_output, grad_h_n, &grad_c_n);
   check_saved(p, input, gates, TLSTMLayout::kGates, cells, TLSTMLayout::kCells, recurrent_input);
   const ActivationKind act = parse_activation(short_term_activation, "short_term_activation");
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors8 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    result = tlstm_backward_loop<Launcher, decltype(tag)>(s, grad_output, grad_h_n, grad_c_n, input,
-                                                          weight_ih, weight_hh, decay_weight, gates,
-                                                          cells, recurrent_input, act);
-  });
-  return result;
+  return run_entry<Launcher, Tensors8>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return tlstm_backward_loop<Launcher, decltype(tag)>(
+            s, grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, decay_weight, gates,
+            cells, recurrent_input, act);
+      });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -487,15 +544,16 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
                                      bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeDecayGRULayout;
-  const at::Tensor gates = s.project_inputs(input, weight_ih, bias_ih);   // [L, B, 3H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);    // [B, 3H]
-  const at::Tensor h = s.acc_copy(h0);                                    // [B, H]
-  const at::Tensor h_tilde = s.step_buffer(1, s.options);                 // [B, H]
-  const at::Tensor gamma = s.step_buffer(1, s.acc_options);               // [B, H]
-  const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
-  const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 3H]
+  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);          // [B, 3H]
+  const at::Tensor h = s.acc_copy(h0);                                          // [B, H]
+  const at::Tensor h_tilde = s.step_buffer(1, s.options);                       // [B, H]
+  const at::Tensor gamma = s.step_buffer(1, s.acc_options);                     // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                        // [L, B, H]
+  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);        // [L, B, 3H]
+  const at::Tensor recurrent_input = s.saved(save, 1, s.options);               // [L, B, H]
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
+  const at::Tensor bias_ih_c = bias_ih.contiguous();
   acc_t* saved_cells = save ? cells.data_ptr<acc_t>() : nullptr;
   const TimeDecayArgs<scalar_t, acc_t> decay{s.steps(0),
                                              s.p.hidden,
@@ -510,6 +568,7 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
   const TimeDecayGRUForwardArgs<scalar_t, acc_t> cell{s.steps(0),
                                                       s.p.hidden,
                                                       gates.data_ptr<scalar_t>(),
+                                                      bias_ih_c.data_ptr<scalar_t>(),
                                                       gates_h.data_ptr<scalar_t>(),
                                                       s.dt.data_ptr<acc_t>(),
                                                       gamma.data_ptr<acc_t>(),
@@ -517,7 +576,7 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
                                                       output.data_ptr<scalar_t>(),
                                                       saved_cells};
   const at::Tensor weight_hh_t = weight_hh.t();
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t step) {
+  s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
     if (save) {
       run_step<Launcher, TimeDecay<true, scalar_t, acc_t>>(decay, s, step, begin, end);
     } else {
@@ -547,8 +606,10 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
   const at::Tensor grad_out = grad_output.contiguous();  // [L, B, H]
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
-  const at::Tensor grad_gates_x = s.by_position(Layout::kGates, s.options);       // [L, B, 3H]
-  const at::Tensor grad_gates_h = s.by_position(Layout::kGates, s.options);       // [L, B, 3H]
+  const at::Tensor grad_gates_x =
+      s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 3H]
+  const at::Tensor grad_gates_h =
+      s.workspace<Launcher>(1, Layout::kGates, s.options);                        // [L, B, 3H]
   const at::Tensor grad_gates_h_step = s.step_buffer(Layout::kGates, s.options);  // [B, 3H]
   const at::Tensor grad_h_tilde_direct = s.step_buffer(1, s.options);             // [B, H]
   const at::Tensor grad_h_tilde = s.step_buffer(1, s.options);                    // [B, H]
@@ -574,8 +635,7 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
                                                      grad_h_tilde.data_ptr<scalar_t>(),
                                                      grad_h.data_ptr<acc_t>(),
                                                      grad_weights.data_ptr<acc_t>()};
-  Launcher::time_loop(s.p.batch, s.p.seq_len, [&](int64_t begin, int64_t end, int64_t i) {
-    const int64_t step = s.p.seq_len - 1 - i;
+  s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
     run_step<Launcher, TimeDecayGRUBackward<scalar_t, acc_t>>(cell, s, step, begin, end);
     at::Tensor grad_h_tilde_rows = rows_of(grad_h_tilde, begin, end);
     at::addmm_out(grad_h_tilde_rows, rows_of(grad_h_tilde_direct, begin, end),
@@ -609,15 +669,12 @@ Tensors5 time_decay_gru_forward(const at::Tensor& input, const at::Tensor& dt, c
   check_state(p, h0, "h0", input);
   check_vector(p, bias_ih, "bias_ih", TimeDecayGRULayout::kGates, input);
   check_vector(p, bias_hh, "bias_hh", TimeDecayGRULayout::kGates, input);
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors5 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    result = time_decay_gru_forward_loop<Launcher, decltype(tag)>(
-        s, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight, decay_bias,
-        save_workspace);
-  });
-  return result;
+  return run_entry<Launcher, Tensors5>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return time_decay_gru_forward_loop<Launcher, decltype(tag)>(
+            s, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight, decay_bias,
+            save_workspace);
+      });
 }
 
 template <typename Launcher>
@@ -633,15 +690,26 @@ Tensors8 time_decay_gru_backward(const at::Tensor& grad_output, const at::Tensor
   check_gradients(p, input, grad_output, grad_h_n, nullptr);
   check_saved(p, input, gates, TimeDecayGRULayout::kGates, cells, TimeDecayGRULayout::kCells,
               recurrent_input);
-  const auto guard = Launcher::guard(input);
-  const Setup s(p, input, dt, lengths, reverse);
-  Tensors8 result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) {
-    result = time_decay_gru_backward_loop<Launcher, decltype(tag)>(
-        s, grad_output, grad_h_n, input, weight_ih, weight_hh, decay_weight, decay_bias, gates,
-        cells, recurrent_input);
-  });
-  return result;
+  return run_entry<Launcher, Tensors8>(
+      p, input, dt, lengths, reverse, [&](const Setup& s, auto tag) {
+        return time_decay_gru_backward_loop<Launcher, decltype(tag)>(
+            s, grad_output, grad_h_n, input, weight_ih, weight_hh, decay_weight, decay_bias, gates,
+            cells, recurrent_input);
+      });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The impls of one device (schemas in bindings.cpp): time_rnn_cpu.cpp and time_rnn_cuda.cu
+// register their launcher's instantiations of the entry points above.
+
+template <typename Launcher>
+void register_impls(torch::Library& m) {
+  m.impl("time_lstm", &time_lstm_forward<Launcher>);
+  m.impl("time_lstm_backward", &time_lstm_backward<Launcher>);
+  m.impl("tlstm", &tlstm_forward<Launcher>);
+  m.impl("tlstm_backward", &tlstm_backward<Launcher>);
+  m.impl("time_decay_gru", &time_decay_gru_forward<Launcher>);
+  m.impl("time_decay_gru_backward", &time_decay_gru_backward<Launcher>);
 }
 
 }  // namespace time_rnn

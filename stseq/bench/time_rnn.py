@@ -15,6 +15,8 @@ from stseq import ops
 from stseq.ops.time_rnn import TIME_LSTM_BLOCKS
 
 PEER = "reference (eager PyTorch)"
+# The CUDA kernels take bfloat16 (float32 states and accumulation); the CPU ones float32/64.
+DTYPES = {"cpu": (torch.float32,), "cuda": (torch.float32, torch.bfloat16)}
 # The target shape: B=256, L=50, input 64, H=128.
 TARGET = dict(batch=256, seq_len=50, input_size=64, hidden=128)
 CELLS = ("time_lstm1", "time_lstm2", "time_lstm3", "tlstm", "time_decay_gru")
@@ -66,7 +68,8 @@ def make_inputs(*, cell, batch, seq_len, input_size, hidden, lengths=False, zero
         length[0] = seq_len
         kwargs["lengths"] = length.to(device)
     op = "time_lstm" if cell.startswith("time_lstm") else cell
-    return dict(op=op, tensors=[tensor(seq_len, batch, input_size), dt.to(device, dtype)]
+    gap_dtype = torch.float64 if dtype == torch.float64 else torch.float32  # gaps stay >= fp32
+    return dict(op=op, tensors=[tensor(seq_len, batch, input_size), dt.to(device, gap_dtype)]
                 + states + weights, kwargs=kwargs)
 
 
@@ -170,6 +173,7 @@ def floor_cases(grid, device, dtype):
 
 FLOOR = types.SimpleNamespace(
     PEER="torch.nn.LSTM / torch.nn.GRU, same weights",
+    DTYPES=DTYPES,
     QUICK=[dict(TARGET, cell="tlstm")],
     FULL=[dict(TARGET, cell="tlstm"), dict(TARGET, cell="time_decay_gru"),
           dict(cell="tlstm", batch=1024, seq_len=50, input_size=128, hidden=128),

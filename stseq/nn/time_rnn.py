@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from stseq import ops
 from stseq.backends import BACKENDS
@@ -114,24 +115,110 @@ class _TimeRNNBase(nn.Module):
         """Cell-specific initialisation after the uniform default (none by default)."""
 
     def forward(self, input, dt, hx=None, lengths=None):
-        """input [L, B, I] ([B, L, I] with batch_first), dt [L, B] ([B, L]) time gaps in seconds
-        (divided by ``time_unit``), hx the initial state(s) [num_layers * D, B, H], lengths [B]
-        -> (output [L, B, D*H] ([B, L, D*H]), final state(s) [num_layers * D, B, H]).
+        """Run the layers over a batch, like torch.nn.LSTM / GRU.forward with the time gaps.
 
-        Padded positions (at or past a row's length) output zeros and the final states are
-        each row's last valid step; the reverse direction starts at each row's own end and
-        reads, at position t, the gap to the event after it (dt[t+1]).
+        Three kinds of input, returning what torch.nn.LSTM returns for each:
+
+        - padded: input [L, B, I] ([B, L, I] with batch_first), dt [L, B] ([B, L]), optional
+          lengths [B] -> output [L, B, D*H] ([B, L, D*H]); rows are sorted by length so that no
+          step computes padding, and padded positions output zeros;
+        - a PackedSequence (``pack_padded_sequence(x, lengths, enforce_sorted=False)``) with dt
+          either packed the same way (``pack_padded_sequence(dt, lengths, ...)``, data [N]) or
+          padded [T, B] ([B, T] with batch_first) in the batch's own row order (T >= the
+          longest length) -> a PackedSequence output (no ``lengths=``: the pack has its own);
+        - unbatched: input [L, I], dt [L] -> output [L, D*H], states [num_layers * D, H].
+
+        dt is in seconds (divided by ``time_unit``); hx the initial state(s)
+        [num_layers * D, B, H] (``(h_0, c_0)`` for the LSTM cells), zeros when None. Final
+        states [num_layers * D, B, H] are each row's state after its last valid step; the
+        reverse direction starts at each row's own end and reads, at position t, the gap to the
+        event after it (dt[t+1]).
         """
-        if not isinstance(input, torch.Tensor) or input.dim() != 3:
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, dt, hx, lengths)
+        if not isinstance(input, torch.Tensor) or input.dim() not in (2, 3):
             shape = "[B, L, I]" if self.batch_first else "[L, B, I]"
-            raise ValueError(f"input must be a 3-D tensor {shape}, got "
+            raise ValueError(f"input must be a 3-D tensor {shape}, a 2-D unbatched sequence "
+                             f"[L, I] or a PackedSequence, got "
                              f"{getattr(input, 'shape', type(input).__name__)}")
+        if input.dim() == 2:
+            return self._forward_unbatched(input, dt, hx, lengths)
         if not isinstance(dt, torch.Tensor) or dt.dim() != 2:
             shape = "[B, L]" if self.batch_first else "[L, B]"
             raise ValueError(f"dt must be a 2-D tensor {shape}, got "
                              f"{getattr(dt, 'shape', type(dt).__name__)}")
         if self.batch_first:
             input, dt = input.transpose(0, 1), dt.transpose(0, 1)
+        states = self._initial_states(hx, input, self._compute_dtype(input))
+        output, finals = self._layers(input, dt, states, lengths)
+        return self._result(output.transpose(0, 1) if self.batch_first else output, finals)
+
+    def _forward_unbatched(self, input, dt, hx, lengths):
+        """input [L, I], dt [L], states [num_layers * D, H] -> a batch of one row."""
+        if lengths is not None:
+            raise ValueError("lengths= is for padded batches; an unbatched [L, I] input is one "
+                             "sequence of length L")
+        if not isinstance(dt, torch.Tensor) or dt.dim() != 1:
+            raise ValueError(f"for unbatched 2-D input [L, I], dt must be a 1-D tensor [L], got "
+                             f"{getattr(dt, 'shape', type(dt).__name__)}")
+        if hx is not None:
+            given = tuple(hx) if self._state_count == 2 and isinstance(hx, (tuple, list)) else (
+                hx,)
+            if any(not isinstance(h, torch.Tensor) or h.dim() != 2 for h in given):
+                raise ValueError("for unbatched 2-D input, hx must be 2-D [num_layers * D, H] "
+                                 + ("(h_0, c_0) tensors" if self._state_count == 2 else "tensor"))
+            hx = (tuple(h.unsqueeze(1) for h in given) if self._state_count == 2
+                  else given[0].unsqueeze(1))
+        input, dt = input.unsqueeze(1), dt.unsqueeze(1)  # [L, 1, I], [L, 1]
+        output, finals = self._layers(input, dt, self._initial_states(
+            hx, input, self._compute_dtype(input)), None)
+        return self._result(output.squeeze(1), [f.squeeze(1) for f in finals])
+
+    def _forward_packed(self, input, dt, hx, lengths):
+        """A PackedSequence through the padded path in the pack's sorted row order (the lengths
+        are non-increasing, so the kernels skip finished rows without sorting again)."""
+        if lengths is not None:
+            raise ValueError("lengths= is for padded tensors; a PackedSequence carries its own")
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))  # [T, B, I], [B]
+        gaps = self._packed_gaps(dt, input, x.shape[0])  # [T, B], sorted rows
+        states = self._initial_states(hx, x, self._compute_dtype(x))
+        if sorted_indices is not None:
+            states = [state.index_select(1, sorted_indices) for state in states]
+        output, finals = self._layers(x, gaps, states, lengths.to(x.device))
+        packed = pack_padded_sequence(output, lengths)  # rows of the same batch_sizes
+        if unsorted_indices is not None:
+            finals = [final.index_select(1, unsorted_indices) for final in finals]
+        return self._result(PackedSequence(packed.data, batch_sizes, sorted_indices,
+                                           unsorted_indices), finals)
+
+    def _packed_gaps(self, dt, input, steps):
+        """The gaps of a PackedSequence input as [T, B] in its sorted row order: dt packed the
+        same way, or padded in the batch's own order."""
+        if isinstance(dt, PackedSequence):
+            if dt.data.dim() != 1 or not torch.equal(dt.batch_sizes, input.batch_sizes):
+                raise ValueError("a packed dt must be packed like input (same lengths, data [N]): "
+                                 "pack_padded_sequence(dt, lengths, ...)")
+            gaps, _ = pad_packed_sequence(PackedSequence(dt.data, dt.batch_sizes))
+            return gaps
+        if not isinstance(dt, torch.Tensor) or dt.dim() != 2:
+            raise ValueError(f"with a PackedSequence input, dt must be a PackedSequence packed "
+                             f"like it or a padded 2-D tensor, got "
+                             f"{getattr(dt, 'shape', type(dt).__name__)}")
+        gaps = dt.transpose(0, 1) if self.batch_first else dt  # [T', B]
+        batch = int(input.batch_sizes[0])
+        if gaps.shape[1] != batch or gaps.shape[0] < steps:
+            shape = "[B, T]" if self.batch_first else "[T, B]"
+            raise ValueError(f"a padded dt for a PackedSequence must have shape {shape} with "
+                             f"B = {batch} and T >= {steps} (the longest sequence), got "
+                             f"{list(dt.shape)}")
+        if input.sorted_indices is not None:
+            gaps = gaps.index_select(1, input.sorted_indices)
+        return gaps[:steps]
+
+    def _layers(self, input, dt, states, lengths):
+        """Every layer and direction over time-major input [L, B, I], dt [L, B] seconds, states
+        [num_layers * D, B, H] each -> (output [L, B, D*H], final states)."""
         compute_dtype = self._compute_dtype(input)
         input = input.to(compute_dtype)
         gap_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
@@ -140,7 +227,6 @@ class _TimeRNNBase(nn.Module):
             raise ValueError(f"lengths is on {lengths.device} but input is on {input.device}")
         directions = 2 if self.bidirectional else 1
         gaps = [dt, _reverse_gaps(dt, lengths)] if directions == 2 else [dt]
-        states = self._initial_states(hx, input, compute_dtype, directions)
         finals = [[] for _ in range(self._state_count)]
         layer_input = input
         for layer in range(self.num_layers):
@@ -157,9 +243,10 @@ class _TimeRNNBase(nn.Module):
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, -1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        output = layer_input.transpose(0, 1) if self.batch_first else layer_input
-        final_states = tuple(torch.stack(final) for final in finals)
-        return output, final_states if self._state_count == 2 else final_states[0]
+        return layer_input, [torch.stack(final) for final in finals]
+
+    def _result(self, output, finals):
+        return output, tuple(finals) if self._state_count == 2 else finals[0]
 
     def _compute_dtype(self, input):
         """input's dtype, or CUDA autocast's when it is on (weights and states follow)."""
@@ -167,9 +254,11 @@ class _TimeRNNBase(nn.Module):
             return torch.get_autocast_dtype("cuda")
         return input.dtype
 
-    def _initial_states(self, hx, input, dtype, directions):
-        """The initial states as a list of [num_layers * D, B, H] tensors (zeros by default)."""
-        shape = (self.num_layers * directions, input.shape[1], self.hidden_size)
+    def _initial_states(self, hx, input, dtype):
+        """The initial states as a list of [num_layers * D, B, H] tensors (zeros by default);
+        input is time-major [L, B, I]."""
+        shape = (self.num_layers * (2 if self.bidirectional else 1), input.shape[1],
+                 self.hidden_size)
         if hx is None:
             return [input.new_zeros(shape, dtype=dtype) for _ in range(self._state_count)]
         given = tuple(hx) if self._state_count == 2 else (hx,)
@@ -231,7 +320,12 @@ class TimeLSTM(_TimeRNNBase):
 
         lstm = stseq.nn.TimeLSTM(32, 64, variant=2, batch_first=True, time_unit=3600.0)
         x, dt = torch.randn(8, 20, 32), torch.rand(8, 20) * 86400   # gaps in seconds
-        output, (h_n, c_n) = lstm(x, dt, lengths=torch.full((8,), 20))  # [8, 20, 64]
+        lengths = torch.randint(1, 21, (8,))
+        output, (h_n, c_n) = lstm(x, dt, lengths=lengths)         # [8, 20, 64]
+        pack = functools.partial(torch.nn.utils.rnn.pack_padded_sequence, lengths=lengths,
+                                 batch_first=True, enforce_sorted=False)
+        packed_output, _ = lstm(pack(x), pack(dt))                 # a PackedSequence
+        output, (h_n, c_n) = lstm(x[0], dt[0])                     # unbatched: [20, 64]
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,

@@ -10,7 +10,8 @@ backward is itself an op; the twins are in ``stseq.reference.time_rnn``.
 
 Shared conventions: input [L, B, I]; dt [L, B] the time gap (>= 0, in the caller's time unit)
 applied when position t is processed; lengths [B] (positions at or past a row's length are
-padding: output zero, never read); ``reverse=True`` runs each row from its own last position
+padding: output zero, never computed: the native path sorts the rows by length so that each
+step runs only the rows still going); ``reverse=True`` runs each row from its own last position
 down to 0. Gradients flow to input, the initial states and every weight, not to dt or lengths.
 """
 
@@ -69,7 +70,7 @@ def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weig
     if variant not in TIME_LSTM_BLOCKS:
         raise ValueError(f"variant must be 1, 2 or 3, got {variant!r}")
     gates, recurrent, peepholes, time_rows, _ = TIME_LSTM_BLOCKS[variant]
-    hidden = _check_sequence(input, dt, lengths, weight_hh, recurrent)
+    hidden, in_order = _check_sequence(input, dt, lengths, weight_hh, recurrent)
     _check_parameters(input, hidden, states={"h0": h0, "c0": c0},
                       vectors={"bias": (bias, gates)},
                       matrices={"weight_ih": (weight_ih, (gates * hidden, input.shape[2]),
@@ -81,10 +82,11 @@ def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weig
     choice = resolve("time_lstm", backend, input.device, native=True, triton=False)
     if choice == "native":
         save = _needs_workspace(input, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight)
-        output, h_n, c_n, *_ = torch.ops.stseq.time_lstm(
-            input, dt, h0, c0, lengths, weight_ih, weight_hh, bias, peephole, time_weight,
-            variant, time_activation, bool(reverse), save)
-        return output, h_n, c_n
+        return _by_length(
+            lambda x, gaps, states, n: torch.ops.stseq.time_lstm(
+                x, gaps, *states, n, weight_ih, weight_hh, bias, peephole, time_weight, variant,
+                time_activation, bool(reverse), save)[:3],
+            input, dt, [h0, c0], lengths, in_order)
     return reference.time_lstm(
         input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight, lengths=lengths,
         variant=variant, time_activation=time_activation, reverse=reverse)
@@ -116,7 +118,7 @@ def tlstm(input, dt, h0, c0, weight_ih, weight_hh, bias, decay_weight, decay_bia
             torch.randn(4 * H, I), torch.randn(4 * H, H), torch.zeros(4 * H),
             torch.randn(H, H), torch.zeros(H))
     """
-    hidden = _check_sequence(input, dt, lengths, weight_hh, 4)
+    hidden, in_order = _check_sequence(input, dt, lengths, weight_hh, 4)
     _check_parameters(input, hidden, states={"h0": h0, "c0": c0},
                       vectors={"bias": (bias, 4), "decay_bias": (decay_bias, 1)},
                       matrices={"weight_ih": (weight_ih, (4 * hidden, input.shape[2]), "[4*H, I]"),
@@ -126,10 +128,11 @@ def tlstm(input, dt, h0, c0, weight_ih, weight_hh, bias, decay_weight, decay_bia
     if choice == "native":
         save = _needs_workspace(input, h0, c0, weight_ih, weight_hh, bias, decay_weight,
                                 decay_bias)
-        output, h_n, c_n, *_ = torch.ops.stseq.tlstm(
-            input, dt, h0, c0, lengths, weight_ih, weight_hh, bias, decay_weight, decay_bias,
-            short_term_activation, bool(reverse), save)
-        return output, h_n, c_n
+        return _by_length(
+            lambda x, gaps, states, n: torch.ops.stseq.tlstm(
+                x, gaps, *states, n, weight_ih, weight_hh, bias, decay_weight, decay_bias,
+                short_term_activation, bool(reverse), save)[:3],
+            input, dt, [h0, c0], lengths, in_order)
     return reference.tlstm(
         input, dt, h0, c0, weight_ih, weight_hh, bias, decay_weight, decay_bias, lengths=lengths,
         short_term_activation=short_term_activation, reverse=reverse)
@@ -159,7 +162,7 @@ def time_decay_gru(input, dt, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_
             torch.randn(3 * H, H), torch.zeros(3 * H), torch.zeros(3 * H), torch.rand(H),
             torch.zeros(H))
     """
-    hidden = _check_sequence(input, dt, lengths, weight_hh, 3)
+    hidden, in_order = _check_sequence(input, dt, lengths, weight_hh, 3)
     _check_parameters(input, hidden, states={"h0": h0},
                       vectors={"bias_ih": (bias_ih, 3), "bias_hh": (bias_hh, 3),
                                "decay_weight": (decay_weight, 1), "decay_bias": (decay_bias, 1)},
@@ -169,10 +172,11 @@ def time_decay_gru(input, dt, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_
     if choice == "native":
         save = _needs_workspace(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight,
                                 decay_bias)
-        output, h_n, *_ = torch.ops.stseq.time_decay_gru(
-            input, dt, h0, lengths, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight,
-            decay_bias, bool(reverse), save)
-        return output, h_n
+        return _by_length(
+            lambda x, gaps, states, n: torch.ops.stseq.time_decay_gru(
+                x, gaps, *states, n, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight,
+                decay_bias, bool(reverse), save)[:2],
+            input, dt, [h0], lengths, in_order)
     return reference.time_decay_gru(
         input, dt, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight, decay_bias,
         lengths=lengths, reverse=reverse)
@@ -195,7 +199,8 @@ def _check_shape(value, name, shape, text):
 
 
 def _check_sequence(input, dt, lengths, weight_hh, recurrent_blocks):
-    """Check input [L, B, I], dt [L, B], lengths [B] and weight_hh [R*H, H]; return H."""
+    """Check input [L, B, I], dt [L, B], lengths [B] and weight_hh [R*H, H]; return (H, whether
+    the rows are known to be sorted by length, longest first)."""
     check_tensor(input, "input", rank=3, shape="[L, B, I]")
     if not input.dtype.is_floating_point:
         raise ValueError(f"input must be a floating-point tensor, got {input.dtype}")
@@ -217,9 +222,10 @@ def _check_sequence(input, dt, lengths, weight_hh, recurrent_blocks):
                 lengths.dtype == torch.bool):
             raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
         _check_shape(lengths, "lengths", (batch,), "[B]")
+    in_order = lengths is None
     if not torch.compiler.is_compiling():
-        _check_values(dt, lengths)
-    return hidden
+        in_order = _check_values(dt, lengths)
+    return hidden, in_order
 
 
 def _check_like_input(value, name, shape, text, input):
@@ -253,6 +259,8 @@ def _check_activation(name, argument):
 
 
 def _check_values(dt, lengths):
+    """Raise on lengths out of [0, L] or a bad gap at a valid position; return whether the rows
+    are sorted by length, longest first."""
     seq_len, batch = dt.shape
     if lengths is None:
         bad_lengths = torch.zeros(0, dtype=torch.bool, device=dt.device)
@@ -261,8 +269,11 @@ def _check_values(dt, lengths):
         bad_lengths = (lengths < 0) | (lengths > seq_len)
         valid = torch.arange(seq_len, device=dt.device)[:, None] < lengths[None, :]  # [L, B]
     bad_dt = ~(torch.isfinite(dt) & (dt >= 0)) & valid
-    if not torch.stack([bad_lengths.any(), bad_dt.any()]).any().item():  # one synchronisation
-        return
+    unsorted = (lengths[1:] > lengths[:-1]).any() if lengths is not None else bad_dt.new_zeros(())
+    bad_lengths_any, bad_dt_any, unsorted = torch.stack(
+        [bad_lengths.any(), bad_dt.any(), unsorted]).tolist()  # one synchronisation
+    if not (bad_lengths_any or bad_dt_any):
+        return not unsorted
     if bad_lengths.any():
         row = int(torch.nonzero(bad_lengths)[0])
         raise ValueError(f"lengths must be in [0, L={seq_len}]; lengths[{row}] = "
@@ -270,6 +281,21 @@ def _check_values(dt, lengths):
     position, row = torch.nonzero(bad_dt)[0].tolist()
     raise ValueError(f"dt must be finite and >= 0; row {row} has {dt[position, row].item()} at "
                      f"position {position}")
+
+
+def _by_length(call, input, dt, states, lengths, in_order):
+    """call(input, dt, states, lengths) -> (output [L, B, H], *final states [B, H]) with the
+    rows sorted by length, longest first, so that the kernels skip finished rows (they run the
+    rows still going at each step, a prefix); results come back in the caller's row order.
+    Rows already in order (checked eagerly; always sorted under torch.compile) are not copied."""
+    if in_order:
+        return tuple(call(input, dt, states, lengths))
+    order = torch.argsort(lengths, descending=True, stable=True)  # [B]
+    output, *finals = call(input.index_select(1, order), dt.index_select(1, order),
+                           [s.index_select(0, order) for s in states],
+                           lengths.index_select(0, order))
+    inverse = torch.argsort(order)
+    return (output.index_select(1, inverse), *(f.index_select(0, inverse) for f in finals))
 
 
 def _needs_workspace(*tensors):

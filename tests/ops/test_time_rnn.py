@@ -259,6 +259,119 @@ def test_module_native_matches_reference(name):
         assert_close_to_scale(a.grad, b.grad, torch.float64)
 
 
+def _module_pair(name, **kw):
+    native = MODULES[name](dtype=torch.float64, **kw)
+    twin = MODULES[name](dtype=torch.float64, backend="reference", **kw)
+    twin.load_state_dict(native.state_dict())
+    return native, twin
+
+
+def _states_sum(states):
+    return sum(s.sum() for s in (states if isinstance(states, tuple) else (states,)))
+
+
+def _assert_module_grads(native, twin, tensors, twin_tensors):
+    for a, b in zip([*tensors, *native.parameters()], [*twin_tensors, *twin.parameters()]):
+        assert_close_to_scale(a.grad, b.grad, torch.float64)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_module_packed_sequence_matches_padded_reference(name):
+    from torch.nn.utils.rnn import pack_padded_sequence
+    native, twin = _module_pair(name, bidirectional=True, batch_first=True)
+    x = torch.randn(4, 6, 4, dtype=torch.float64, requires_grad=True)  # [B, L, I]
+    dt = torch.rand(4, 6, dtype=torch.float64) * 3
+    lengths = torch.tensor([3, 6, 1, 4])  # unsorted: the pack reorders the rows
+    hx = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
+    states = (hx, hx * 0.5) if name != "TimeDecayGRU" else hx
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    packed_dt = pack_padded_sequence(dt, lengths, batch_first=True, enforce_sorted=False)
+    out, finals = native(packed, packed_dt, states)
+    ref_out, ref_finals = twin(x, dt, states, lengths=lengths)
+    expected = pack_padded_sequence(ref_out, lengths, batch_first=True, enforce_sorted=False)
+    assert torch.equal(out.batch_sizes, expected.batch_sizes)
+    torch.testing.assert_close(out.data, expected.data, **TOLERANCE[torch.float64])
+    torch.testing.assert_close(finals, ref_finals, **TOLERANCE[torch.float64])
+    # dt given padded in the batch's own row order reads the same gaps
+    again, _ = native(packed, dt, states)
+    torch.testing.assert_close(again.data, out.data, rtol=0, atol=0)
+    grads = torch.autograd.grad(out.data.sum() + _states_sum(finals),
+                                [x, hx, *native.parameters()], retain_graph=True)
+    ref_grads = torch.autograd.grad((expected.data.sum() + _states_sum(ref_finals)),
+                                    [x, hx, *twin.parameters()])
+    for a, b in zip(grads, ref_grads):
+        assert_close_to_scale(a, b, torch.float64)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_module_unbatched_input(name):
+    native, twin = _module_pair(name, num_layers=2)
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)  # [L, I]
+    dt = torch.rand(5, dtype=torch.float64)
+    h0 = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)  # [num_layers, H]
+    states = (h0, h0 * 2) if name != "TimeDecayGRU" else h0
+    out, finals = native(x, dt, states)
+    ref_out, ref_finals = twin(x[:, None], dt[:, None],
+                               tuple(s[:, None] for s in states) if isinstance(states, tuple)
+                               else states[:, None])
+    assert out.shape == (5, 5)
+    torch.testing.assert_close(out, ref_out[:, 0], **TOLERANCE[torch.float64])
+    squeezed = (tuple(s[:, 0] for s in ref_finals) if isinstance(ref_finals, tuple)
+                else ref_finals[:, 0])
+    torch.testing.assert_close(finals, squeezed, **TOLERANCE[torch.float64])
+    grads = torch.autograd.grad(out.sum() + _states_sum(finals), [x, h0, *native.parameters()],
+                                retain_graph=True)
+    ref_grads = torch.autograd.grad(ref_out.sum() + _states_sum(ref_finals),
+                                    [x, h0, *twin.parameters()])
+    for a, b in zip(grads, ref_grads):
+        assert_close_to_scale(a, b, torch.float64)
+
+
+def test_module_kinds_bad_input():
+    from torch.nn.utils.rnn import pack_padded_sequence
+    module = stseq.nn.TimeLSTM(4, 5)
+    x, dt = torch.randn(6, 3, 4), torch.rand(6, 3)
+    packed = pack_padded_sequence(x, torch.tensor([6, 2, 4]), enforce_sorted=False)
+    with pytest.raises(ValueError, match="lengths= is for padded tensors"):
+        module(packed, dt, lengths=torch.tensor([6, 2, 4]))
+    with pytest.raises(ValueError, match="packed like input"):
+        module(packed, pack_padded_sequence(dt, torch.tensor([6, 3, 4]), enforce_sorted=False))
+    with pytest.raises(ValueError, match=r"T >= 6"):
+        module(packed, dt[:5])
+    with pytest.raises(ValueError, match=r"dt must be a 1-D tensor \[L\]"):
+        module(x[:, 0], dt)
+    with pytest.raises(ValueError, match="lengths= is for padded batches"):
+        module(x[:, 0], dt[:, 0], lengths=torch.tensor([6]))
+    with pytest.raises(ValueError, match="hx must be 2-D"):
+        module(x[:, 0], dt[:, 0], (torch.zeros(1, 1, 5), torch.zeros(1, 1, 5)))
+
+
+@pytest.mark.parametrize("op,options", [CELLS[2], CELLS[6], CELLS[8]],
+                         ids=[CELL_IDS[2], CELL_IDS[6], CELL_IDS[8]])
+@pytest.mark.parametrize("order", ["sorted", "unsorted"])
+def test_direct_op_with_sorted_and_unsorted_lengths(op, options, order):
+    """The op itself (no sorting around it): the prefix of running rows when lengths are
+    non-increasing, the row-by-row checks otherwise; both match the reference."""
+    tensors, kwargs = random_case(op, options, seq_len=7, batch=6)
+    lengths = torch.tensor([7, 5, 5, 2, 1, 0]) if order == "sorted" else kwargs["lengths"]
+    kwargs = dict(kwargs, lengths=lengths)
+    states = 1 if op == "time_decay_gru" else 2
+    config = {"time_lstm": (options.get("variant"), options.get("time_activation")),
+              "tlstm": (options.get("short_term_activation"),), "time_decay_gru": ()}[op]
+    for reverse in (False, True):
+        raw = getattr(torch.ops.stseq, op)(*tensors[:2 + states], lengths,
+                                            *tensors[2 + states:], *config, reverse, True)
+        outputs = raw[:1 + states]
+        expected = getattr(ops, op)(*tensors, **kwargs, reverse=reverse, backend="reference")
+        grads = [torch.randn_like(o) for o in outputs]
+        inputs = differentiable(tensors)
+        got = torch.autograd.grad(outputs, inputs, grads)
+        want = torch.autograd.grad(expected, inputs, grads, allow_unused=True)
+        for a, b in zip([*outputs, *got], [*expected, *want]):
+            assert_close_to_scale(a.detach(), torch.zeros_like(a) if b is None else b.detach(),
+                                  torch.float64)
+
+
 def test_module_reverse_direction_reads_the_following_gap():
     module = stseq.nn.TimeDecayGRU(3, 4, bidirectional=True, dtype=torch.float64)
     x = torch.randn(5, 2, 3, dtype=torch.float64)
@@ -504,7 +617,7 @@ def test_module_bad_input():
     module = stseq.nn.TimeLSTM(3, 4, num_layers=2)
     x, dt = torch.randn(5, 2, 3), torch.rand(5, 2)
     with pytest.raises(ValueError, match=r"input must be a 3-D tensor \[L, B, I\]"):
-        module(x[:, 0], dt)
+        module(x[None], dt)
     with pytest.raises(ValueError, match=r"dt must be a 2-D tensor \[L, B\]"):
         module(x, dt[:, 0])
     with pytest.raises(ValueError, match=r"hx h_0 must have shape \[num_layers \* D, B, H\]"):
