@@ -271,7 +271,7 @@ struct PersistentForward {
   const int64_t* sizes;     // [S] active rows per step
   const int64_t* offsets;   // [S] first row of each step
   int64_t num_steps;        // S
-  int64_t hidden;           // H
+  int64_t hidden_size;      // H
   int ranks;                // K CTAs per cluster
   acc_t* c_state;           // [B, H] LSTM: c0 in, c_n out (rows that have steps)
   scalar_t* hidden_out;     // [N, H]
@@ -298,7 +298,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kStride = 9 * R;
   const cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
-  const int64_t H = p.hidden;
+  const int64_t H = p.hidden_size;
   const int lane = threadIdx.x % 32;
   const int local = (threadIdx.x / 32) * R;  // this warp's first row in the tile
   const int64_t row0 = static_cast<int64_t>(blockIdx.x / p.ranks) * (kWarps * R);
@@ -640,39 +640,12 @@ std::pair<at::Tensor, at::Tensor> device_steps(const Steps& steps, const at::Dev
           at::tensor(steps.offsets, options).to(device)};
 }
 
-template <typename scalar_t, bool kLstm>
-bool run_persistent_forward(PersistentForward<scalar_t> params, const LayerShape& shape,
-                            const Steps& steps, Algorithm algorithm, const at::Device& device) {
-  if constexpr (std::is_same_v<scalar_t, double>) {
-    return false;
-  } else {
-    if (algorithm == Algorithm::kStepwise) return false;
-    const auto plan = persistent_plan(shape, steps, c10::CppTypeToScalarType<scalar_t>::value,
-                                      device);
-    if (!plan.has_value()) return false;
-    const auto [sizes, offsets] = device_steps(steps, device);
-    params.sizes = sizes.data_ptr<int64_t>();
-    params.offsets = offsets.data_ptr<int64_t>();
-    params.num_steps = steps.num_steps();
-    params.hidden = shape.hidden;
-    params.ranks = plan->ranks;
-    const auto launch = [&](auto rows_tag) {
-      constexpr int R = decltype(rows_tag)::value;
-      return launch_persistent(&persistent_forward<scalar_t, R, kLstm>, params, *plan,
-                               forward_smem_bytes<scalar_t, R, kLstm>(shape.hidden), algorithm,
-                               device.index());
-    };
-    switch (plan->rows_per_thread) {
-      case 1: return launch(std::integral_constant<int, 1>{});
-      case 2: return launch(std::integral_constant<int, 2>{});
-      default: return launch(std::integral_constant<int, 4>{});
-    }
-  }
-}
-
-template <typename scalar_t, bool kLstm>
-bool run_persistent_backward(PersistentBackward<scalar_t> params, const LayerShape& shape,
-                             const Steps& steps, Algorithm algorithm, const at::Device& device) {
+// Fills the step tables of `params` and runs a persistent kernel through
+// `launch(params, plan, rows_per_thread_tag)` when the plan allows; false (nothing launched)
+// means "use the stepwise path".
+template <typename scalar_t, typename Params, typename Launch>
+bool run_persistent(Params params, const LayerShape& shape, const Steps& steps,
+                    Algorithm algorithm, const at::Device& device, const Launch& launch) {
   if constexpr (std::is_same_v<scalar_t, double>) {
     return false;
   } else {
@@ -686,18 +659,38 @@ bool run_persistent_backward(PersistentBackward<scalar_t> params, const LayerSha
     params.num_steps = steps.num_steps();
     params.hidden_size = shape.hidden;
     params.ranks = plan->ranks;
-    const auto launch = [&](auto rows_tag) {
-      constexpr int R = decltype(rows_tag)::value;
-      return launch_persistent(&persistent_backward<scalar_t, R, kLstm>, params, *plan,
-                               backward_smem_bytes<scalar_t, R, kLstm>(shape.hidden, plan->ranks),
-                               algorithm, device.index());
-    };
     switch (plan->rows_per_thread) {
-      case 1: return launch(std::integral_constant<int, 1>{});
-      case 2: return launch(std::integral_constant<int, 2>{});
-      default: return launch(std::integral_constant<int, 4>{});
+      case 1: return launch(params, *plan, std::integral_constant<int, 1>{});
+      case 2: return launch(params, *plan, std::integral_constant<int, 2>{});
+      default: return launch(params, *plan, std::integral_constant<int, 4>{});
     }
   }
+}
+
+template <typename scalar_t, bool kLstm>
+bool run_persistent_forward(const PersistentForward<scalar_t>& params, const LayerShape& shape,
+                            const Steps& steps, Algorithm algorithm, const at::Device& device) {
+  return run_persistent<scalar_t>(
+      params, shape, steps, algorithm, device,
+      [&](const auto& filled, const PersistentPlan& plan, auto rows_tag) {
+        constexpr int R = decltype(rows_tag)::value;
+        return launch_persistent(&persistent_forward<scalar_t, R, kLstm>, filled, plan,
+                                 forward_smem_bytes<scalar_t, R, kLstm>(shape.hidden), algorithm,
+                                 device.index());
+      });
+}
+
+template <typename scalar_t, bool kLstm>
+bool run_persistent_backward(const PersistentBackward<scalar_t>& params, const LayerShape& shape,
+                             const Steps& steps, Algorithm algorithm, const at::Device& device) {
+  return run_persistent<scalar_t>(
+      params, shape, steps, algorithm, device,
+      [&](const auto& filled, const PersistentPlan& plan, auto rows_tag) {
+        constexpr int R = decltype(rows_tag)::value;
+        return launch_persistent(&persistent_backward<scalar_t, R, kLstm>, filled, plan,
+                                 backward_smem_bytes<scalar_t, R, kLstm>(shape.hidden, plan.ranks),
+                                 algorithm, device.index());
+      });
 }
 
 // ---------------------------------------------------------------------------------------------
