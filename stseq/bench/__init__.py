@@ -29,11 +29,11 @@ COLUMNS = ("op", "shape", "dtype", "stseq ms", "peer", "peer ms", "speedup", "ma
            "parity", "stseq MiB", "peer MiB")
 
 
-def run_case(name, shape, stseq_fn, peer_fn, *, peer, device, dtype, repeats):
+def run_case(name, shape, stseq_fn, peer_fn, *, peer, device, dtype, repeats, warmup=3):
     """Measure one case; returns its result row as a dict."""
     error = measure.max_relative_error(stseq_fn(), peer_fn())
-    stseq_ms = measure.median_ms(stseq_fn, device, repeats=repeats)
-    peer_ms = measure.median_ms(peer_fn, device, repeats=repeats)
+    stseq_ms = measure.median_ms(stseq_fn, device, repeats=repeats, warmup=warmup)
+    peer_ms = measure.median_ms(peer_fn, device, repeats=repeats, warmup=warmup)
     return {
         "op": name, "shape": shape, "dtype": str(dtype).removeprefix("torch."),
         "stseq_ms": stseq_ms, "peer": peer, "peer_ms": peer_ms, "speedup": peer_ms / stseq_ms,
@@ -85,7 +85,7 @@ def main(args):
     if unknown:
         print(f"stseq bench: unknown ops {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
         return 2
-    repeats = args.repeats or (5 if args.quick else 10)
+    repeats = args.repeats or (3 if args.quick else 10)
     if device.type == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     rows = []
@@ -96,7 +96,8 @@ def main(args):
             for name, shape, stseq_fn, peer_fn, *peer in suite.cases(grid, device, dtype):
                 rows.append(run_case(name, shape, stseq_fn, peer_fn,
                                      peer=peer[0] if peer else suite.PEER,
-                                     device=device, dtype=dtype, repeats=repeats))
+                                     device=device, dtype=dtype, repeats=repeats,
+                                     warmup=1 if args.quick else 3))
                 print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))

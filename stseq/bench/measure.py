@@ -32,6 +32,8 @@ def _set_malloc(thresholds):
     mmap_threshold, trim_threshold = thresholds
     libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
     libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    if thresholds == _MEMORY_MALLOC:
+        libc.malloc_trim(0)  # give back the kept free buffers, or the call reuses them unseen
 
 
 _set_malloc(_TIMING_MALLOC)
