@@ -53,7 +53,9 @@ def _markdown_rows(record, link):
 
 
 def summarize(results_dir):
-    """BENCHMARKS.md text for every ``*.json`` run in ``results_dir`` (newest first)."""
+    """BENCHMARKS.md text for every ``stseq bench`` JSON run in ``results_dir`` (newest first);
+    other JSON files there (hand-run analyses) and subfolders (e.g. training runs) are listed
+    with their command or note."""
     results_dir = pathlib.Path(results_dir)
     lines = [
         "# Benchmark results",
@@ -64,9 +66,14 @@ def summarize(results_dir):
         "difference between stseq's and the peer's output (or gradients) in that case.",
         "",
     ]
+    others = []
     for path in sorted(results_dir.glob("*.json"), reverse=True):
         record = json.loads(path.read_text())
         link = f"results/{path.name}"
+        if "cases" not in record:
+            others.append(f"- [{path.name}]({link}): "
+                          f"{record.get('note') or record.get('command', 'no description')}")
+            continue
         speedups = [c["speedup"] for c in record["cases"]]
         geomean = math.exp(sum(map(math.log, speedups)) / len(speedups)) if speedups else 0.0
         lines += [
@@ -81,6 +88,10 @@ def summarize(results_dir):
             *_markdown_rows(record, link),
             "",
         ]
+    others += [f"- [{path.name}/](results/{path.name}/)"
+               for path in sorted(results_dir.iterdir()) if path.is_dir()]
+    if others:
+        lines += ["## Other raw results", "", *others, ""]
     return "\n".join(lines)
 
 
