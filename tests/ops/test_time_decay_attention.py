@@ -14,6 +14,8 @@ from stseq import ops, reference
 from stseq.bench.time_decay_attention import sdpa_bias
 from stseq.ops.time_decay_attention import relative_times
 
+from case_edits import replace, set_element
+
 # The modules themselves (their packages re-export a function of the same name).
 CHUNKED = importlib.import_module("stseq.reference.time_decay_attention")
 OP_MODULE = importlib.import_module("stseq.ops.time_decay_attention")
@@ -356,70 +358,57 @@ def test_triton_rejects_float64():
         ops.time_decay_attention(**case, backend="triton")
 
 
-def _set(name, index, value):
-    def change(case):
-        case[name] = case[name].detach().clone()
-        case[name][index] = value
-    return change
-
-
-def _replace(name, value):
-    def change(case):
-        case[name] = value(case) if callable(value) else value
-    return change
-
-
 BAD_PADDED = {
-    "decreasing": (_set("timestamps", (2, 5), EPOCH - 5),
+    "decreasing": (set_element("timestamps", (2, 5), EPOCH - 5),
                    r"non-decreasing within each sequence; row 2 decreases at position 5"),
-    "float32 timestamps": (_replace("timestamps", lambda c: c["timestamps"].float()),
+    "float32 timestamps": (replace("timestamps", lambda c: c["timestamps"].float()),
                            r"timestamps must be int64 \(seconds\) or float64"),
-    "timestamps shape": (_replace("timestamps", lambda c: c["timestamps"][:, :4]),
+    "timestamps shape": (replace("timestamps", lambda c: c["timestamps"][:, :4]),
                          r"timestamps must have shape \[B, L\] = \[3, 9\], got \(3, 4\)"),
-    "length past L": (_set("lengths", 1, 10), r"lengths must be in \[0, L=9\]; lengths\[1\] = 10"),
+    "length past L": (set_element("lengths", 1, 10), r"lengths must be in \[0, L=9\]; lengths\[1\] = 10"),
     "head dim 8": (lambda c: [c.update({n: c[n][..., :8]}) for n in "qkv"],
                    r"head dim D = q.shape\[-1\] must be in \[16, 128\], got 8"),
     "head dim 160": (lambda c: [c.update({n: c[n].repeat(1, 1, 1, 10)}) for n in "qkv"],
                      r"head dim D = q.shape\[-1\] must be in \[16, 128\], got 160"),
-    "dtype mix": (_replace("k", lambda c: c["k"].double()),
+    "dtype mix": (replace("k", lambda c: c["k"].double()),
                   r"q, k and v must share one dtype; q is torch.float32 but k is torch.float64"),
-    "shape mix": (_replace("v", lambda c: c["v"][:, :, :5]), r"v must have the shape of q"),
-    "rank": (_replace("q", lambda c: c["q"][0]), r"q must have shape \[B, H, L, D\]"),
+    "shape mix": (replace("v", lambda c: c["v"][:, :, :5]), r"v must have the shape of q"),
+    "rank": (replace("q", lambda c: c["q"][0]), r"q must have shape \[B, H, L, D\]"),
     "integer q": (lambda c: [c.update({n: c[n].long()}) for n in "qkv"],
                   r"q must be a floating-point tensor"),
-    "decay heads": (_replace("decay", lambda c: c["decay"][:1]),
+    "decay heads": (replace("decay", lambda c: c["decay"][:1]),
                     r"decay must be a floating-point \[H\] = \[2\] tensor"),
-    "table heads": (_replace("time_bias", lambda c: c["time_bias"][:1]),
+    "table heads": (replace("time_bias", lambda c: c["time_bias"][:1]),
                     r"time_bias must have shape \[H, NB\] = \[2, >= 1\]"),
-    "decay_fn": (_replace("decay_fn", "exp"), r"decay_fn must be one of"),
-    "bucketing": (_replace("bucketing", "linear"), r"bucketing must be one of"),
-    "time unit": (_replace("time_unit", 0.0), r"time_unit must be a finite number > 0"),
-    "scale": (_replace("scale", math.nan), r"scale must be a finite number > 0"),
-    "window": (_replace("window", -1), r"window must be an int >= 0, got -1"),
-    "max_seqlen padded": (_replace("max_seqlen", 9), r"max_seqlen goes with cu_seqlens"),
+    "decay_fn": (replace("decay_fn", "exp"), r"decay_fn must be one of"),
+    "bucketing": (replace("bucketing", "linear"), r"bucketing must be one of"),
+    "time unit": (replace("time_unit", 0.0), r"time_unit must be a finite number > 0"),
+    "scale": (replace("scale", math.nan), r"scale must be a finite number > 0"),
+    "window": (replace("window", -1), r"window must be an int >= 0, got -1"),
+    "max_seqlen padded": (replace("max_seqlen", 9), r"max_seqlen goes with cu_seqlens"),
 }
 
 BAD_JAGGED = {
-    "cu_seqlens decreasing": (_set("cu_seqlens", 1, 5),
+    "cu_seqlens decreasing": (set_element("cu_seqlens", 1, 5),
                               r"cu_seqlens must be non-decreasing; cu_seqlens\[2\] = 1 < "
                               r"cu_seqlens\[1\] = 5"),
-    "cu_seqlens start": (_set("cu_seqlens", 0, 1), r"cu_seqlens must start at 0, got 1"),
-    "cu_seqlens end": (_set("cu_seqlens", -1, 5), r"cu_seqlens must end at T = 10"),
-    "cu_seqlens float": (_replace("cu_seqlens", lambda c: c["cu_seqlens"].double()),
+    "cu_seqlens start": (set_element("cu_seqlens", 0, 1), r"cu_seqlens must start at 0, got 1"),
+    "cu_seqlens end": (set_element("cu_seqlens", -1, 5), r"cu_seqlens must end at T = 10"),
+    "cu_seqlens float": (replace("cu_seqlens", lambda c: c["cu_seqlens"].double()),
                          r"cu_seqlens must be an int32 or int64 \[B \+ 1\] tensor"),
-    "max_seqlen short": (_replace("max_seqlen", 3),
+    "max_seqlen short": (replace("max_seqlen", 3),
                          r"max_seqlen = 3 is shorter than sequence 2 \(9 tokens\)"),
-    "decreasing": (_set("timestamps", 6, EPOCH - 1),
+    "decreasing": (set_element("timestamps", 6, EPOCH - 1),
                    r"non-decreasing within each sequence; sequence 2, position 5 \(token 6\) "
                    r"decreases"),
-    "nan": (lambda c: (_replace("timestamps", c["timestamps"].double())(c),
-                       _set("timestamps", 4, math.nan)(c)),
+    "nan": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
+                       set_element("timestamps", 4, math.nan)(c)),
             r"timestamps must be finite; sequence 2, position 3 \(token 4\) has nan"),
-    "timestamps length": (_replace("timestamps", lambda c: c["timestamps"][:4]),
+    "timestamps length": (replace("timestamps", lambda c: c["timestamps"][:4]),
                           r"timestamps must have T = 10 entries"),
-    "lengths with cu_seqlens": (_replace("lengths", torch.tensor([1])),
+    "lengths with cu_seqlens": (replace("lengths", torch.tensor([1])),
                                 r"lengths is for the padded layout"),
-    "padded q": (_replace("q", lambda c: c["q"][None]), r"q must have shape \[T, H, D\]"),
+    "padded q": (replace("q", lambda c: c["q"][None]), r"q must have shape \[T, H, D\]"),
 }
 
 

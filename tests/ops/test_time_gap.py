@@ -10,6 +10,8 @@ import torch
 import stseq
 from stseq import ops, reference
 
+from case_edits import replace, set_element
+
 TOLERANCE = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
              torch.bfloat16: dict(rtol=1e-2, atol=1e-2), torch.float16: dict(rtol=1e-2, atol=1e-3)}
 EPOCH = 1_700_000_000
@@ -274,75 +276,62 @@ def test_module_requires_coordinates_exactly_with_distance_table():
                                         coordinates=torch.zeros(1, 2, 2))
 
 
-def _set(name, index, value):
-    def change(case):
-        case[name] = case[name].detach().clone()
-        case[name][index] = value
-    return change
-
-
-def _replace(name, value):
-    def change(case):
-        case[name] = value(case) if callable(value) else value
-    return change
-
-
 BAD_INPUTS = {
-    "decreasing": (_set("timestamps", (1, 3), EPOCH - 5),
+    "decreasing": (set_element("timestamps", (1, 3), EPOCH - 5),
                    r"non-decreasing within each sequence; row 1 decreases at position 3"),
-    "nan timestamp": (lambda c: (_replace("timestamps", c["timestamps"].double())(c),
-                                 _set("timestamps", (2, 4), math.nan)(c)),
+    "nan timestamp": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
+                                 set_element("timestamps", (2, 4), math.nan)(c)),
                       r"timestamps must be finite; row 2 has nan at position 4"),
-    "inf timestamp": (lambda c: (_replace("timestamps", c["timestamps"].double())(c),
-                                 _set("timestamps", (0, 2), math.inf)(c)),
+    "inf timestamp": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
+                                 set_element("timestamps", (0, 2), math.inf)(c)),
                       r"timestamps must be finite; row 0 has inf at position 2"),
-    "negative length": (_set("lengths", 1, -1), r"lengths must be in \[0, L=6\]; lengths\[1\] = -1"),
-    "length past L": (_set("lengths", 2, 7), r"lengths must be in \[0, L=6\]; lengths\[2\] = 7"),
-    "float32 timestamps": (_replace("timestamps", lambda c: c["timestamps"].float()),
+    "negative length": (set_element("lengths", 1, -1), r"lengths must be in \[0, L=6\]; lengths\[1\] = -1"),
+    "length past L": (set_element("lengths", 2, 7), r"lengths must be in \[0, L=6\]; lengths\[2\] = 7"),
+    "float32 timestamps": (replace("timestamps", lambda c: c["timestamps"].float()),
                            r"timestamps must be int64 \(seconds\) or float64, got torch.float32"),
-    "int32 timestamps": (_replace("timestamps", lambda c: c["timestamps"].int()),
+    "int32 timestamps": (replace("timestamps", lambda c: c["timestamps"].int()),
                          r"timestamps must be int64"),
-    "1-D timestamps": (_replace("timestamps", lambda c: c["timestamps"][0]),
+    "1-D timestamps": (replace("timestamps", lambda c: c["timestamps"][0]),
                        r"timestamps must have shape \[B, L\], got \(6,\)"),
-    "list timestamps": (_replace("timestamps", lambda c: c["timestamps"].tolist()),
+    "list timestamps": (replace("timestamps", lambda c: c["timestamps"].tolist()),
                         r"timestamps must be a torch.Tensor"),
-    "float lengths": (_replace("lengths", lambda c: c["lengths"].double()),
+    "float lengths": (replace("lengths", lambda c: c["lengths"].double()),
                       r"lengths must be an integer tensor"),
-    "short lengths": (_replace("lengths", lambda c: c["lengths"][:2]),
+    "short lengths": (replace("lengths", lambda c: c["lengths"][:2]),
                       r"lengths must have B=3 entries, got 2"),
-    "latitude": (_set("coordinates", (0, 1, 0), 91.0),
+    "latitude": (set_element("coordinates", (0, 1, 0), 91.0),
                  r"latitude must be in \[-90, 90\] degrees; row 0, position 1 has 91.0"),
-    "longitude": (_set("coordinates", (2, 5, 1), -181.0),
+    "longitude": (set_element("coordinates", (2, 5, 1), -181.0),
                   r"longitude must be in \[-180, 180\] degrees; row 2, position 5 has -181.0"),
-    "nan coordinate": (_set("coordinates", (1, 0, 1), math.nan),
+    "nan coordinate": (set_element("coordinates", (1, 0, 1), math.nan),
                        r"coordinates must be finite; row 1, position 0"),
-    "coordinates shape": (_replace("coordinates", lambda c: c["coordinates"][..., :1]),
+    "coordinates shape": (replace("coordinates", lambda c: c["coordinates"][..., :1]),
                           r"coordinates must have shape \[B, L, 2\] = \[3, 6, 2\]"),
-    "integer coordinates": (_replace("coordinates", lambda c: c["coordinates"].long()),
+    "integer coordinates": (replace("coordinates", lambda c: c["coordinates"].long()),
                             r"coordinates must be a floating-point tensor"),
-    "coordinates without table": (_replace("distance_weight", None), r"go together"),
-    "table rank": (_replace("time_weight", lambda c: c["time_weight"][0, 0]),
+    "coordinates without table": (replace("distance_weight", None), r"go together"),
+    "table rank": (replace("time_weight", lambda c: c["time_weight"][0, 0]),
                    r"time_weight must have shape \[W, NB, D\]"),
-    "table window": (_replace("window", 2), r"time_weight has 3 lag tables but window=2"),
-    "integer table": (_replace("time_weight", lambda c: c["time_weight"].long()),
+    "table window": (replace("window", 2), r"time_weight has 3 lag tables but window=2"),
+    "integer table": (replace("time_weight", lambda c: c["time_weight"].long()),
                       r"time_weight must be a floating-point tensor"),
-    "table device": (_replace("time_weight", lambda c: c["time_weight"].to("meta")),
+    "table device": (replace("time_weight", lambda c: c["time_weight"].to("meta")),
                      r"time_weight is on meta but timestamps are on cpu"),
-    "distance table size": (_replace("distance_weight", lambda c: c["distance_weight"][..., :2]),
+    "distance table size": (replace("distance_weight", lambda c: c["distance_weight"][..., :2]),
                             r"distance_weight has embedding size 2 but time_weight has 8"),
-    "distance table dtype": (_replace("distance_weight", lambda c: c["distance_weight"].float()),
+    "distance table dtype": (replace("distance_weight", lambda c: c["distance_weight"].float()),
                              r"distance_weight must have the dtype of time_weight"),
-    "shared table without window": (lambda c: (_replace("time_weight", c["time_weight"][0])(c),
-                                               _replace("distance_weight",
+    "shared table without window": (lambda c: (replace("time_weight", c["time_weight"][0])(c),
+                                               replace("distance_weight",
                                                         c["distance_weight"][0])(c),
-                                               _replace("window", None)(c)),
+                                               replace("window", None)(c)),
                                     r"window is required"),
-    "zero window": (_replace("window", 0), r"window must be an int >= 1, got 0"),
-    "time unit": (_replace("time_unit", 0.0), r"time_unit must be a finite number > 0"),
-    "time scale": (_replace("time_scale", -1.0), r"time_scale must be a finite number > 0"),
-    "distance scale": (_replace("distance_scale", math.inf),
+    "zero window": (replace("window", 0), r"window must be an int >= 1, got 0"),
+    "time unit": (replace("time_unit", 0.0), r"time_unit must be a finite number > 0"),
+    "time scale": (replace("time_scale", -1.0), r"time_scale must be a finite number > 0"),
+    "distance scale": (replace("distance_scale", math.inf),
                        r"distance_scale must be a finite number > 0"),
-    "bucketing": (_replace("bucketing", "sqrt"), r"bucketing must be one of \('log', 'linear'\)"),
+    "bucketing": (replace("bucketing", "sqrt"), r"bucketing must be one of \('log', 'linear'\)"),
 }
 
 
