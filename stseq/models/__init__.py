@@ -16,7 +16,10 @@ for ``stseq.eval.evaluate`` / ``recommend``. The trainable ones are ``nn.Module`
 - ``srgnn``: SR-GNN-style gated graph network with time-gap-weighted edges.
 - ``svae``: SVAE-style sequential variational autoencoder.
 
-Losses are in ``stseq.models.losses`` (full softmax cross-entropy by default).
+Every trainable model also adds, by default, ``TransitionPrior``: the training data's
+item-to-item transition counts, weighted by a rate read from its hidden state
+(``transition_prior=False`` leaves it out). Losses are in ``stseq.models.losses`` (full softmax
+cross-entropy by default).
 
 Example::
 
@@ -30,7 +33,8 @@ Example::
 """
 
 from stseq.models.attention import SASRec, TimeSASRec
-from stseq.models.base import ContextFusion, QueryTimeEncoding, SequentialRecommender
+from stseq.models.base import (ContextFusion, QueryTimeEncoding, SequentialRecommender,
+                               TransitionPrior)
 from stseq.models.baselines import CountingBaseline, MarkovChain, MostPopular
 from stseq.models.graph import SessionGraph
 from stseq.models.losses import LOSSES, BinaryCrossEntropy, FullSoftmax, SampledSoftmax, build_loss
@@ -83,6 +87,8 @@ def build_model(name, train, **options):
         if train.coordinates is None:
             raise ValueError(f"{name} with geo=True needs data with coordinates")
         model.set_item_coordinates(train.item_coordinates())
+    if getattr(model, "transition_prior", None) is not None:
+        model.set_transitions(train)
     model.spec = {"name": name, "options": options}
     return model
 
@@ -91,5 +97,5 @@ __all__ = ["BASELINES", "DEFAULT_MODEL", "LOSSES", "MODELS", "SASRec", "SVAE",
            "BinaryCrossEntropy", "ContextFusion", "CountingBaseline", "FullSoftmax", "GRU4Rec",
            "LSTMRecommender", "MarkovChain", "MostPopular", "QueryTimeEncoding",
            "SampledSoftmax", "SequentialRecommender", "SessionGraph", "TLSTMRecommender",
-           "TimeDecayGRURecommender", "TimeLSTMRecommender", "TimeSASRec", "build_loss",
-           "build_model"]
+           "TimeDecayGRURecommender", "TimeLSTMRecommender", "TimeSASRec", "TransitionPrior",
+           "build_loss", "build_model"]

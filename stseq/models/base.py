@@ -13,6 +13,7 @@ from torch import nn
 
 import stseq.nn
 from stseq.backends import BACKENDS
+from stseq.eval.baselines import transition_counts
 
 HOUR = 3600
 DAY = 86_400
@@ -24,6 +25,7 @@ GEO_FEATURES = 3  # x, y, |x|^2 on the local plane
 INITIAL_GEO_RATE = -2.0  # softplus(-2) ~ 0.13
 ANCHOR_GAP_UNIT = 3600.0  # s: the anchor weighs events by exp(a * log1p(gap / 1 h))
 MAX_ANCHOR_SHARPNESS = 4.0  # |a| bound, so weights stay within exp(4 * log1p(1e6)) ~ 1e24
+INITIAL_SMOOTHING = 0.5413  # softplus(0.5413) ~ 1: the transition prior starts at log1p(count)
 
 
 class SequentialRecommender(nn.Module):
@@ -52,6 +54,11 @@ class SequentialRecommender(nn.Module):
             model can weigh "near here" against "near home" by the gap). It is linear in three
             item features (x, y, |x|^2), so the scoring layer stays one matrix product and the
             sampled losses apply unchanged.
+        transition_prior: add ``TransitionPrior``'s score term, the training data's
+            item-to-item transition counts weighted by a rate read from the hidden state (needs
+            ``set_transitions``; ``build_model`` calls it). A dot product of D-dimensional
+            vectors can only approximate a sparse N x N transition table; the counts give
+            the full table at the cost of one lookup.
 
     Attributes:
         time_aware: whether the model reads timestamps (used to label results).
@@ -69,7 +76,7 @@ class SequentialRecommender(nn.Module):
     trainable = True
 
     def __init__(self, num_items, *, dim=128, max_length=50, dropout=0.2, backend="auto",
-                 tie_weights=False, geo=False):
+                 tie_weights=False, geo=False, transition_prior=True):
         super().__init__()
         if num_items < 1 or dim < 1 or max_length < 1:
             raise ValueError(f"num_items, dim and max_length must be >= 1, got {num_items}, "
@@ -96,6 +103,19 @@ class SequentialRecommender(nn.Module):
             nn.init.zeros_(self.geo_rates.weight)
             nn.init.constant_(self.geo_rates.bias, INITIAL_GEO_RATE)
             self.anchor_sharpness = nn.Parameter(torch.zeros(()))
+        self.transition_prior = TransitionPrior(num_items, dim) if transition_prior else None
+
+    def set_transitions(self, train):
+        """Count the item-to-item transitions of ``train`` (an ``Interactions``) for the
+        transition prior.
+
+        Example::
+
+            model.set_transitions(split.train)
+        """
+        if self.transition_prior is None:
+            raise ValueError("this model was built with transition_prior=False")
+        self.transition_prior.fit(train)
 
     def set_item_coordinates(self, coordinates):
         """Place the items for the geo term: [N, 2] (latitude, longitude) degrees, NaN rows for
@@ -191,7 +211,20 @@ class SequentialRecommender(nn.Module):
         ``stseq.eval.evaluate`` / ``recommend``."""
         hidden = self(batch)
         last = (batch.lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
-        return self.logits(hidden.gather(1, last)[:, 0]).float()
+        rows = hidden.gather(1, last)[:, 0]  # [B, D (+ 3)]
+        scores = self.logits(rows).float()
+        offsets = self.score_offsets(rows, batch.last_items)
+        return scores if offsets is None else scores + offsets(None)
+
+    def score_offsets(self, rows, previous, targets=None):
+        """The score terms beside ``logits``, for hidden states ``rows`` [M, D (+ 3)] after
+        items ``previous`` [M]: None, or a function ``columns -> [M, K]`` of the item ids
+        ``columns`` [M, K] (None: all N items, [M, N]) that the losses add to their logits.
+        ``targets`` [M] (training) marks each row's own next item, whose transition the
+        training counts include: the prior leaves it out."""
+        if self.transition_prior is None:
+            return None
+        return self.transition_prior.scores(rows[:, :self.dim], previous, targets)
 
     def training_loss(self, batch, loss):
         """(sum of the per-target losses, number of targets) over every position of a
@@ -203,8 +236,99 @@ class SequentialRecommender(nn.Module):
         predicting ``batch.next_items``."""
         mask = batch.next_items != batch.pad_item
         weight, bias = self.output_weights()
-        losses = loss(hidden[mask], batch.next_items[mask], weight, bias)
+        rows, targets = hidden[mask], batch.next_items[mask]  # [M, D (+ 3)], [M]
+        offsets = self.score_offsets(rows, batch.items[mask], targets)
+        losses = loss(rows, targets, weight, bias, offsets)
         return losses.sum(), int(mask.sum())
+
+
+class TransitionPrior(nn.Module):
+    """The training data's item-to-item transitions as a score term: after item i, item j
+    gets ``rate(h) * log1p(count(i -> j) / beta)`` with ``rate = softplus(Linear(h)) >= 0``
+    read from the hidden state h (so the model can lean on the counts within a session and
+    drop them after a long gap) and a learned smoothing ``beta = softplus(.) > 0``. This is
+    the Markov chain baseline's table, mixed in where the model finds it useful. During
+    training each target's own transition is left out of its count, so the rate is learned
+    for transitions the counts have not seen, as at evaluation.
+
+    The counts are stored sparse (sorted keys ``i * N + j``), so memory grows with the
+    distinct transitions, not with N^2.
+
+    Example::
+
+        prior = TransitionPrior(num_items=2000, dim=64).fit(split.train)
+        offsets = prior.scores(hidden, batch.last_items)     # hidden [B, 64]
+        scores = logits + offsets(None)                      # [B, 2000]
+    """
+
+    def __init__(self, num_items, dim):
+        super().__init__()
+        self.num_items = num_items
+        self.rate = nn.Linear(dim, 1)
+        nn.init.zeros_(self.rate.weight)
+        nn.init.zeros_(self.rate.bias)
+        self.smoothing = nn.Parameter(torch.tensor(INITIAL_SMOOTHING))
+        self.register_buffer("keys", torch.zeros(0, dtype=torch.int64))  # [T] sorted i * N + j
+        self.register_buffer("counts", torch.zeros(0))  # [T]
+
+    def fit(self, train):
+        """Count the transitions between consecutive events of each user in ``train``."""
+        if train.num_items != self.num_items:
+            raise ValueError(f"train has {train.num_items} items but the prior was built for "
+                             f"{self.num_items}")
+        keys, counts = transition_counts(train)
+        device = self.keys.device
+        self.keys = torch.from_numpy(keys).to(device)
+        self.counts = torch.from_numpy(counts).float().to(device)
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the table's size is the data's: take the checkpoint's as it is
+        for name in ("keys", "counts"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name],
+                                                     device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def counts_at(self, previous, columns=None):
+        """[M, K] float counts of ``previous`` [M] -> ``columns`` [M, K] (None: all items,
+        [M, N]); 0 for unseen transitions and for the padding item."""
+        n = self.num_items
+        if columns is not None:
+            query = previous[:, None] * n + columns  # [M, K]
+            if len(self.keys) == 0:
+                return torch.zeros(query.shape, device=query.device)
+            at = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)
+            return torch.where(self.keys[at] == query, self.counts[at], 0.0)
+        out = torch.zeros(len(previous), n, device=previous.device)  # [M, N]
+        starts = torch.searchsorted(self.keys, previous * n)  # [M]
+        sizes = torch.searchsorted(self.keys, (previous + 1) * n) - starts  # [M]
+        rows = torch.repeat_interleave(torch.arange(len(previous), device=previous.device),
+                                       sizes)  # [T_M]
+        first = torch.cumsum(sizes, 0) - sizes  # [M]
+        at = (torch.arange(len(rows), device=previous.device)
+              - torch.repeat_interleave(first - starts, sizes))  # [T_M] positions in keys
+        out[rows, self.keys[at] % n] = self.counts[at]
+        return out
+
+    def scores(self, hidden, previous, targets=None):
+        """hidden [M, D], previous [M] item ids (padding id: no prior) and, when training,
+        ``targets`` [M] -> a function ``columns [M, K] or None -> [M, K] or [M, N]`` of the
+        prior's score term."""
+        rate = F.softplus(self.rate(hidden)).float()  # [M, 1]
+        beta = F.softplus(self.smoothing).float()
+
+        def offsets(columns):
+            counts = self.counts_at(previous, columns)  # a new tensor: edited in place
+            if targets is not None:  # the target's own transition is in the training counts
+                if columns is None:
+                    row = torch.arange(len(targets), device=targets.device)
+                    counts[row, targets] = (counts[row, targets] - 1).clamp(min=0)
+                else:
+                    counts.sub_((columns == targets[:, None]).to(counts.dtype)).clamp_(min=0)
+            return rate * torch.log1p(counts / beta)
+
+        return offsets
 
 
 class QueryTimeEncoding(nn.Module):

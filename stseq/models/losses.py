@@ -1,7 +1,8 @@
 """Training losses over the item catalogue. Each is called as
-``loss(hidden [M, D], targets [M], weight [N, D], bias [N]) -> [M]`` per-target losses, where
-``weight`` / ``bias`` are the model's scoring layer, so sampled losses never build the full
-[M, N] logits.
+``loss(hidden [M, D], targets [M], weight [N, D], bias [N], offsets=None) -> [M]`` per-target
+losses, where ``weight`` / ``bias`` are the model's scoring layer, so sampled losses never build
+the full [M, N] logits, and ``offsets`` (``SequentialRecommender.score_offsets``) is None or a
+function ``columns [M, K] item ids (None: all) -> [M, K]`` of further score terms.
 
 - ``FullSoftmax`` (the default, ``"ce"``): cross-entropy over all N items.
 - ``SampledSoftmax`` (``"sampled"``): cross-entropy over the target and ``num_negatives``
@@ -28,9 +29,11 @@ class FullSoftmax:
 
     name = "ce"
 
-    def __call__(self, hidden, targets, weight, bias):
-        logits = F.linear(hidden, weight.to(hidden.dtype), bias.to(hidden.dtype))  # [M, N]
-        return F.cross_entropy(logits.float(), targets, reduction="none")
+    def __call__(self, hidden, targets, weight, bias, offsets=None):
+        logits = F.linear(hidden, weight.to(hidden.dtype), bias.to(hidden.dtype)).float()
+        if offsets is not None:
+            logits = logits + offsets(None)  # [M, N]
+        return F.cross_entropy(logits, targets, reduction="none")
 
 
 class SampledSoftmax:
@@ -50,14 +53,13 @@ class SampledSoftmax:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
         self.num_negatives = num_negatives
 
-    def __call__(self, hidden, targets, weight, bias):
+    def __call__(self, hidden, targets, weight, bias, offsets=None):
         negatives = torch.randint(0, weight.shape[0], (self.num_negatives,),
                                   device=targets.device)  # [S]
-        weight, bias = weight.to(hidden.dtype), bias.to(hidden.dtype)
-        positive = (hidden * weight[targets]).sum(-1) + bias[targets]  # [M]
-        negative = F.linear(hidden, weight[negatives], bias[negatives])  # [M, S]
+        positive, negative = _scored(hidden, targets, negatives, weight, bias,
+                                     offsets)  # [M], [M, S]
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-        logits = torch.cat([positive[:, None], negative], dim=1).float()  # [M, 1 + S]
+        logits = torch.cat([positive[:, None], negative], dim=1)  # [M, 1 + S]
         return -torch.log_softmax(logits, dim=1)[:, 0]
 
 
@@ -78,15 +80,28 @@ class BinaryCrossEntropy:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
         self.num_negatives = num_negatives
 
-    def __call__(self, hidden, targets, weight, bias):
+    def __call__(self, hidden, targets, weight, bias, offsets=None):
         negatives = torch.randint(0, weight.shape[0], (len(targets), self.num_negatives),
                                   device=targets.device)  # [M, S]
-        weight, bias = weight.to(hidden.dtype), bias.to(hidden.dtype)
-        positive = (hidden * weight[targets]).sum(-1) + bias[targets]  # [M]
-        negative = torch.einsum("md,msd->ms", hidden, weight[negatives]) + bias[negatives]
+        positive, negative = _scored(hidden, targets, negatives, weight, bias, offsets)
         keep = (negatives != targets[:, None]).to(negative.dtype)
-        return (F.softplus(-positive.float())
-                + (F.softplus(negative.float()) * keep).sum(dim=1))
+        return F.softplus(-positive) + (F.softplus(negative) * keep).sum(dim=1)
+
+
+def _scored(hidden, targets, negatives, weight, bias, offsets):
+    """float32 scores of each row's target [M] and of its negatives (item ids [S] shared by
+    every row, or [M, S]) as [M, S]."""
+    weight, bias = weight.to(hidden.dtype), bias.to(hidden.dtype)
+    positive = ((hidden * weight[targets]).sum(-1) + bias[targets]).float()  # [M]
+    if negatives.dim() == 1:  # one matrix product
+        negative = F.linear(hidden, weight[negatives], bias[negatives])
+    else:
+        negative = torch.einsum("md,msd->ms", hidden, weight[negatives]) + bias[negatives]
+    negative = negative.float()  # [M, S]
+    if offsets is not None:
+        positive = positive + offsets(targets[:, None])[:, 0]
+        negative = negative + offsets(negatives.expand(len(targets), -1))
+    return positive, negative
 
 
 LOSSES = {"ce": FullSoftmax, "sampled": SampledSoftmax, "bce": BinaryCrossEntropy}

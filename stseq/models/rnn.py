@@ -11,7 +11,9 @@ from stseq.models.base import (ContextFusion, QueryTimeEncoding, SequentialRecom
 
 class GRU4Rec(SequentialRecommender):
     """GRU4Rec (Hidasi et al., ICLR 2016) with full-softmax training: a ``stseq.nn.GRU`` over
-    the item embeddings; the state after each event scores every item.
+    the item embeddings; the state after each event scores every item. As in the time-aware
+    recommenders, the states are fused with the long-term profile (the mean item embedding of
+    the window so far), so the two differ only in their use of time.
 
     Args: as ``SequentialRecommender``, plus ``num_layers``.
 
@@ -28,11 +30,12 @@ class GRU4Rec(SequentialRecommender):
         layer = getattr(stseq.nn, self.layer_name)
         self.rnn = layer(self.dim, self.dim, num_layers, batch_first=True,
                          dropout=self.dropout.p if num_layers > 1 else 0.0, backend=self.backend)
+        self.fuse = ContextFusion(self.dim, dropout=self.dropout.p)
 
     def encode(self, batch):
-        x = self.dropout(self.embed_items(batch.items))  # [B, L, D]
-        output, _ = self.rnn(x, lengths=batch.lengths)
-        return self.dropout(output)
+        items = self.embed_items(batch.items)  # [B, L, D]
+        output, _ = self.rnn(self.dropout(items), lengths=batch.lengths)
+        return self.fuse(self.dropout(output), history_mean(items, batch.lengths))
 
 
 class LSTMRecommender(GRU4Rec):

@@ -61,3 +61,23 @@ def test_build_loss():
         build_loss("hinge")
     with pytest.raises(ValueError, match="num_negatives must be >= 1"):
         build_loss("sampled", num_negatives=0)
+
+
+def _offsets(table):
+    """The ``offsets`` function of a dense [M, N] table of extra scores."""
+    return lambda columns: table if columns is None else table.gather(1, columns)
+
+
+@pytest.mark.parametrize("loss", [FullSoftmax(), SampledSoftmax(6), BinaryCrossEntropy(3)],
+                         ids=["ce", "sampled", "bce"])
+def test_offsets_add_to_every_scored_item(inputs, loss):
+    # the same loss as with a scoring layer that adds the table itself: hidden gets M one-hot
+    # columns, weight the table's columns, so logits = hidden @ weight.T + bias + table
+    hidden, targets, weight, bias = inputs
+    table = torch.randn(M, N, generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(7)
+    actual = loss(hidden, targets, weight, bias, _offsets(table))
+    torch.manual_seed(7)
+    expected = loss(torch.cat([hidden, torch.eye(M)], 1), targets,
+                    torch.cat([weight, table.T], 1), bias)
+    torch.testing.assert_close(actual, expected)

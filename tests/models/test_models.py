@@ -174,3 +174,49 @@ def test_geo_term_is_a_squared_distance_to_here_and_the_centroid(split, batch):
     actual, expected = actual[placed], expected[placed]
     # equal up to a constant per row (softmax and ranking ignore it)
     torch.testing.assert_close(actual - actual[0], expected - expected[0], rtol=1e-4, atol=1e-4)
+
+
+def test_transition_prior_is_the_rated_log_count_with_the_target_left_out(split, batch):
+    model = twin("gru4rec", split, "auto").eval()
+    prior = model.transition_prior
+    counts = np.zeros((split.train.num_items + 1, split.train.num_items))  # row N: padding
+    for user in range(split.train.num_users):
+        items = split.train.items[split.train.offsets[user]:split.train.offsets[user + 1]]
+        np.add.at(counts, (items[:-1], items[1:]), 1)
+    assert counts.sum() > 20 and (counts > 1).any()
+    with torch.no_grad():
+        prior.rate.bias.fill_(0.4)
+        prior.smoothing.fill_(-0.3)
+    rate = torch.nn.functional.softplus(torch.tensor(0.4))
+    beta = torch.nn.functional.softplus(torch.tensor(-0.3))
+    previous = batch.items.flatten()  # [M], padding included
+    targets = torch.randint(0, split.train.num_items, previous.shape)
+    table = torch.as_tensor(counts, dtype=torch.float32)[previous]  # [M, N]
+    hidden = torch.randn(len(previous), OPTIONS["dim"])
+    with torch.no_grad():
+        torch.testing.assert_close(prior.scores(hidden, previous)(None),
+                                   rate * torch.log1p(table / beta))
+        left_out = table.clone()
+        left_out[torch.arange(len(targets)), targets] -= 1
+        expected = rate * torch.log1p(left_out.clamp(min=0) / beta)
+        torch.testing.assert_close(prior.scores(hidden, previous, targets)(None), expected)
+        columns = torch.randint(0, split.train.num_items, (len(previous), 9))
+        columns[:, 0] = targets
+        torch.testing.assert_close(prior.scores(hidden, previous, targets)(columns),
+                                   expected.gather(1, columns))
+    # evaluation scores add the prior of each row's last item
+    last = batch.last_items
+    with torch.no_grad():
+        plain = model.logits(model(batch).gather(
+            1, (batch.lengths - 1).view(-1, 1, 1).expand(-1, 1, OPTIONS["dim"]))[:, 0])
+        torch.testing.assert_close(model.score(batch) - plain,
+                                   rate * torch.log1p(torch.as_tensor(
+                                       counts, dtype=torch.float32)[last] / beta))
+    # a checkpoint restores the table into a model built without data
+    bare = MODELS["gru4rec"](split.train.num_items, **OPTIONS)
+    bare.load_state_dict(model.state_dict())
+    torch.testing.assert_close(bare.eval().score(batch), model.score(batch))
+    off = twin("gru4rec", split, "auto", transition_prior=False)
+    assert off.transition_prior is None
+    with pytest.raises(ValueError, match="transition_prior=False"):
+        off.set_transitions(split.train)
