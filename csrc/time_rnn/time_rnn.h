@@ -197,6 +197,38 @@ struct ElementStep {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The LSTM cells' recurrent GEMM W_hh h goes into the first R blocks of the gates at each row's
+// position: straight from the GEMM where a step's rows sit at one position (time_rnn_driver.h),
+// else (reverse direction with padding) through a [B, R*H] step buffer and this step.
+
+template <typename scalar_t, typename acc_t>
+struct AddRecurrentArgs {
+  Steps steps;
+  int64_t hidden;            // H
+  int64_t gate_blocks;       // G
+  int64_t recurrent_blocks;  // R
+  scalar_t* gates;           // [L, B, G*H] the first R blocks += gates_h
+  const scalar_t* gates_h;   // [B, R*H] this step's W_hh h
+  const acc_t* dt;           // [L, B]
+};
+
+template <typename scalar_t, typename acc_t>
+struct AddRecurrent : ElementStep<AddRecurrentArgs<scalar_t, acc_t>, acc_t> {
+  using ElementStep<AddRecurrentArgs<scalar_t, acc_t>, acc_t>::a;
+
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
+                                                   int64_t j) const {
+    const int64_t H = a.hidden;
+    scalar_t* gx = a.gates + row.index * (a.gate_blocks * H) + j;
+    const scalar_t* gh = a.gates_h + b * (a.recurrent_blocks * H) + j;
+    for (int64_t k = 0; k < a.recurrent_blocks; ++k) {
+      gx[k * H] = static_cast<scalar_t>(load<scalar_t, acc_t>(gx + k * H) +
+                                        load<scalar_t, acc_t>(gh + k * H));
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Time-LSTM (Zhu et al., IJCAI 2017), variants 1-3. Column blocks of H:
 //   gates (x side + bias)   v1 [i, f, g, o, t]   v2 [i, f, g, o, t1, t2]   v3 [i, g, o, t1, t2]
 //   gates (h side)          the first 4 blocks (v3: 3)
@@ -239,9 +271,9 @@ template <typename scalar_t, typename acc_t>
 struct TimeLSTMForwardArgs {
   Steps steps;
   int64_t hidden;               // H
-  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T; out: activations (kSave)
+  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T, plus W_hh h in the first R blocks
+                                //        (AddRecurrent); out: activations (kSave)
   const scalar_t* bias;         // [G*H] added to the x side
-  const scalar_t* gates_h;      // [B, R*H] this step's W_hh h
   const acc_t* dt;              // [L, B]
   const scalar_t* peephole;     // [P, H]
   const scalar_t* time_weight;  // [K, H]
@@ -262,14 +294,13 @@ struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t
                                                    int64_t j) const {
     const int64_t H = a.hidden;
     scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
-    const scalar_t* gh = a.gates_h + b * (Layout::kRecurrentGates * H) + j;
     const int64_t state = b * H + j;
     const acc_t c = a.c[state];
     const acc_t dt = row.dt;
-    auto x_side = [&](int gate) {
+    // x W_ih^T + b (+ W_hh h in the recurrent blocks) of a gate.
+    auto pre = [&](int gate) {
       return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j);
     };
-    auto pre = [&](int gate) { return x_side(gate) + load<scalar_t, acc_t>(gh + gate * H); };
     auto peephole = [&](int k) { return load<scalar_t, acc_t>(a.peephole + k * H + j); };
     auto time_weight = [&](int k) { return load<scalar_t, acc_t>(a.time_weight + k * H + j); };
 
@@ -280,9 +311,9 @@ struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t
     if constexpr (Layout::kTwoTimeGates) {
       const acc_t bound = static_cast<acc_t>(kTimeWeightBound);
       w_t1 = w_t1 < bound ? w_t1 : bound;
-      t2 = sigmoid(x_side(Layout::kT2) + a.phi(dt * time_weight(Layout::kTimeT2)));
+      t2 = sigmoid(pre(Layout::kT2) + a.phi(dt * time_weight(Layout::kTimeT2)));
     }
-    const acc_t t1 = sigmoid(x_side(Layout::kT1) + a.phi(dt * w_t1));
+    const acc_t t1 = sigmoid(pre(Layout::kT1) + a.phi(dt * w_t1));
     if constexpr (Layout::kForget) {
       f = sigmoid(pre(Layout::kF) + peephole(Layout::kPeepF) * c);
     }
@@ -468,9 +499,9 @@ template <typename scalar_t, typename acc_t>
 struct TLSTMForwardArgs {
   Steps steps;
   int64_t hidden;
-  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T; out: activations (kSave)
-  const scalar_t* bias;       // [4H] added to the x side
-  const scalar_t* gates_h;    // [B, 4H]
+  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T + W_hh h (AddRecurrent); out:
+                              //        activations (kSave)
+  const scalar_t* bias;       // [4H]
   const acc_t* short_pre;     // [B, H] W_d c of this step
   const acc_t* decay_bias;    // [H] b_d
   const acc_t* dt;            // [L, B]
@@ -492,10 +523,8 @@ struct TLSTMForward : TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
     const int64_t H = a.hidden;
     const int64_t state = b * H + j;
     scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
-    const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
     auto pre = [&](int gate) {
-      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j) +
-             load<scalar_t, acc_t>(gh + gate * H);
+      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j);
     };
     const acc_t c = a.c[state];
     const acc_t short_term = a.act(a.short_pre[state] + a.decay_bias[j]);

@@ -231,6 +231,54 @@ void run_step(Args args, const Setup& s, int64_t step, int64_t begin, int64_t en
   Launcher::run(Step{args}, begin, end, s.p.hidden);
 }
 
+// The recurrent GEMM of an LSTM cell's step over rows [begin, end): the first R blocks of their
+// gates [L, B, G*H] (at each row's position) += h W_hh^T. Where the rows run one position (no
+// padding, or the forward direction) the GEMM accumulates into the gates in place; otherwise
+// (reverse with padding: each row at its own position) into gates_h [B, R*H], which the element
+// step AddRecurrent adds. (In place saves the step buffer's writes and reads, and the GEMM's
+// zeroing of its output.)
+template <typename Launcher, typename scalar_t>
+class RecurrentGates {
+ public:
+  RecurrentGates(const Setup& s, const at::Tensor& gates, int64_t recurrent_blocks,
+                 const at::Tensor& weight_hh)
+      : s_(s),
+        gates_(gates),
+        recurrent_blocks_(recurrent_blocks),
+        weight_hh_t_(weight_hh.t()),
+        gates_h_(s.reverse && s.padded() ? s.step_buffer(recurrent_blocks, s.options)
+                                         : at::Tensor()) {}
+
+  void add(const at::Tensor& h, int64_t step, int64_t begin, int64_t end) const {
+    const at::Tensor h_rows = rows_of(h, begin, end);
+    if (!gates_h_.defined()) {
+      const int64_t position = s_.reverse ? s_.p.seq_len - 1 - step : step;
+      at::Tensor block = s_.leading_blocks(gates_, 0, recurrent_blocks_)
+                             .narrow(0, position * s_.p.batch + begin, end - begin);
+      block.addmm_(h_rows, weight_hh_t_);
+      return;
+    }
+    at::Tensor gates_h_rows = rows_of(gates_h_, begin, end);
+    at::mm_out(gates_h_rows, h_rows, weight_hh_t_);
+    using acc_t = at::opmath_type<scalar_t>;
+    const AddRecurrentArgs<scalar_t, acc_t> args{s_.steps(0),
+                                                 s_.p.hidden,
+                                                 gates_.size(2) / s_.p.hidden,
+                                                 recurrent_blocks_,
+                                                 gates_.data_ptr<scalar_t>(),
+                                                 gates_h_.data_ptr<scalar_t>(),
+                                                 s_.dt.data_ptr<acc_t>()};
+    run_step<Launcher, AddRecurrent<scalar_t, acc_t>>(args, s_, step, begin, end);
+  }
+
+ private:
+  const Setup& s_;
+  at::Tensor gates_;
+  int64_t recurrent_blocks_;
+  at::Tensor weight_hh_t_;
+  at::Tensor gates_h_;  // [B, R*H] (reverse with padding only)
+};
+
 // ---------------------------------------------------------------------------------------------
 // Time-LSTM
 
@@ -243,7 +291,8 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeLSTMLayout<kVariant>;
   const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);   // [L, B, G*H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
+  const RecurrentGates<Launcher, scalar_t> recurrent(s, gates, Layout::kRecurrentGates,
+                                                      weight_hh);
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                           // [B, H]
   const at::Tensor output = s.by_position(1, s.options);                         // [L, B, H]
@@ -256,7 +305,6 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
       bias_c.data_ptr<scalar_t>(),
-      gates_h.data_ptr<scalar_t>(),
       s.dt.data_ptr<acc_t>(),
       peephole_c.data_ptr<scalar_t>(),
       time_weight_c.data_ptr<scalar_t>(),
@@ -266,10 +314,8 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
       output.data_ptr<scalar_t>(),
       save ? cells.data_ptr<acc_t>() : nullptr,
       save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
-  const at::Tensor weight_hh_t = weight_hh.t();
   s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
-    at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
-    at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
+    recurrent.add(h, step, begin, end);
     if (save) {
       run_step<Launcher, TimeLSTMForward<kVariant, true, scalar_t, acc_t>>(args, s, step, begin,
                                                                            end);
@@ -395,7 +441,7 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TLSTMLayout;
   const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 4H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);          // [B, 4H]
+  const RecurrentGates<Launcher, scalar_t> recurrent(s, gates, Layout::kGates, weight_hh);
   const at::Tensor short_pre = s.step_buffer(1, s.acc_options);                 // [B, H]
   // The short-term memory's GEMM runs in the accumulation dtype, on the acc_t cell state.
   const at::Tensor decay_weight_t = decay_weight.to(s.acc_options).t();   // [H, H]
@@ -411,7 +457,6 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
       bias_c.data_ptr<scalar_t>(),
-      gates_h.data_ptr<scalar_t>(),
       short_pre.data_ptr<acc_t>(),
       decay_bias_acc.data_ptr<acc_t>(),
       s.dt.data_ptr<acc_t>(),
@@ -421,11 +466,9 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
       output.data_ptr<scalar_t>(),
       save ? cells.data_ptr<acc_t>() : nullptr,
       save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
-  const at::Tensor weight_hh_t = weight_hh.t();
   s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
-    at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
     at::Tensor short_pre_rows = rows_of(short_pre, begin, end);
-    at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
+    recurrent.add(h, step, begin, end);
     at::mm_out(short_pre_rows, rows_of(c, begin, end), decay_weight_t);
     if (save) {
       run_step<Launcher, TLSTMForward<true, scalar_t, acc_t>>(args, s, step, begin, end);
