@@ -17,7 +17,7 @@
 //
 // What a training forward saves: the gates' activations, written in place over the input
 // projections x W_ih^T they were computed from (gates [L, B, G*H], scalar_t: each element is
-// read, then overwritten, by its own thread; the element step adds the bias as it reads), the
+// read, then overwritten, by its own thread; the input GEMM adds the bias), the
 // cell states the backward needs (cells [L, B, C*H], acc_t), and the h each position
 // multiplied W_hh by (recurrent_input [L, B, H]).
 //
@@ -271,9 +271,8 @@ template <typename scalar_t, typename acc_t>
 struct TimeLSTMForwardArgs {
   Steps steps;
   int64_t hidden;               // H
-  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T, plus W_hh h in the first R blocks
-                                //        (AddRecurrent); out: activations (kSave)
-  const scalar_t* bias;         // [G*H] added to the x side
+  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T + b, plus W_hh h in the first R
+                                //        blocks (AddRecurrent); out: activations (kSave)
   const acc_t* dt;              // [L, B]
   const scalar_t* peephole;     // [P, H]
   const scalar_t* time_weight;  // [K, H]
@@ -298,9 +297,7 @@ struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t
     const acc_t c = a.c[state];
     const acc_t dt = row.dt;
     // x W_ih^T + b (+ W_hh h in the recurrent blocks) of a gate.
-    auto pre = [&](int gate) {
-      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j);
-    };
+    auto pre = [&](int gate) { return load<scalar_t, acc_t>(gx + gate * H); };
     auto peephole = [&](int k) { return load<scalar_t, acc_t>(a.peephole + k * H + j); };
     auto time_weight = [&](int k) { return load<scalar_t, acc_t>(a.time_weight + k * H + j); };
 
@@ -499,9 +496,8 @@ template <typename scalar_t, typename acc_t>
 struct TLSTMForwardArgs {
   Steps steps;
   int64_t hidden;
-  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T + W_hh h (AddRecurrent); out:
+  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T + b + W_hh h (AddRecurrent); out:
                               //        activations (kSave)
-  const scalar_t* bias;       // [4H]
   const acc_t* short_pre;     // [B, H] W_d c of this step
   const acc_t* decay_bias;    // [H] b_d
   const acc_t* dt;            // [L, B]
@@ -523,9 +519,7 @@ struct TLSTMForward : TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
     const int64_t H = a.hidden;
     const int64_t state = b * H + j;
     scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
-    auto pre = [&](int gate) {
-      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j);
-    };
+    auto pre = [&](int gate) { return load<scalar_t, acc_t>(gx + gate * H); };
     const acc_t c = a.c[state];
     const acc_t short_term = a.act(a.short_pre[state] + a.decay_bias[j]);
     const acc_t c_star = c - short_term + row.discount * short_term;
@@ -682,8 +676,7 @@ template <typename scalar_t, typename acc_t>
 struct TimeDecayGRUForwardArgs {
   Steps steps;
   int64_t hidden;
-  scalar_t* gates;          // [L, B, 3H] in: x W_ih^T; out: activations (kSave)
-  const scalar_t* bias_ih;  // [3H] added to the x side
+  scalar_t* gates;          // [L, B, 3H] in: x W_ih^T + b_ih; out: activations (kSave)
   const scalar_t* gates_h;  // [B, 3H] W_hh h~ + b_hh
   const acc_t* dt;          // [L, B]
   const acc_t* gamma;       // [B, H]
@@ -703,9 +696,7 @@ struct TimeDecayGRUForward : ElementStep<TimeDecayGRUForwardArgs<scalar_t, acc_t
     const int64_t state = b * H + j;
     scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
     const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
-    auto x_side = [&](int gate) {
-      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias_ih + gate * H + j);
-    };
+    auto x_side = [&](int gate) { return load<scalar_t, acc_t>(gx + gate * H); };
     auto h_side = [&](int gate) { return load<scalar_t, acc_t>(gh + gate * H); };
     const acc_t r = sigmoid(x_side(Layout::kR) + h_side(Layout::kR));
     const acc_t z = sigmoid(x_side(Layout::kZ) + h_side(Layout::kZ));

@@ -129,15 +129,17 @@ struct Setup {
     return {padded() ? lengths.data_ptr<int64_t>() : nullptr, p.seq_len, p.batch, step, reverse};
   }
 
-  // x W_ih^T for every position -> [L, B, G*H] (the element steps add the bias as they read
-  // it): a new tensor when the forward saves the activations over it, else scratch slot 0.
+  // x W_ih^T + b for every position -> [L, B, G*H] (the bias folded into the GEMM: it costs
+  // what the GEMM's zeroing of its output costs): a new tensor when the forward saves the
+  // activations over it, else scratch slot 0.
   template <typename Launcher>
-  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih, bool save) const {
+  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih,
+                            const at::Tensor& bias, bool save) const {
     const std::vector<int64_t> shape{p.seq_len, p.batch, weight_ih.size(0)};
     const at::Tensor gates =
         save ? at::empty(shape, options) : Launcher::scratch(0, shape, options);
     at::Tensor rows = gates.view({p.seq_len * p.batch, weight_ih.size(0)});
-    at::mm_out(rows, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t());
+    at::addmm_out(rows, bias, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t());
     return gates;
   }
 
@@ -290,7 +292,7 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
                                 ActivationKind phi, bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeLSTMLayout<kVariant>;
-  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);   // [L, B, G*H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, bias, save);  // [L, B, G*H]
   const RecurrentGates<Launcher, scalar_t> recurrent(s, gates, Layout::kRecurrentGates,
                                                       weight_hh);
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
@@ -299,12 +301,10 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
   const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);         // [L, B, 2H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);                // [L, B, H]
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
-  const at::Tensor bias_c = bias.contiguous();
   const TimeLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
-      bias_c.data_ptr<scalar_t>(),
       s.dt.data_ptr<acc_t>(),
       peephole_c.data_ptr<scalar_t>(),
       time_weight_c.data_ptr<scalar_t>(),
@@ -440,7 +440,7 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
                             ActivationKind act, bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TLSTMLayout;
-  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 4H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, bias, save);  // [L, B, 4H]
   const RecurrentGates<Launcher, scalar_t> recurrent(s, gates, Layout::kGates, weight_hh);
   const at::Tensor short_pre = s.step_buffer(1, s.acc_options);                 // [B, H]
   // The short-term memory's GEMM runs in the accumulation dtype, on the acc_t cell state.
@@ -451,12 +451,10 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
   const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
   const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
-  const at::Tensor bias_c = bias.contiguous();
   const TLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
-      bias_c.data_ptr<scalar_t>(),
       short_pre.data_ptr<acc_t>(),
       decay_bias_acc.data_ptr<acc_t>(),
       s.dt.data_ptr<acc_t>(),
@@ -587,7 +585,8 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
                                      bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeDecayGRULayout;
-  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 3H]
+  const at::Tensor gates =
+      s.project_inputs<Launcher>(input, weight_ih, bias_ih, save);  // [L, B, 3H]
   const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);          // [B, 3H]
   const at::Tensor h = s.acc_copy(h0);                                          // [B, H]
   const at::Tensor h_tilde = s.step_buffer(1, s.options);                       // [B, H]
@@ -596,7 +595,6 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
   const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);        // [L, B, 3H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);               // [L, B, H]
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
-  const at::Tensor bias_ih_c = bias_ih.contiguous();
   acc_t* saved_cells = save ? cells.data_ptr<acc_t>() : nullptr;
   const TimeDecayArgs<scalar_t, acc_t> decay{s.steps(0),
                                              s.p.hidden,
@@ -611,7 +609,6 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
   const TimeDecayGRUForwardArgs<scalar_t, acc_t> cell{s.steps(0),
                                                       s.p.hidden,
                                                       gates.data_ptr<scalar_t>(),
-                                                      bias_ih_c.data_ptr<scalar_t>(),
                                                       gates_h.data_ptr<scalar_t>(),
                                                       s.dt.data_ptr<acc_t>(),
                                                       gamma.data_ptr<acc_t>(),
