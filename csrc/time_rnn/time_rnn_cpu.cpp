@@ -1,9 +1,9 @@
 // CPU kernels of the time-aware recurrent ops, registered as their CPU impls: the shared
 // drivers (time_rnn_driver.h) with a launcher that gives each thread a tile of the batch for the
 // whole sequence (its own small GEMMs and element steps, no synchronisation between steps) and
-// runs the hidden units of a row as one vectorised loop (compiled for AVX2+FMA as well as the
-// baseline, chosen at run time).
-// This file is compiled with -fno-trapping-math so that the branch-free float math vectorises.
+// runs the hidden units of a row as vector lanes (time_rnn_cpu_rows.h, compiled for AVX2 + FMA as
+// well as the baseline, chosen at run time).
+#include <ATen/Version.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <c10/core/InferenceMode.h>
@@ -11,44 +11,35 @@
 
 #include <algorithm>
 #include <array>
+#include <string>
 #include <vector>
 
+#include "time_rnn/time_rnn_cpu_kernels.h"
 #include "time_rnn/time_rnn_driver.h"
+
+#define STSEQ_CPU_NAMESPACE cpu_default
+#include "time_rnn/time_rnn_cpu_rows.h"
 
 namespace stseq {
 namespace {
 
-// Rows [begin, end) of one element step: active rows as a SIMD loop over the hidden units.
-template <typename Step>
-STSEQ_FORCE_INLINE void run_rows(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
-  for (int64_t b = begin; b < end; ++b) {
-    const auto row = step.row(b);
-    if (!row.active) {
-      for (int64_t j = 0; j < hidden; ++j) step.inactive(b, j);
-      continue;
-    }
-#pragma omp simd
-    for (int64_t j = 0; j < hidden; ++j) step.active(row, b, j);
-  }
-}
-
-template <typename Step>
-void run_rows_baseline(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
-  run_rows(step, begin, end, hidden);
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-template <typename Step>
-__attribute__((target("avx2,fma"))) void run_rows_avx2(const Step& step, int64_t begin, int64_t end,
-                                                       int64_t hidden) {
-  run_rows(step, begin, end, hidden);
-}
-
-bool has_avx2() {
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-}
+// The AVX2 kernels when this build has them and ATen runs AVX2 (or AVX-512) kernels here (which
+// honours ATEN_CPU_CAPABILITY=default); the baseline kernels otherwise.
+template <typename scalar_t>
+const time_rnn::CpuRowKernels<scalar_t>& row_kernels() {
+#if defined(STSEQ_CPU_AVX2)
+  static const time_rnn::CpuRowKernels<scalar_t> kernels = [] {
+    const std::string capability = at::get_cpu_capability();
+    return capability == "AVX2" || capability == "AVX512"
+               ? time_rnn::cpu_avx2::row_kernels<scalar_t>()
+               : time_rnn::cpu_default::row_kernels<scalar_t>();
+  }();
+#else
+  static const time_rnn::CpuRowKernels<scalar_t> kernels =
+      time_rnn::cpu_default::row_kernels<scalar_t>();
 #endif
+  return kernels;
+}
 
 struct CpuLauncher {
   struct NoGuard {};
@@ -121,10 +112,7 @@ struct CpuLauncher {
 
   template <typename Step>
   static void run(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (has_avx2()) return run_rows_avx2(step, begin, end, hidden);
-#endif
-    run_rows_baseline(step, begin, end, hidden);
+    row_kernels<typename Step::acc_type>().run(step, begin, end, hidden);
   }
 };
 
