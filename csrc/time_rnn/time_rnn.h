@@ -127,6 +127,9 @@ struct Row {
   bool active;
   acc_t dt;        // time gap at the position (0 when inactive)
   acc_t discount;  // T-LSTM's g(dt) = 1 / log(e + dt); 1 for the other cells
+  int64_t sums;    // the row of the backward's partial-sum buffers this row adds to: b itself
+                   // (CUDA: one thread per (b, j)), or its tile's first row (the CPU launcher
+                   // sets it: one thread carries a tile, its sums stay in L1)
 };
 
 struct Steps {
@@ -146,7 +149,7 @@ struct Steps {
     const bool active = step < n;
     const int64_t position = reverse ? n - 1 - step : step;
     const int64_t index = position * batch + b;
-    return {index, active, active ? dt[index] : acc_t(0), acc_t(1)};
+    return {index, active, active ? dt[index] : acc_t(0), acc_t(1), b};
   }
 };
 
@@ -227,6 +230,7 @@ struct TimeLSTMLayout {
   static constexpr int kTimeT2 = kTwoTimeGates ? 1 : -1;
   static constexpr int kTimeO = kTwoTimeGates ? 2 : 1;
   static constexpr int kTimeWeights = kTimeO + 1;
+  static constexpr int kGradWeights = kPeepholes + kTimeWeights + kGates;  // backward sums
   static constexpr int kCPrev = 0;
   static constexpr int kCOut = 1;
   static constexpr int kCells = 2;
@@ -334,7 +338,8 @@ struct TimeLSTMBackwardArgs {
                                  //        last step), out: d/dc before it
   scalar_t* grad_gates;          // [L, B, G*H] d/d(pre-activations) by position
   scalar_t* grad_gates_step;     // [B, R*H] this step's recurrent part (GEMM operand)
-  acc_t* grad_weights;           // [B, (P+K)*H] per-row sums over steps: peepholes, time
+  acc_t* grad_weights;           // [B, (P+K+G)*H] partial sums (Row::sums) over steps and
+                                 //        rows: peepholes, time weights, bias
 };
 
 template <int kVariant, typename scalar_t, typename acc_t>
@@ -402,20 +407,22 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
     const T d_pre_t1 = dt1 * logistic_derivative(t1);
     dc = dc + d_pre_i * peephole(Layout::kPeepI);
 
+    acc_t* gw = a.grad_weights + row.sums * (Layout::kGradWeights * H);
+    acc_t* gw_time = gw + Layout::kPeepholes * H;
+    acc_t* gw_bias = gw_time + Layout::kTimeWeights * H;
+    auto accumulate = [&](acc_t* sum, const T& value) { lane.store(sum, lane.load(sum) + value); };
     scalar_t* gg = a.grad_gates + row.index * (Layout::kGates * H);
     scalar_t* gs = a.grad_gates_step + b * (Layout::kRecurrentGates * H);
     auto put = [&](int gate, const T& value) {
       lane.store(gg + gate * H, value);
       if (gate < Layout::kRecurrentGates) lane.store(gs + gate * H, value);
+      accumulate(gw_bias + gate * H, value);
     };
     put(Layout::kI, d_pre_i);
     put(Layout::kG, d_pre_g);
     put(Layout::kO, d_pre_o);
     put(Layout::kT1, d_pre_t1);
 
-    acc_t* gw = a.grad_weights + b * ((Layout::kPeepholes + Layout::kTimeWeights) * H);
-    acc_t* gw_time = gw + Layout::kPeepholes * H;
-    auto accumulate = [&](acc_t* sum, const T& value) { lane.store(sum, lane.load(sum) + value); };
     accumulate(gw + Layout::kPeepI * H, d_pre_i * c);
     accumulate(gw + Layout::kPeepO * H, d_pre_o * c_out);
     accumulate(gw_time + Layout::kTimeO * H, d_pre_o * dt);
@@ -451,6 +458,7 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
 struct TLSTMLayout {
   static constexpr int kI = 0, kF = 1, kG = 2, kO = 3, kGates = 4;
   static constexpr int kShort = 0, kCStar = 1, kCPrev = 2, kCells = 3;
+  static constexpr int kGradDecayBias = kGates, kGradWeights = kGates + 1;  // backward sums
 };
 
 template <typename acc_t>
@@ -547,6 +555,7 @@ struct TLSTMBackwardArgs {
   acc_t* grad_short_step;         // [B, H]
   acc_t* grad_c_direct;           // [B, H] in: d/dc after the step without the W_d path (d/dc_n
                                   //        before a row's last step); out: the same before it
+  acc_t* grad_weights;            // [B, 5H] partial sums (Row::sums): bias [4H], b_d [H]
 };
 
 template <typename scalar_t, typename acc_t>
@@ -593,11 +602,15 @@ struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
 
     scalar_t* gg = a.grad_gates + row.index * (Layout::kGates * H);
     scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H);
+    acc_t* gw = a.grad_weights + row.sums * (Layout::kGradWeights * H);
+    auto accumulate = [&](acc_t* sum, const T& value) { lane.store(sum, lane.load(sum) + value); };
     const T grads[Layout::kGates] = {d_pre_i, d_pre_f, d_pre_g, d_pre_o};
     for (int k = 0; k < Layout::kGates; ++k) {
       lane.store(gg + k * H, grads[k]);
       lane.store(gs + k * H, grads[k]);
+      accumulate(gw + k * H, grads[k]);
     }
+    accumulate(gw + Layout::kGradDecayBias * H, d_short_pre);
     lane.store(a.grad_short + row.index * H, d_short_pre);
     lane.store(a.grad_short_step + b * H, d_short_pre);
     lane.store(grad_c_direct, dc_star);
@@ -722,6 +735,7 @@ struct TimeDecayGRUBackwardArgs {
   scalar_t* grad_gates_h;         // [L, B, 3H] d/d(W_hh h~ + b_hh)
   scalar_t* grad_gates_h_step;    // [B, 3H] (GEMM operand)
   scalar_t* grad_h_tilde_direct;  // [B, H] d/dh~ through z * h~ (GEMM addend)
+  acc_t* grad_biases;             // [B, 6H] partial sums (Row::sums): b_ih [3H], b_hh [3H]
 };
 
 template <typename scalar_t, typename acc_t>
@@ -759,10 +773,14 @@ struct TimeDecayGRUBackward : ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc
     scalar_t* gx = a.grad_gates_x + row.index * (Layout::kGates * H);
     scalar_t* gh = a.grad_gates_h + row.index * (Layout::kGates * H);
     scalar_t* gs = a.grad_gates_h_step + b * (Layout::kGates * H);
+    acc_t* sums_x = a.grad_biases + row.sums * (2 * Layout::kGates * H);
+    acc_t* sums_h = sums_x + Layout::kGates * H;
     for (int k = 0; k < Layout::kGates; ++k) {
       lane.store(gx + k * H, x_grads[k]);
       lane.store(gh + k * H, h_grads[k]);
       lane.store(gs + k * H, h_grads[k]);
+      lane.store(sums_x + k * H, lane.load(sums_x + k * H) + x_grads[k]);
+      lane.store(sums_h + k * H, lane.load(sums_h + k * H) + h_grads[k]);
     }
     lane.store(a.grad_h_tilde_direct + b * H, dh * z);
   }
@@ -778,7 +796,7 @@ struct TimeDecayBackwardArgs {
   const acc_t* cells;            // [L, B, 3H]
   const scalar_t* grad_h_tilde;  // [B, H] d/dh~ of this step (GEMM output)
   acc_t* grad_h;                 // [B, H] out: d/dh before this step
-  acc_t* grad_weights;           // [B, 2H] per-row sums over steps: w_gamma, b_gamma
+  acc_t* grad_weights;           // [B, 2H] partial sums (Row::sums): w_gamma, b_gamma
 };
 
 template <typename scalar_t, typename acc_t>
@@ -801,7 +819,7 @@ struct TimeDecayBackward : ElementStep<TimeDecayBackwardArgs<scalar_t, acc_t>, a
     // d gamma / d exponent = -gamma where the exponent is positive, 0 elsewhere (relu).
     const T d_exponent =
         Act::where_greater(exponent, T(0), (T(0) - gamma) * d_h_tilde * h_prev);
-    acc_t* gw = a.grad_weights + b * (2 * H);
+    acc_t* gw = a.grad_weights + row.sums * (2 * H);
     lane.store(gw, lane.load(gw) + d_exponent * dt);
     lane.store(gw + H, lane.load(gw + H) + d_exponent);
     lane.store(a.grad_h + b * H, gamma * d_h_tilde);

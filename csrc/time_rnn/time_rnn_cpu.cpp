@@ -57,7 +57,8 @@ struct CpuLauncher {
   // Tiles are cut where the running sum of the rows' steps crosses equal shares of the total
   // (rows sorted by length do unequal work), each at least kMinRows rows so that its GEMMs stay
   // efficient. The tiles inherit the caller's thread-local state (the dispatcher's autograd
-  // exclusion among it) for the ATen GEMMs they call.
+  // exclusion among it) for the ATen GEMMs they call. A tile's body always gets the tile's first
+  // row as `begin` (the element steps' partial sums go to that row: time_rnn_cpu_rows.h).
   template <typename Body>
   static void time_loop(const std::vector<int64_t>& active, const Body& body) {
     constexpr int64_t kMinRows = 32;

@@ -7,9 +7,10 @@
 //             (over the projections in `gates`, and the cell states in `cells`);
 //   backward: the element steps in reverse write the pre-activation gradients by position and
 //             the recurrent GEMM carries d/dh to the earlier step; after the loop dx, dW_ih and
-//             dW_hh are three large GEMMs, bias gradients column sums, and the elementwise
-//             weights' gradients (peepholes, time and decay weights) sums of per-row
-//             accumulators (no atomics anywhere: bitwise reproducible on a device).
+//             dW_hh are three large GEMMs; the element steps also add the gradients of the biases
+//             and elementwise weights (peepholes, time and decay weights) into partial sums
+//             (per row on CUDA, per thread's tile on the CPU), summed after the loop (no atomics
+//             anywhere: bitwise reproducible on a device for a given thread count).
 //
 // Variable lengths: with rows sorted by length, longest first (stseq/ops/time_rnn.py sorts
 // them), the rows that still run at a step are a prefix of the batch, and every GEMM and element
@@ -196,9 +197,11 @@ struct Setup {
             at::mm(grad2d.t(), x.reshape({rows, p.input_size}))};
   }
 
-  // Column sums of a [L, B, N] gradient by position -> [N] in input's dtype.
-  at::Tensor column_sums(const at::Tensor& grad) const {
-    return at::sum(grad.view({p.seq_len * p.batch, grad.size(2)}), {0}, false, acc_dtype).to(dtype);
+  // The backward element steps' partial sums [B, blocks*H] (acc_t, zeros: only the rows a
+  // launcher uses are written, see Row::sums), and their total [blocks, H] in input's dtype.
+  at::Tensor partial_sums(int64_t blocks) const { return step_buffer(blocks, acc_options); }
+  at::Tensor total(const at::Tensor& partial_sums) const {
+    return partial_sums.sum(0).view({-1, p.hidden}).to(dtype);
   }
 
   // The first `blocks` column blocks of a [L, B, N] buffer as a [L*B, blocks*H] matrix.
@@ -337,7 +340,6 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                  ActivationKind phi) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeLSTMLayout<kVariant>;
-  constexpr int kElementwise = Layout::kPeepholes + Layout::kTimeWeights;
   const int64_t H = s.p.hidden;
   at::Tensor grad_h_later = s.step_buffer(1, s.options);                            // [B, H]
   const at::Tensor grad_out = s.hidden_grads(grad_output, grad_h_n, grad_h_later);  // [L, B, H]
@@ -346,7 +348,7 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, G*H]
   const at::Tensor grad_gates_step = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
   const at::Tensor grad_c = s.acc_copy(grad_c_n);                                        // [B, H]
-  const at::Tensor grad_weights = s.step_buffer(kElementwise, s.acc_options);  // [B, (P+K)*H]
+  const at::Tensor grad_weights = s.partial_sums(Layout::kGradWeights);  // [B, (P+K+G)*H]
   const TimeLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
                                                    H,
                                                    grad_out.data_ptr<scalar_t>(),
@@ -370,15 +372,15 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor grad_weight_hh =
       at::mm(s.leading_blocks(grad_gates, 0, Layout::kRecurrentGates).t(),
              recurrent_input.reshape({s.p.seq_len * s.p.batch, H}));
-  const at::Tensor elementwise = grad_weights.sum(0).view({kElementwise, H}).to(s.dtype);
+  const at::Tensor sums = s.total(grad_weights);  // [P+K+G, H]
   return {grad_input,
           s.initial_state_grad(grad_h_later, grad_h_n),
           grad_c.to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
-          s.column_sums(grad_gates),
-          elementwise.narrow(0, 0, Layout::kPeepholes).clone(),
-          elementwise.narrow(0, Layout::kPeepholes, Layout::kTimeWeights).clone()};
+          sums.narrow(0, Layout::kPeepholes + Layout::kTimeWeights, Layout::kGates).flatten().clone(),
+          sums.narrow(0, 0, Layout::kPeepholes).clone(),
+          sums.narrow(0, Layout::kPeepholes, Layout::kTimeWeights).clone()};
 }
 
 template <typename Launcher>
@@ -497,6 +499,7 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);                 // [B, H]
   const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                              // [B, H]
   const at::Tensor grad_c_recurrent = s.step_buffer(1, s.acc_options);                // [B, H]
+  const at::Tensor grad_weights = s.partial_sums(Layout::kGradWeights);               // [B, 5H]
   const TLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
                                                 H,
                                                 grad_out.data_ptr<scalar_t>(),
@@ -510,7 +513,8 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                 grad_gates_step.data_ptr<scalar_t>(),
                                                 grad_short.data_ptr<acc_t>(),
                                                 grad_short_step.data_ptr<acc_t>(),
-                                                grad_c_direct.data_ptr<acc_t>()};
+                                                grad_c_direct.data_ptr<acc_t>(),
+                                                grad_weights.data_ptr<acc_t>()};
   s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
     run_step<Launcher, TLSTMBackward<scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
@@ -524,14 +528,15 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
       at::mm(grad_gates.view({rows, Layout::kGates * H}).t(), recurrent_input.reshape({rows, H}));
   const at::Tensor grad_decay_weight =
       at::mm(grad_short.view({rows, H}).t(), s.leading_blocks(cells_c, Layout::kCPrev, 1));
+  const at::Tensor sums = s.total(grad_weights);  // [5, H]
   return {grad_input,
           s.initial_state_grad(grad_h_later, grad_h_n),
           (grad_c_direct + grad_c_recurrent).to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
-          s.column_sums(grad_gates),
+          sums.narrow(0, 0, Layout::kGates).flatten().clone(),
           grad_decay_weight.to(s.dtype),
-          s.column_sums(grad_short)};
+          sums[Layout::kGradDecayBias].clone()};
 }
 
 template <typename Launcher>
@@ -654,7 +659,8 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
   const at::Tensor grad_h_tilde_direct = s.step_buffer(1, s.options);             // [B, H]
   const at::Tensor grad_h_tilde = s.step_buffer(1, s.options);                    // [B, H]
   const at::Tensor grad_h = s.acc_copy(grad_h_n);                                 // [B, H]
-  const at::Tensor grad_weights = s.step_buffer(2, s.acc_options);                // [B, 2H]
+  const at::Tensor grad_weights = s.partial_sums(2);                              // [B, 2H]
+  const at::Tensor grad_biases = s.partial_sums(2 * Layout::kGates);              // [B, 6H]
   const TimeDecayGRUBackwardArgs<scalar_t, acc_t> cell{s.steps(0),
                                                        H,
                                                        grad_out.data_ptr<scalar_t>(),
@@ -665,7 +671,8 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
                                                        grad_gates_x.data_ptr<scalar_t>(),
                                                        grad_gates_h.data_ptr<scalar_t>(),
                                                        grad_gates_h_step.data_ptr<scalar_t>(),
-                                                       grad_h_tilde_direct.data_ptr<scalar_t>()};
+                                                       grad_h_tilde_direct.data_ptr<scalar_t>(),
+                                                       grad_biases.data_ptr<acc_t>()};
   const TimeDecayBackwardArgs<scalar_t, acc_t> decay{s.steps(0),
                                                      H,
                                                      s.dt.data_ptr<acc_t>(),
@@ -686,13 +693,14 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
   const int64_t rows = s.p.seq_len * s.p.batch;
   const at::Tensor grad_weight_hh =
       at::mm(grad_gates_h.view({rows, Layout::kGates * H}).t(), recurrent_input.reshape({rows, H}));
-  const at::Tensor decay_grads = grad_weights.sum(0).view({2, H}).to(s.dtype);
+  const at::Tensor decay_grads = s.total(grad_weights);  // [2, H]
+  const at::Tensor bias_grads = s.total(grad_biases).view({2, Layout::kGates * H});
   return {grad_input,
           grad_h.to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
-          s.column_sums(grad_gates_x),
-          s.column_sums(grad_gates_h),
+          bias_grads[0].clone(),
+          bias_grads[1].clone(),
           decay_grads[0].clone(),
           decay_grads[1].clone()};
 }
