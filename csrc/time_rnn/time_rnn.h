@@ -206,8 +206,9 @@ struct AddRecurrent : ElementStep<AddRecurrentArgs<scalar_t, acc_t>, acc_t> {
 //   gates (h side)          the first 4 blocks (v3: 3)
 //   peephole rows           [w_ci, w_cf, w_co]   (v3: [w_ci, w_co])
 //   time_weight rows        v1 [w_t, w_to]       v2, v3 [w_t1, w_t2, w_to]
-//   cells (saved)           c_prev, c_out
-// c_out is the cell state the output gate and h read: c' in variant 1, c~ in 2 and 3.
+//   cells (saved)           c_prev
+// c_out is the cell state the output gate and h read: c' in variant 1, c~ in 2 and 3 (the
+// backward recomputes it from c_prev and the saved gates).
 
 template <int kVariant>
 struct TimeLSTMLayout {
@@ -232,8 +233,7 @@ struct TimeLSTMLayout {
   static constexpr int kTimeWeights = kTimeO + 1;
   static constexpr int kGradWeights = kPeepholes + kTimeWeights + kGates;  // backward sums
   static constexpr int kCPrev = 0;
-  static constexpr int kCOut = 1;
-  static constexpr int kCells = 2;
+  static constexpr int kCells = 1;
 };
 
 // Time-LSTM 2 and 3 constrain w_t1 <= 0; like the authors' code the gate uses
@@ -253,9 +253,20 @@ struct TimeLSTMForwardArgs {
   scalar_t* h;                  // [B, H] in: h before the step, out: after
   acc_t* c;                     // [B, H] likewise
   scalar_t* output;             // [L, B, H]
-  acc_t* cells;                 // [L, B, 2H] (kSave)
+  acc_t* cells;                 // [L, B, H] c_prev (kSave)
   scalar_t* recurrent_input;    // [L, B, H] (kSave)
 };
+
+// c_out of the Time-LSTM variants from c_prev and the gates (c_new in variant 1).
+template <int kVariant, typename T>
+STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE T time_lstm_c_out(const T& c, const T& i, const T& f,
+                                                       const T& g, const T& t1) {
+  if constexpr (kVariant == 3) {
+    return (T(1) - i * t1) * c + i * t1 * g;
+  } else {
+    return f * c + i * t1 * g;
+  }
+}
 
 template <int kVariant, bool kSave, typename scalar_t, typename acc_t>
 struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
@@ -281,7 +292,7 @@ struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t
     const T i = Act::sigmoid(pre(Layout::kI) + peephole(Layout::kPeepI) * c);
     const T g = Act::tanh(pre(Layout::kG));
     T w_t1 = time_weight(Layout::kTimeT1);
-    T f(0), t2(0), c_new, c_out;
+    T f(0), t2(0), c_new;
     if constexpr (Layout::kTwoTimeGates) {
       w_t1 = Act::minimum(w_t1, T(static_cast<acc_t>(kTimeWeightBound)));
       t2 = Act::sigmoid(pre(Layout::kT2) +
@@ -291,14 +302,12 @@ struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t
     if constexpr (Layout::kForget) {
       f = Act::sigmoid(pre(Layout::kF) + peephole(Layout::kPeepF) * c);
     }
+    const T c_out = time_lstm_c_out<kVariant>(c, i, f, g, t1);
     if constexpr (kVariant == 1) {
-      c_new = f * c + i * t1 * g;
-      c_out = c_new;
+      c_new = c_out;
     } else if constexpr (kVariant == 2) {
-      c_out = f * c + i * t1 * g;
       c_new = f * c + i * t2 * g;
     } else {
-      c_out = (T(1) - i * t1) * c + i * t1 * g;
       c_new = (T(1) - i) * c + i * t2 * g;
     }
     const T o = Act::sigmoid(pre(Layout::kO) + dt * time_weight(Layout::kTimeO) +
@@ -311,9 +320,7 @@ struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t
       lane.store(gx + Layout::kT1 * H, t1);
       if constexpr (Layout::kForget) lane.store(gx + Layout::kF * H, f);
       if constexpr (Layout::kTwoTimeGates) lane.store(gx + Layout::kT2 * H, t2);
-      acc_t* cells = a.cells + row.index * (Layout::kCells * H);
-      lane.store(cells + Layout::kCPrev * H, c);
-      lane.store(cells + Layout::kCOut * H, c_out);
+      lane.store(a.cells + row.index * (Layout::kCells * H) + Layout::kCPrev * H, c);
       lane.store(a.recurrent_input + row.index * H, lane.load(h));
     }
     lane.store(c_state, c_new);
@@ -332,12 +339,13 @@ struct TimeLSTMBackwardArgs {
   const scalar_t* time_weight;  // [K, H]
   Activation<acc_t> phi;
   const scalar_t* gates;         // [L, B, G*H] the gates' activations
-  const acc_t* cells;            // [L, B, 2H]
+  const acc_t* cells;            // [L, B, H] c_prev
   const scalar_t* grad_h_later;  // [B, H] d/dh after this step through later steps (GEMM)
   acc_t* grad_c;                 // [B, H] in: d/dc after this step (d/dc_n before a row's
                                  //        last step), out: d/dc before it
   scalar_t* grad_gates;          // [L, B, G*H] d/d(pre-activations) by position
-  scalar_t* grad_gates_step;     // [B, R*H] this step's recurrent part (GEMM operand)
+  scalar_t* grad_gates_step;     // [B, R*H] this step's recurrent part (GEMM operand), or
+                                 //        nullptr: the GEMM reads grad_gates (StepOperand)
   acc_t* grad_weights;           // [B, (P+K+G)*H] partial sums (Row::sums) over steps and
                                  //        rows: peepholes, time weights, bias
 };
@@ -349,6 +357,7 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
 
   template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, const Lane& lane) const {
+    if (a.grad_gates_step == nullptr) return;
     scalar_t* gs = a.grad_gates_step + b * (Layout::kRecurrentGates * a.hidden);
     for (int k = 0; k < Layout::kRecurrentGates; ++k) {
       lane.store(gs + k * a.hidden, typename Lane::Value(0));
@@ -373,14 +382,16 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
     const T dc_new = lane.load(grad_c);
     const T i = saved(Layout::kI), g = saved(Layout::kG), o = saved(Layout::kO);
     const T t1 = saved(Layout::kT1);
-    const T c = lane.load(cells + Layout::kCPrev * H), c_out = lane.load(cells + Layout::kCOut * H);
+    T f(0), t2(0);
+    if constexpr (Layout::kForget) f = saved(Layout::kF);
+    if constexpr (Layout::kTwoTimeGates) t2 = saved(Layout::kT2);
+    const T c = lane.load(cells + Layout::kCPrev * H);
+    const T c_out = time_lstm_c_out<kVariant>(c, i, f, g, t1);
     const T tanh_c_out = Act::tanh(c_out);
 
     const T d_pre_o = dh * tanh_c_out * logistic_derivative(o);
     const T dc_out = dh * o * tanh_derivative(tanh_c_out) + d_pre_o * peephole(Layout::kPeepO);
-    T di, dg, dt1, dt2(0), df(0), f(0), t2(0), dc;
-    if constexpr (Layout::kForget) f = saved(Layout::kF);
-    if constexpr (Layout::kTwoTimeGates) t2 = saved(Layout::kT2);
+    T di, dg, dt1, dt2(0), df(0), dc;
     if constexpr (kVariant == 1) {  // c' = f c + i t1 g, read by o and h and carried
       const T dc_total = dc_new + dc_out;
       di = dc_total * t1 * g;
@@ -412,10 +423,11 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
     acc_t* gw_bias = gw_time + Layout::kTimeWeights * H;
     auto accumulate = [&](acc_t* sum, const T& value) { lane.store(sum, lane.load(sum) + value); };
     scalar_t* gg = a.grad_gates + row.index * (Layout::kGates * H);
-    scalar_t* gs = a.grad_gates_step + b * (Layout::kRecurrentGates * H);
+    scalar_t* gs = a.grad_gates_step;
+    if (gs != nullptr) gs += b * (Layout::kRecurrentGates * H);
     auto put = [&](int gate, const T& value) {
       lane.store(gg + gate * H, value);
-      if (gate < Layout::kRecurrentGates) lane.store(gs + gate * H, value);
+      if (gs != nullptr && gate < Layout::kRecurrentGates) lane.store(gs + gate * H, value);
       accumulate(gw_bias + gate * H, value);
     };
     put(Layout::kI, d_pre_i);
@@ -453,11 +465,11 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
 // T-LSTM (Baytas et al., KDD 2017). Gate blocks [i, f, g, o] (torch.nn.LSTM's order, bias
 // b_ih + b_hh). Per step: C_S = act(W_d c + b_d) (the GEMM gives short_pre = W_d c in acc_t, the
 // element step adds b_d), c* = c - C_S + g(dt) C_S, then the LSTM step on c*.
-// Saved cells: [C_S, c*, c_prev] (c' = f c* + i g is recomputed from them).
+// Saved cells: [C_S, c_prev] (c* and c' = f c* + i g are recomputed from them).
 
 struct TLSTMLayout {
   static constexpr int kI = 0, kF = 1, kG = 2, kO = 3, kGates = 4;
-  static constexpr int kShort = 0, kCStar = 1, kCPrev = 2, kCells = 3;
+  static constexpr int kShort = 0, kCPrev = 1, kCells = 2;
   static constexpr int kGradDecayBias = kGates, kGradWeights = kGates + 1;  // backward sums
 };
 
@@ -491,7 +503,7 @@ struct TLSTMForwardArgs {
   scalar_t* h;                // [B, H]
   acc_t* c;                   // [B, H]
   scalar_t* output;           // [L, B, H]
-  acc_t* cells;               // [L, B, 3H] (kSave)
+  acc_t* cells;               // [L, B, 2H] (kSave)
   scalar_t* recurrent_input;  // [L, B, H] (kSave)
 };
 
@@ -527,7 +539,6 @@ struct TLSTMForward : TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
       lane.store(gx + Layout::kO * H, o);
       acc_t* cells = a.cells + row.index * (Layout::kCells * H);
       lane.store(cells + Layout::kShort * H, short_term);
-      lane.store(cells + Layout::kCStar * H, c_star);
       lane.store(cells + Layout::kCPrev * H, c);
       lane.store(a.recurrent_input + row.index * H, lane.load(h));
     }
@@ -545,12 +556,13 @@ struct TLSTMBackwardArgs {
   const acc_t* dt;              // [L, B]
   Activation<acc_t> act;
   const scalar_t* gates;          // [L, B, 4H] the gates' activations
-  const acc_t* cells;             // [L, B, 3H]
+  const acc_t* cells;             // [L, B, 2H]
   const scalar_t* grad_h_later;   // [B, H] (GEMM: grad_gates_step W_hh of the later step)
   const acc_t* grad_c_recurrent;  // [B, H] d/dc through W_d from the later step (GEMM:
                                   //        grad_short_step W_d; 0 before a row's last step)
   scalar_t* grad_gates;           // [L, B, 4H]
-  scalar_t* grad_gates_step;      // [B, 4H]
+  scalar_t* grad_gates_step;      // [B, 4H] (GEMM operands, or both nullptr: the GEMMs read
+                                  //        grad_gates and grad_short: StepOperand)
   acc_t* grad_short;              // [L, B, H] d/d(W_d c + b_d) by position
   acc_t* grad_short_step;         // [B, H]
   acc_t* grad_c_direct;           // [B, H] in: d/dc after the step without the W_d path (d/dc_n
@@ -567,6 +579,7 @@ struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, const Lane& lane) const {
     const int64_t H = a.hidden;
     const typename Lane::Value zero(0);
+    if (a.grad_gates_step == nullptr) return;
     scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H);
     for (int k = 0; k < Layout::kGates; ++k) lane.store(gs + k * H, zero);
     lane.store(a.grad_short_step + b * H, zero);
@@ -588,7 +601,8 @@ struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
     const T g = lane.load(gates + Layout::kG * H);
     const T o = lane.load(gates + Layout::kO * H);
     const T short_term = lane.load(cells + Layout::kShort * H);
-    const T c_star = lane.load(cells + Layout::kCStar * H);
+    const T c_star =
+        lane.load(cells + Layout::kCPrev * H) - short_term + T(row.discount) * short_term;
     const T tanh_c = Act::tanh(f * c_star + i * g);
 
     const T d_pre_o = dh * tanh_c * logistic_derivative(o);
@@ -601,18 +615,20 @@ struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
         dc_star * T(row.discount - acc_t(1)) * a.act.derivative(short_term);
 
     scalar_t* gg = a.grad_gates + row.index * (Layout::kGates * H);
-    scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H);
     acc_t* gw = a.grad_weights + row.sums * (Layout::kGradWeights * H);
     auto accumulate = [&](acc_t* sum, const T& value) { lane.store(sum, lane.load(sum) + value); };
     const T grads[Layout::kGates] = {d_pre_i, d_pre_f, d_pre_g, d_pre_o};
     for (int k = 0; k < Layout::kGates; ++k) {
       lane.store(gg + k * H, grads[k]);
-      lane.store(gs + k * H, grads[k]);
       accumulate(gw + k * H, grads[k]);
     }
     accumulate(gw + Layout::kGradDecayBias * H, d_short_pre);
     lane.store(a.grad_short + row.index * H, d_short_pre);
-    lane.store(a.grad_short_step + b * H, d_short_pre);
+    if (a.grad_gates_step != nullptr) {
+      scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H);
+      for (int k = 0; k < Layout::kGates; ++k) lane.store(gs + k * H, grads[k]);
+      lane.store(a.grad_short_step + b * H, d_short_pre);
+    }
     lane.store(grad_c_direct, dc_star);
   }
 };
@@ -733,7 +749,8 @@ struct TimeDecayGRUBackwardArgs {
                                   //        before a row's last step)
   scalar_t* grad_gates_x;         // [L, B, 3H]
   scalar_t* grad_gates_h;         // [L, B, 3H] d/d(W_hh h~ + b_hh)
-  scalar_t* grad_gates_h_step;    // [B, 3H] (GEMM operand)
+  scalar_t* grad_gates_h_step;    // [B, 3H] (GEMM operand), or nullptr: the GEMM reads
+                                  //        grad_gates_h (StepOperand)
   scalar_t* grad_h_tilde_direct;  // [B, H] d/dh~ through z * h~ (GEMM addend)
   acc_t* grad_biases;             // [B, 6H] partial sums (Row::sums): b_ih [3H], b_hh [3H]
 };
@@ -747,9 +764,10 @@ struct TimeDecayGRUBackward : ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, const Lane& lane) const {
     const int64_t H = a.hidden;
     const typename Lane::Value zero(0);
+    lane.store(a.grad_h_tilde_direct + b * H, zero);
+    if (a.grad_gates_h_step == nullptr) return;
     scalar_t* gs = a.grad_gates_h_step + b * (Layout::kGates * H);
     for (int k = 0; k < Layout::kGates; ++k) lane.store(gs + k * H, zero);
-    lane.store(a.grad_h_tilde_direct + b * H, zero);
   }
 
   template <typename Lane>
@@ -772,13 +790,14 @@ struct TimeDecayGRUBackward : ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc
     const T h_grads[Layout::kGates] = {d_pre_r, d_pre_z, d_pre_n * r};
     scalar_t* gx = a.grad_gates_x + row.index * (Layout::kGates * H);
     scalar_t* gh = a.grad_gates_h + row.index * (Layout::kGates * H);
-    scalar_t* gs = a.grad_gates_h_step + b * (Layout::kGates * H);
+    scalar_t* gs = a.grad_gates_h_step;
+    if (gs != nullptr) gs += b * (Layout::kGates * H);
     acc_t* sums_x = a.grad_biases + row.sums * (2 * Layout::kGates * H);
     acc_t* sums_h = sums_x + Layout::kGates * H;
     for (int k = 0; k < Layout::kGates; ++k) {
       lane.store(gx + k * H, x_grads[k]);
       lane.store(gh + k * H, h_grads[k]);
-      lane.store(gs + k * H, h_grads[k]);
+      if (gs != nullptr) lane.store(gs + k * H, h_grads[k]);
       lane.store(sums_x + k * H, lane.load(sums_x + k * H) + x_grads[k]);
       lane.store(sums_h + k * H, lane.load(sums_h + k * H) + h_grads[k]);
     }

@@ -209,6 +209,18 @@ struct Setup {
     return by_pos.view({p.seq_len * p.batch, by_pos.size(2)})
         .narrow(1, first * p.hidden, blocks * p.hidden);
   }
+
+  // Whether the rows of every step sit at one position (no padding, or the forward direction;
+  // in reverse with padding each row starts at its own last position).
+  bool steps_share_position() const { return !(reverse && padded()); }
+
+  // Rows [begin, end) of step `step` in the first `blocks` blocks of a by-position buffer
+  // (steps_share_position() only): a [end - begin, blocks*H] matrix, rows strided by N.
+  at::Tensor step_rows(const at::Tensor& by_pos, int64_t blocks, int64_t step, int64_t begin,
+                       int64_t end) const {
+    const int64_t position = reverse ? p.seq_len - 1 - step : step;
+    return leading_blocks(by_pos, 0, blocks).narrow(0, position * p.batch + begin, end - begin);
+  }
 };
 
 // What every entry point runs after its checks: below autograd (a kernel, not a graph), on
@@ -251,16 +263,13 @@ class RecurrentGates {
         gates_(gates),
         recurrent_blocks_(recurrent_blocks),
         weight_hh_t_(weight_hh.t()),
-        gates_h_(s.reverse && s.padded() ? s.step_buffer(recurrent_blocks, s.options)
-                                         : at::Tensor()) {}
+        gates_h_(s.steps_share_position() ? at::Tensor()
+                                          : s.step_buffer(recurrent_blocks, s.options)) {}
 
   void add(const at::Tensor& h, int64_t step, int64_t begin, int64_t end) const {
     const at::Tensor h_rows = rows_of(h, begin, end);
     if (!gates_h_.defined()) {
-      const int64_t position = s_.reverse ? s_.p.seq_len - 1 - step : step;
-      at::Tensor block = s_.leading_blocks(gates_, 0, recurrent_blocks_)
-                             .narrow(0, position * s_.p.batch + begin, end - begin);
-      block.addmm_(h_rows, weight_hh_t_);
+      s_.step_rows(gates_, recurrent_blocks_, step, begin, end).addmm_(h_rows, weight_hh_t_);
       return;
     }
     at::Tensor gates_h_rows = rows_of(gates_h_, begin, end);
@@ -284,6 +293,34 @@ class RecurrentGates {
   at::Tensor gates_h_;  // [B, R*H] (reverse with padding only)
 };
 
+// A backward step's gradient operand of a recurrent GEMM, the first `blocks` blocks of a
+// by-position gradient [L, B, N] at the step's rows: read in place where the rows of a step share
+// one position, else copied by the element step into a [B, blocks*H] step buffer (pointer()
+// gives the element step that buffer, or nullptr when there is none).
+template <typename T>
+class StepOperand {
+ public:
+  StepOperand(const Setup& s, const at::Tensor& by_position, int64_t blocks)
+      : s_(s),
+        by_position_(by_position),
+        blocks_(blocks),
+        step_(s.steps_share_position() ? at::Tensor()
+                                       : s.step_buffer(blocks, by_position.options())) {}
+
+  T* pointer() const { return step_.defined() ? step_.data_ptr<T>() : nullptr; }
+
+  at::Tensor rows(int64_t step, int64_t begin, int64_t end) const {
+    return step_.defined() ? rows_of(step_, begin, end)
+                           : s_.step_rows(by_position_, blocks_, step, begin, end);
+  }
+
+ private:
+  const Setup& s_;
+  at::Tensor by_position_;
+  int64_t blocks_;
+  at::Tensor step_;  // [B, blocks*H] (reverse with padding only)
+};
+
 // ---------------------------------------------------------------------------------------------
 // Time-LSTM
 
@@ -301,7 +338,7 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                           // [B, H]
   const at::Tensor output = s.by_position(1, s.options);                         // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);         // [L, B, 2H]
+  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);         // [L, B, H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);                // [L, B, H]
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
   const TimeLSTMForwardArgs<scalar_t, acc_t> args{
@@ -346,7 +383,7 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
   const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, G*H]
-  const at::Tensor grad_gates_step = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
+  const StepOperand<scalar_t> grad_gates_step(s, grad_gates, Layout::kRecurrentGates);
   const at::Tensor grad_c = s.acc_copy(grad_c_n);                                        // [B, H]
   const at::Tensor grad_weights = s.partial_sums(Layout::kGradWeights);  // [B, (P+K+G)*H]
   const TimeLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
@@ -361,12 +398,12 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                    grad_h_later.data_ptr<scalar_t>(),
                                                    grad_c.data_ptr<acc_t>(),
                                                    grad_gates.data_ptr<scalar_t>(),
-                                                   grad_gates_step.data_ptr<scalar_t>(),
+                                                   grad_gates_step.pointer(),
                                                    grad_weights.data_ptr<acc_t>()};
   s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
     run_step<Launcher, TimeLSTMBackward<kVariant, scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
-    at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
+    at::mm_out(grad_h_rows, grad_gates_step.rows(step, begin, end), weight_hh);
   });
   auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
   const at::Tensor grad_weight_hh =
@@ -451,7 +488,7 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);            // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                    // [B, H]
   const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
+  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 2H]
   const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
   const TLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
@@ -494,9 +531,9 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);                 // [H, H]
   const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 4H]
-  const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);        // [B, 4H]
   const at::Tensor grad_short = s.workspace<Launcher>(1, 1, s.acc_options);           // [L, B, H]
-  const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);                 // [B, H]
+  const StepOperand<scalar_t> grad_gates_step(s, grad_gates, Layout::kGates);
+  const StepOperand<acc_t> grad_short_step(s, grad_short, 1);
   const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                              // [B, H]
   const at::Tensor grad_c_recurrent = s.step_buffer(1, s.acc_options);                // [B, H]
   const at::Tensor grad_weights = s.partial_sums(Layout::kGradWeights);               // [B, 5H]
@@ -510,17 +547,17 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                 grad_h_later.data_ptr<scalar_t>(),
                                                 grad_c_recurrent.data_ptr<acc_t>(),
                                                 grad_gates.data_ptr<scalar_t>(),
-                                                grad_gates_step.data_ptr<scalar_t>(),
+                                                grad_gates_step.pointer(),
                                                 grad_short.data_ptr<acc_t>(),
-                                                grad_short_step.data_ptr<acc_t>(),
+                                                grad_short_step.pointer(),
                                                 grad_c_direct.data_ptr<acc_t>(),
                                                 grad_weights.data_ptr<acc_t>()};
   s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
     run_step<Launcher, TLSTMBackward<scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
     at::Tensor grad_c_rows = rows_of(grad_c_recurrent, begin, end);
-    at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
-    at::mm_out(grad_c_rows, rows_of(grad_short_step, begin, end), decay_weight_acc);
+    at::mm_out(grad_h_rows, grad_gates_step.rows(step, begin, end), weight_hh);
+    at::mm_out(grad_c_rows, grad_short_step.rows(step, begin, end), decay_weight_acc);
   });
   auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
   const int64_t rows = s.p.seq_len * s.p.batch;
@@ -655,7 +692,7 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
       s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 3H]
   const at::Tensor grad_gates_h =
       s.workspace<Launcher>(1, Layout::kGates, s.options);                        // [L, B, 3H]
-  const at::Tensor grad_gates_h_step = s.step_buffer(Layout::kGates, s.options);  // [B, 3H]
+  const StepOperand<scalar_t> grad_gates_h_step(s, grad_gates_h, Layout::kGates);
   const at::Tensor grad_h_tilde_direct = s.step_buffer(1, s.options);             // [B, H]
   const at::Tensor grad_h_tilde = s.step_buffer(1, s.options);                    // [B, H]
   const at::Tensor grad_h = s.acc_copy(grad_h_n);                                 // [B, H]
@@ -670,7 +707,7 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
                                                        grad_h.data_ptr<acc_t>(),
                                                        grad_gates_x.data_ptr<scalar_t>(),
                                                        grad_gates_h.data_ptr<scalar_t>(),
-                                                       grad_gates_h_step.data_ptr<scalar_t>(),
+                                                       grad_gates_h_step.pointer(),
                                                        grad_h_tilde_direct.data_ptr<scalar_t>(),
                                                        grad_biases.data_ptr<acc_t>()};
   const TimeDecayBackwardArgs<scalar_t, acc_t> decay{s.steps(0),
@@ -686,7 +723,7 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
     run_step<Launcher, TimeDecayGRUBackward<scalar_t, acc_t>>(cell, s, step, begin, end);
     at::Tensor grad_h_tilde_rows = rows_of(grad_h_tilde, begin, end);
     at::addmm_out(grad_h_tilde_rows, rows_of(grad_h_tilde_direct, begin, end),
-                  rows_of(grad_gates_h_step, begin, end), weight_hh);
+                  grad_gates_h_step.rows(step, begin, end), weight_hh);
     run_step<Launcher, TimeDecayBackward<scalar_t, acc_t>>(decay, s, step, begin, end);
   });
   auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates_x, input, weight_ih);
