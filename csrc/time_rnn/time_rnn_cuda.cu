@@ -95,8 +95,11 @@ struct CudaLauncher {
     for (int64_t i = 0; i < steps; ++i) body(0, steps > 0 ? active[0] : 0, i);
   }
 
-  // Internal buffers: the caching allocator already reuses device memory across calls.
+  // Internal and saved buffers: the caching allocator already reuses device memory across calls.
   static at::Tensor scratch(int, at::IntArrayRef shape, const at::TensorOptions& options) {
+    return at::empty(shape, options);
+  }
+  static at::Tensor saved_buffer(at::IntArrayRef shape, const at::TensorOptions& options) {
     return at::empty(shape, options);
   }
 

@@ -28,6 +28,8 @@
 //   template <typename Step> static void run(const Step&, begin, end, H)  one element step
 //   static at::Tensor scratch(int slot, shape, options)  a buffer that never leaves the op
 //       (slots 0 and 1; one call uses each slot for one buffer at a time)
+//   static at::Tensor saved_buffer(shape, options)  a new buffer for what a training forward
+//       saves for its backward (uninitialised)
 #pragma once
 
 #include <ATen/ATen.h>
@@ -113,8 +115,12 @@ struct Setup {
     const std::vector<int64_t> shape{p.seq_len, p.batch, blocks * p.hidden};
     return padded() ? at::zeros(shape, opts) : at::empty(shape, opts);
   }
+  // What a training forward saves by position (zero-filled like by_position), or nothing.
+  template <typename Launcher>
   at::Tensor saved(bool save, int64_t blocks, const at::TensorOptions& opts) const {
-    return save ? by_position(blocks, opts) : at::empty({0}, opts);
+    if (!save) return at::empty({0}, opts);
+    at::Tensor buffer = Launcher::saved_buffer({p.seq_len, p.batch, blocks * p.hidden}, opts);
+    return padded() ? buffer.zero_() : buffer;
   }
   // A by-position buffer that never leaves the op, from the launcher's scratch `slot`.
   template <typename Launcher>
@@ -131,14 +137,14 @@ struct Setup {
   }
 
   // x W_ih^T + b for every position -> [L, B, G*H] (the bias folded into the GEMM: it costs
-  // what the GEMM's zeroing of its output costs): a new tensor when the forward saves the
+  // what the GEMM's zeroing of its output costs): a saved buffer when the forward saves the
   // activations over it, else scratch slot 0.
   template <typename Launcher>
   at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih,
                             const at::Tensor& bias, bool save) const {
     const std::vector<int64_t> shape{p.seq_len, p.batch, weight_ih.size(0)};
     const at::Tensor gates =
-        save ? at::empty(shape, options) : Launcher::scratch(0, shape, options);
+        save ? Launcher::saved_buffer(shape, options) : Launcher::scratch(0, shape, options);
     at::Tensor rows = gates.view({p.seq_len * p.batch, weight_ih.size(0)});
     at::addmm_out(rows, bias, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t());
     return gates;
@@ -338,8 +344,8 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                           // [B, H]
   const at::Tensor output = s.by_position(1, s.options);                         // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);         // [L, B, H]
-  const at::Tensor recurrent_input = s.saved(save, 1, s.options);                // [L, B, H]
+  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);         // [L, B, H]
+  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);                // [L, B, H]
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
   const TimeLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
@@ -488,8 +494,8 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);            // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                    // [B, H]
   const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 2H]
-  const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
+  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);  // [L, B, 2H]
+  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);         // [L, B, H]
   const TLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
       s.p.hidden,
@@ -634,8 +640,8 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
   const at::Tensor h_tilde = s.step_buffer(1, s.options);                       // [B, H]
   const at::Tensor gamma = s.step_buffer(1, s.acc_options);                     // [B, H]
   const at::Tensor output = s.by_position(1, s.options);                        // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);        // [L, B, 3H]
-  const at::Tensor recurrent_input = s.saved(save, 1, s.options);               // [L, B, H]
+  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);        // [L, B, 3H]
+  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);               // [L, B, H]
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
   acc_t* saved_cells = save ? cells.data_ptr<acc_t>() : nullptr;
   const TimeDecayArgs<scalar_t, acc_t> decay{s.steps(0),
