@@ -153,9 +153,21 @@ struct Steps {
   }
 };
 
+// Asks the CPU's caches for count elements from p (host only: the CPU launcher prefetches the
+// next row's by-position reads while a row runs; they come from memory, and the hardware
+// prefetcher does not follow a row's interleaved gate blocks).
+template <typename T>
+STSEQ_FORCE_INLINE void prefetch_span(const T* p, int64_t count) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* bytes = reinterpret_cast<const char*>(p);
+  const int64_t size = count * static_cast<int64_t>(sizeof(T));
+  for (int64_t k = 0; k < size; k += 64) __builtin_prefetch(bytes + k);
+#endif
+}
+
 // What the element steps share: their arguments `a` (with the op's Steps and dt), the row a
-// step gives row b, and nothing to write for an inactive row. Each step adds active() and hides
-// row() or inactive() where it needs its own.
+// step gives row b, nothing to write for an inactive row and nothing to prefetch. Each step adds
+// active() and hides row(), inactive() or prefetch() where it needs its own.
 template <typename Args, typename acc_t>
 struct ElementStep {
   using acc_type = acc_t;
@@ -166,6 +178,7 @@ struct ElementStep {
   }
   template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, const Lane&) const {}
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>&) const {}  // host only
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -273,6 +286,10 @@ struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t
   using Layout = TimeLSTMLayout<kVariant>;
   using ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    prefetch_span(a.gates + row.index * (Layout::kGates * a.hidden), Layout::kGates * a.hidden);
+  }
+
   template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    const Lane& lane) const {
@@ -354,6 +371,13 @@ template <int kVariant, typename scalar_t, typename acc_t>
 struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeLSTMLayout<kVariant>;
   using ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
+
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    const int64_t H = a.hidden;
+    prefetch_span(a.gates + row.index * (Layout::kGates * H), Layout::kGates * H);
+    prefetch_span(a.cells + row.index * (Layout::kCells * H), Layout::kCells * H);
+    prefetch_span(a.grad_output + row.index * H, H);
+  }
 
   template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, const Lane& lane) const {
@@ -512,6 +536,10 @@ struct TLSTMForward : TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TLSTMLayout;
   using TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    prefetch_span(a.gates + row.index * (Layout::kGates * a.hidden), Layout::kGates * a.hidden);
+  }
+
   template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    const Lane& lane) const {
@@ -574,6 +602,13 @@ template <typename scalar_t, typename acc_t>
 struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TLSTMLayout;
   using TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
+
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    const int64_t H = a.hidden;
+    prefetch_span(a.gates + row.index * (Layout::kGates * H), Layout::kGates * H);
+    prefetch_span(a.cells + row.index * (Layout::kCells * H), Layout::kCells * H);
+    prefetch_span(a.grad_output + row.index * H, H);
+  }
 
   template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, const Lane& lane) const {
@@ -709,6 +744,10 @@ struct TimeDecayGRUForward : ElementStep<TimeDecayGRUForwardArgs<scalar_t, acc_t
   using Layout = TimeDecayGRULayout;
   using ElementStep<TimeDecayGRUForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    prefetch_span(a.gates + row.index * (Layout::kGates * a.hidden), Layout::kGates * a.hidden);
+  }
+
   template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
                                                    const Lane& lane) const {
@@ -759,6 +798,13 @@ template <typename scalar_t, typename acc_t>
 struct TimeDecayGRUBackward : ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
   using ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc_t>, acc_t>::a;
+
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    const int64_t H = a.hidden;
+    prefetch_span(a.gates + row.index * (Layout::kGates * H), Layout::kGates * H);
+    prefetch_span(a.cells + row.index * (Layout::kCells * H), Layout::kCells * H);
+    prefetch_span(a.grad_output + row.index * H, H);
+  }
 
   template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, const Lane& lane) const {

@@ -19,14 +19,21 @@ namespace time_rnn {
 namespace STSEQ_CPU_NAMESPACE {
 namespace {
 
-// Rows [begin, end) of one element step. The launcher runs a tile's rows from one thread, with
-// the same `begin` at every step: its rows share the partial sums of row `begin` (in L1).
+// Rows [begin, end) of one element step, each with the next row's data prefetched. The launcher
+// runs a tile's rows from one thread, with the same `begin` at every step: its rows share the
+// partial sums of row `begin` (in L1).
 template <typename Step>
 void run_rows(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
   using scalar_t = typename Step::acc_type;
+  if (begin >= end) return;
+  auto next = step.row(begin);
   for (int64_t b = begin; b < end; ++b) {
-    auto row = step.row(b);
+    auto row = next;
     row.sums = begin;
+    if (b + 1 < end) {
+      next = step.row(b + 1);
+      if (next.active) step.prefetch(next);
+    }
     if (row.active) {
       ::stseq::STSEQ_CPU_NAMESPACE::for_each_unit<scalar_t, ScalarMath>(
           hidden, [&](const auto& lane) { step.active(row, b, lane); });
