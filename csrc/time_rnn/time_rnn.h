@@ -5,7 +5,8 @@
 //                             active (step < its length) and its time gap;
 //   active(row, b, lane)   -> the cell math of the hidden units `lane` of row b;
 //   inactive(b, lane)      -> what a finished (or not yet started) row writes (zeros into GEMM
-//                             operands of the backward, nothing in the forward).
+//                             operands of the backward, nothing in the forward);
+//   prefetch(row)          -> (CPU) the row's by-position reads, asked for one row ahead.
 // A lane is a set of hidden units with lane.load(row pointer) / lane.store(row pointer, value)
 // and its math in Lane::Act (sigmoid, tanh, exp, minimum, maximum, where_greater,
 // where_less_equal; see common/cpu_vector.h): the CPU runs each row as at::vec::Vectorized lanes
@@ -22,8 +23,8 @@
 // What a training forward saves: the gates' activations, written in place over the input
 // projections x W_ih^T they were computed from (gates [L, B, G*H], scalar_t: each element is
 // read, then overwritten, by its own thread; the input GEMM adds the bias), the
-// cell states the backward needs (cells [L, B, C*H], acc_t), and the h each position
-// multiplied W_hh by (recurrent_input [L, B, H]).
+// cell states the backward cannot recompute cheaply from them (cells [L, B, C*H], acc_t), and
+// the h each position multiplied W_hh by (recurrent_input [L, B, H]).
 //
 // The backward steps read one gradient per state, never a per-row choice (which would keep the
 // CPU loop from vectorising): the driver adds d/dh_n to grad_output at each row's last position
