@@ -117,8 +117,9 @@ struct CpuLauncher {
   // (at most 32 MiB) is mapped anew at each call and costs a page fault and the kernel's zeroing
   // per 4 KiB page on its first writes, and an munmap when autograd frees it. The pool keeps up
   // to kPooled buffers (the peak number held at once, e.g. one per layer and direction of a
-  // model); a buffer is free when the pool holds its only reference (every tensor handed out
-  // from it, and every view of those, is gone). Small requests go to the allocator as usual.
+  // model; a new buffer replaces a free one too small for it); a buffer is free when the pool
+  // holds its only reference (every tensor handed out from it, and every view of those, is
+  // gone). Small requests go to the allocator as usual.
   static at::Tensor saved_buffer(at::IntArrayRef shape, const at::TensorOptions& options) {
     constexpr size_t kPooled = 8;
     constexpr int64_t kMinBytes = int64_t(1) << 22;  // 4 MiB
@@ -129,16 +130,23 @@ struct CpuLauncher {
     static std::vector<at::Tensor> pool;  // byte buffers
     const std::lock_guard<std::mutex> lock(mutex);  // held until the view below holds the buffer
     at::Tensor buffer;
-    for (const at::Tensor& pooled : pool) {  // the smallest free buffer that fits
-      if (pooled.storage().use_count() == 1 && pooled.numel() >= bytes &&
-          (!buffer.defined() || pooled.numel() < buffer.numel())) {
+    at::Tensor* too_small = nullptr;  // a free buffer the new one may replace
+    for (at::Tensor& pooled : pool) {  // the smallest free buffer that fits
+      if (pooled.storage().use_count() != 1) continue;
+      if (pooled.numel() < bytes) {
+        too_small = &pooled;
+      } else if (!buffer.defined() || pooled.numel() < buffer.numel()) {
         buffer = pooled;
       }
     }
     if (!buffer.defined()) {
       const c10::InferenceMode normal_tensor(false);  // usable inside and outside inference mode
       buffer = at::empty({bytes}, options.dtype(at::kByte));
-      if (pool.size() < kPooled) pool.push_back(buffer);
+      if (pool.size() < kPooled) {
+        pool.push_back(buffer);
+      } else if (too_small != nullptr) {
+        *too_small = buffer;
+      }
     }
     return buffer.narrow(0, 0, bytes).view(options.dtype().toScalarType()).view(shape);
   }
