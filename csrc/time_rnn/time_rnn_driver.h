@@ -344,8 +344,8 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                           // [B, H]
   const at::Tensor output = s.by_position(1, s.options);                         // [L, B, H]
-  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);         // [L, B, H]
-  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);                // [L, B, H]
+  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);  // [L, B, H]
+  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);         // [L, B, H]
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
   const TimeLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
@@ -421,7 +421,9 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
           grad_c.to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
-          sums.narrow(0, Layout::kPeepholes + Layout::kTimeWeights, Layout::kGates).flatten().clone(),
+          sums.narrow(0, Layout::kPeepholes + Layout::kTimeWeights, Layout::kGates)
+              .flatten()
+              .clone(),
           sums.narrow(0, 0, Layout::kPeepholes).clone(),
           sums.narrow(0, Layout::kPeepholes, Layout::kTimeWeights).clone()};
 }
@@ -635,13 +637,13 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
   using Layout = TimeDecayGRULayout;
   const at::Tensor gates =
       s.project_inputs<Launcher>(input, weight_ih, bias_ih, save);  // [L, B, 3H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);          // [B, 3H]
-  const at::Tensor h = s.acc_copy(h0);                                          // [B, H]
-  const at::Tensor h_tilde = s.step_buffer(1, s.options);                       // [B, H]
-  const at::Tensor gamma = s.step_buffer(1, s.acc_options);                     // [B, H]
-  const at::Tensor output = s.by_position(1, s.options);                        // [L, B, H]
-  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);        // [L, B, 3H]
-  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);               // [L, B, H]
+  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);              // [B, 3H]
+  const at::Tensor h = s.acc_copy(h0);                                              // [B, H]
+  const at::Tensor h_tilde = s.step_buffer(1, s.options);                           // [B, H]
+  const at::Tensor gamma = s.step_buffer(1, s.acc_options);                         // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                            // [L, B, H]
+  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
+  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);         // [L, B, H]
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
   acc_t* saved_cells = save ? cells.data_ptr<acc_t>() : nullptr;
   const TimeDecayArgs<scalar_t, acc_t> decay{s.steps(0),
