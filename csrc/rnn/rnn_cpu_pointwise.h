@@ -1,19 +1,18 @@
 // Definitions of the CPU pointwise kernels declared in rnn_cpu_kernels.h, vectorised over hidden
-// units with at::vec::Vectorized (one lane per unit, a scalar loop for the remainder) around
-// the shared gate math of rnn.h. Included by exactly one translation unit per instruction set,
-// which names its namespace first: rnn_cpu.cpp (STSEQ_CPU_NAMESPACE cpu_default, baseline
-// flags) and rnn_cpu_avx2.cpp (cpu_avx2, built with -mavx2 -mfma and ATen's CPU_CAPABILITY_AVX2,
-// where Vectorized<float> holds 8 lanes and exp/tanh are SLEEF's 1-ulp vector functions).
+// units with the lanes of common/cpu_vector.h (one at::vec::Vectorized lane per unit, a scalar
+// loop for the remainder) around the shared gate math of rnn.h. Included by exactly one
+// translation unit per instruction set, which names its namespace first: rnn_cpu.cpp
+// (STSEQ_CPU_NAMESPACE cpu_default, baseline flags) and rnn_cpu_avx2.cpp (cpu_avx2, built with
+// -mavx2 -mfma and ATen's CPU_CAPABILITY_AVX2, where Vectorized<float> holds 8 lanes).
 #pragma once
 
 #ifndef STSEQ_CPU_NAMESPACE
 #error "define STSEQ_CPU_NAMESPACE before including rnn_cpu_pointwise.h"
 #endif
 
-#include <ATen/cpu/vec/vec.h>
-
 #include <type_traits>
 
+#include "common/cpu_vector.h"
 #include "rnn/rnn.h"
 #include "rnn/rnn_cpu_kernels.h"
 
@@ -22,42 +21,11 @@ namespace rnn {
 namespace STSEQ_CPU_NAMESPACE {
 namespace {
 
-// Both through ATen's fast vector exp (exp_u20: a polynomial within about 1e-7 relative error in
-// float32, SLEEF's exp in float64): tanh(x) = 1 - 2 / (1 + exp(2x)) costs a third of SLEEF's
-// vector tanh, and both saturate cleanly (exp overflowing to inf gives exactly 0, 1 or -1).
-struct VectorActivations {
-  template <typename V>
-  static V sigmoid(const V& x) { return (V(1) + x.neg().exp_u20()).reciprocal(); }
-  template <typename V>
-  static V tanh(const V& x) { return V(1) - V(2) / (V(1) + (x + x).exp_u20()); }
-};
-
-// Units j .. j + lanes - 1 of a row, as one vector.
-template <typename scalar_t>
-struct VectorLanes {
-  using Act = VectorActivations;
-  using Vec = at::vec::Vectorized<scalar_t>;
-  int64_t j;
-  Vec load(const scalar_t* row) const { return Vec::loadu(row + j); }
-  void store(scalar_t* row, const Vec& value) const { value.store(row + j); }
-};
-
-// Unit j of a row.
-template <typename scalar_t>
-struct ScalarLane {
-  using Act = ScalarActivations;
-  int64_t j;
-  scalar_t load(const scalar_t* row) const { return row[j]; }
-  void store(scalar_t* row, scalar_t value) const { row[j] = value; }
-};
-
-// body(lanes) over the H units of a row: full vectors, then the remaining units one by one.
+// The vector lanes (common/cpu_vector.h) of this instruction set, with rnn.h's scalar activations
+// for the remaining units.
 template <typename scalar_t, typename Body>
 inline void for_each_unit(int64_t hidden, const Body& body) {
-  constexpr int64_t kLanes = at::vec::Vectorized<scalar_t>::size();
-  int64_t j = 0;
-  for (; j + kLanes <= hidden; j += kLanes) body(VectorLanes<scalar_t>{j});
-  for (; j < hidden; ++j) body(ScalarLane<scalar_t>{j});
+  ::stseq::STSEQ_CPU_NAMESPACE::for_each_unit<scalar_t, ScalarActivations>(hidden, body);
 }
 
 template <typename scalar_t>

@@ -1,14 +1,19 @@
 // Time-aware recurrent cells: the per-element math shared by the CPU and CUDA kernels.
 //
 // Every step of every cell is one "element step": a functor with
-//   row(b)              -> Row: which position row b processes at this step, whether it is active
-//                          (step < its length) and its time gap;
-//   active(row, b, j)   -> the cell math of hidden unit j of row b;
-//   inactive(b, j)      -> what a finished (or not yet started) row writes (zeros into GEMM
-//                          operands of the backward, nothing in the forward).
-// The CPU runs active() in a vectorised loop over j for each row (time_rnn_cpu.cpp), the CUDA
-// kernel gives one thread to each (b, j) (time_rnn_cuda.cu); the host drivers around them
-// (time_rnn_driver.h: the GEMMs and the time loop) are the same code for both.
+//   row(b)                 -> Row: which position row b processes at this step, whether it is
+//                             active (step < its length) and its time gap;
+//   active(row, b, lane)   -> the cell math of the hidden units `lane` of row b;
+//   inactive(b, lane)      -> what a finished (or not yet started) row writes (zeros into GEMM
+//                             operands of the backward, nothing in the forward);
+//   prefetch(row)          -> (CPU) the row's by-position reads, asked for one row ahead.
+// A lane is a set of hidden units with lane.load(row pointer) / lane.store(row pointer, value)
+// and its math in Lane::Act (sigmoid, tanh, exp, minimum, maximum, where_greater,
+// where_less_equal; see common/cpu_vector.h): the CPU runs each row as at::vec::Vectorized lanes
+// plus a ScalarMath lane per remaining unit (time_rnn_cpu_rows.h, built for the baseline and for
+// AVX2 + FMA), the CUDA kernel gives one thread, one scalar lane, to each (b, j)
+// (time_rnn_cuda.cu); the host drivers around them (time_rnn_driver.h: the GEMMs and the time
+// loop) are the same code for both.
 //
 // Notation: H hidden units, B rows, L positions; buffers "by position" are [L, B, ...] indexed
 // by (t, b) -> t * B + b, "step" buffers are [B, ...] and hold the current step's values.
@@ -17,9 +22,9 @@
 //
 // What a training forward saves: the gates' activations, written in place over the input
 // projections x W_ih^T they were computed from (gates [L, B, G*H], scalar_t: each element is
-// read, then overwritten, by its own thread; the element step adds the bias as it reads), the
-// cell states the backward needs (cells [L, B, C*H], acc_t), and the h each position
-// multiplied W_hh by (recurrent_input [L, B, H]).
+// read, then overwritten, by its own thread; the input GEMM adds the bias), the
+// cell states the backward cannot recompute cheaply from them (cells [L, B, C*H], acc_t), and
+// the h each position multiplied W_hh by (recurrent_input [L, B, H]).
 //
 // The backward steps read one gradient per state, never a per-row choice (which would keep the
 // CPU loop from vectorising): the driver adds d/dh_n to grad_output at each row's last position
@@ -29,7 +34,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "common/host_device.h"
 
@@ -45,80 +49,47 @@ namespace stseq {
 namespace time_rnn {
 
 // ---------------------------------------------------------------------------------------------
-// Primitives. CUDA uses its own expf/tanhf; the host uses branch-free float versions (relative
-// error ~1e-7) that the compiler vectorises, and the C library for double.
+// Primitives. ScalarMath is the scalar lanes' math (CUDA threads, the CPU's remaining units): the C
+// library's (CUDA's) exp and tanh. The derivatives and the selectable activation are written
+// for any lane value type T (a scalar or a vector).
 
-#if !defined(__CUDA_ARCH__)
-// e^x for float: x = n ln2 + r with |r| <= ln2 / 2, a degree-6 polynomial for e^r, 2^n from
-// the exponent bits. Inputs are clamped to [-87, 88] (no overflow to inf; NaN stays NaN).
-STSEQ_FORCE_INLINE float host_exp(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float n = (x * 1.44269504088896341f + kShifter) - kShifter;
-  float r = x - n * 0.693359375f;  // ln2 split in two parts for an exact reduction
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) * (1 << 23);
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-
-// tanh for float: an odd Taylor polynomial below |x| = 0.3 (no cancellation), else
-// (1 - e^{-2|x|}) / (1 + e^{-2|x|}) with the sign of x.
-STSEQ_FORCE_INLINE float host_tanh(float x) {
-  const float a = x < 0.0f ? -x : x;
-  const float e = host_exp(-2.0f * a);
-  const float large = (1.0f - e) / (1.0f + e);
-  const float a2 = a * a;
-  const float small =
-      a * (1.0f +
-           a2 * (-0.333333333f + a2 * (0.133333333f + a2 * (-0.0539682540f + a2 * 0.0218694885f))));
-  const float magnitude = a < 0.3f ? small : large;
-  return x < 0.0f ? -magnitude : magnitude;
-}
-#endif
-
-STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE float exponential(float x) {
-#if defined(__CUDA_ARCH__)
-  return expf(x);
-#else
-  return host_exp(x);
-#endif
-}
-
+STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE float exponential(float x) { return expf(x); }
 STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE double exponential(double x) { return exp(x); }
-
-STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE float hyperbolic_tangent(float x) {
-#if defined(__CUDA_ARCH__)
-  return tanhf(x);
-#else
-  return host_tanh(x);
-#endif
-}
-
+STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE float hyperbolic_tangent(float x) { return tanhf(x); }
 STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE double hyperbolic_tangent(double x) { return tanh(x); }
 
-template <typename acc_t>
-STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t sigmoid(acc_t x) {
-  return acc_t(1) / (acc_t(1) + exponential(-x));
+// The selects return `value` where the comparison holds and 0 elsewhere (a NaN compares false).
+struct ScalarMath {
+  template <typename T>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T sigmoid(T x) {
+    return T(1) / (T(1) + exponential(-x));
+  }
+  template <typename T>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T tanh(T x) { return hyperbolic_tangent(x); }
+  template <typename T>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T exp(T x) { return exponential(x); }
+  template <typename T>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T minimum(T a, T b) { return a < b ? a : b; }
+  template <typename T>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T maximum(T a, T b) { return a > b ? a : b; }
+  template <typename T>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T where_greater(T a, T b, T value) {
+    return a > b ? value : T(0);
+  }
+  template <typename T>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T where_less_equal(T a, T b, T value) {
+    return a <= b ? value : T(0);
+  }
+};
+
+template <typename T>
+STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE T logistic_derivative(const T& y) {  // from y = sigma(u)
+  return y * (T(1) - y);
 }
 
-template <typename acc_t>
-STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t logistic_derivative(acc_t y) {  // from y = sigma(u)
-  return y * (acc_t(1) - y);
-}
-
-template <typename acc_t>
-STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t tanh_derivative(acc_t y) {  // from y = tanh(u)
-  return acc_t(1) - y * y;
+template <typename T>
+STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE T tanh_derivative(const T& y) {  // from y = tanh(u)
+  return T(1) - y * y;
 }
 
 // A selectable squashing function act(u) = scale * tanh(slope * u) + offset, without a branch:
@@ -135,13 +106,15 @@ struct Activation {
     return kind == ActivationKind::kTanh ? Activation{acc_t(1), acc_t(1), acc_t(0)}
                                          : Activation{acc_t(0.5), acc_t(0.5), acc_t(0.5)};
   }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t operator()(acc_t u) const {
-    return scale * hyperbolic_tangent(slope * u) + offset;
+  template <typename Act, typename T>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE T apply(const T& u) const {
+    return T(scale) * Act::tanh(T(slope) * u) + T(offset);
   }
-  // d act / du at the u where act(u) = y.
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t derivative(acc_t y) const {
-    const acc_t t = (y - offset) / scale;
-    return scale * slope * (acc_t(1) - t * t);
+  // d act / du at the u where act(u) = y (1 / scale is exact: scale is 1 or 1/2).
+  template <typename T>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE T derivative(const T& y) const {
+    const T t = (y - T(offset)) * T(acc_t(1) / scale);
+    return T(scale * slope) * (T(1) - t * t);
   }
 };
 
@@ -155,6 +128,9 @@ struct Row {
   bool active;
   acc_t dt;        // time gap at the position (0 when inactive)
   acc_t discount;  // T-LSTM's g(dt) = 1 / log(e + dt); 1 for the other cells
+  int64_t sums;    // the row of the backward's partial-sum buffers this row adds to: b itself
+                   // (CUDA: one thread per (b, j)), or its tile's first row (the CPU launcher
+                   // sets it: one thread carries a tile, its sums stay in L1)
 };
 
 struct Steps {
@@ -174,26 +150,68 @@ struct Steps {
     const bool active = step < n;
     const int64_t position = reverse ? n - 1 - step : step;
     const int64_t index = position * batch + b;
-    return {index, active, active ? dt[index] : acc_t(0), acc_t(1)};
+    return {index, active, active ? dt[index] : acc_t(0), acc_t(1), b};
   }
 };
 
-template <typename scalar_t, typename acc_t>
-STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t load(const scalar_t* p) {
-  return static_cast<acc_t>(*p);
+// Asks the CPU's caches for count elements from p (host only: the CPU launcher prefetches the
+// next row's by-position reads while a row runs; they come from memory, and the hardware
+// prefetcher does not follow a row's interleaved gate blocks).
+template <typename T>
+STSEQ_FORCE_INLINE void prefetch_span(const T* p, int64_t count) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* bytes = reinterpret_cast<const char*>(p);
+  const int64_t size = count * static_cast<int64_t>(sizeof(T));
+  for (int64_t k = 0; k < size; k += 64) __builtin_prefetch(bytes + k);
+#endif
 }
 
 // What the element steps share: their arguments `a` (with the op's Steps and dt), the row a
-// step gives row b, and nothing to write for an inactive row. Each step adds active() and hides
-// row() or inactive() where it needs its own.
+// step gives row b, nothing to write for an inactive row and nothing to prefetch. Each step adds
+// active() and hides row(), inactive() or prefetch() where it needs its own.
 template <typename Args, typename acc_t>
 struct ElementStep {
+  using acc_type = acc_t;
   Args a;
 
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE Row<acc_t> row(int64_t b) const {
     return a.steps.row(b, a.dt);
   }
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, int64_t) const {}
+  template <typename Lane>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t, const Lane&) const {}
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>&) const {}  // host only
+};
+
+// ---------------------------------------------------------------------------------------------
+// The LSTM cells' recurrent GEMM W_hh h goes into the first R blocks of the gates at each row's
+// position: straight from the GEMM where a step's rows sit at one position (time_rnn_driver.h),
+// else (reverse direction with padding) through a [B, R*H] step buffer and this step.
+
+template <typename scalar_t, typename acc_t>
+struct AddRecurrentArgs {
+  Steps steps;
+  int64_t hidden;            // H
+  int64_t gate_blocks;       // G
+  int64_t recurrent_blocks;  // R
+  scalar_t* gates;           // [L, B, G*H] the first R blocks += gates_h
+  const scalar_t* gates_h;   // [B, R*H] this step's W_hh h
+  const acc_t* dt;           // [L, B]
+};
+
+template <typename scalar_t, typename acc_t>
+struct AddRecurrent : ElementStep<AddRecurrentArgs<scalar_t, acc_t>, acc_t> {
+  using ElementStep<AddRecurrentArgs<scalar_t, acc_t>, acc_t>::a;
+
+  template <typename Lane>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
+                                                   const Lane& lane) const {
+    const int64_t H = a.hidden;
+    scalar_t* gx = a.gates + row.index * (a.gate_blocks * H);
+    const scalar_t* gh = a.gates_h + b * (a.recurrent_blocks * H);
+    for (int64_t k = 0; k < a.recurrent_blocks; ++k) {
+      lane.store(gx + k * H, lane.load(gx + k * H) + lane.load(gh + k * H));
+    }
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -202,8 +220,9 @@ struct ElementStep {
 //   gates (h side)          the first 4 blocks (v3: 3)
 //   peephole rows           [w_ci, w_cf, w_co]   (v3: [w_ci, w_co])
 //   time_weight rows        v1 [w_t, w_to]       v2, v3 [w_t1, w_t2, w_to]
-//   cells (saved)           c_prev, c_out
-// c_out is the cell state the output gate and h read: c' in variant 1, c~ in 2 and 3.
+//   cells (saved)           c_prev
+// c_out is the cell state the output gate and h read: c' in variant 1, c~ in 2 and 3 (the
+// backward recomputes it from c_prev and the saved gates).
 
 template <int kVariant>
 struct TimeLSTMLayout {
@@ -226,9 +245,9 @@ struct TimeLSTMLayout {
   static constexpr int kTimeT2 = kTwoTimeGates ? 1 : -1;
   static constexpr int kTimeO = kTwoTimeGates ? 2 : 1;
   static constexpr int kTimeWeights = kTimeO + 1;
+  static constexpr int kGradWeights = kPeepholes + kTimeWeights + kGates;  // backward sums
   static constexpr int kCPrev = 0;
-  static constexpr int kCOut = 1;
-  static constexpr int kCells = 2;
+  static constexpr int kCells = 1;
 };
 
 // Time-LSTM 2 and 3 constrain w_t1 <= 0; like the authors' code the gate uses
@@ -239,9 +258,8 @@ template <typename scalar_t, typename acc_t>
 struct TimeLSTMForwardArgs {
   Steps steps;
   int64_t hidden;               // H
-  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T; out: activations (kSave)
-  const scalar_t* bias;         // [G*H] added to the x side
-  const scalar_t* gates_h;      // [B, R*H] this step's W_hh h
+  scalar_t* gates;              // [L, B, G*H] in: x W_ih^T + b, plus W_hh h in the first R
+                                //        blocks (AddRecurrent); out: activations (kSave)
   const acc_t* dt;              // [L, B]
   const scalar_t* peephole;     // [P, H]
   const scalar_t* time_weight;  // [K, H]
@@ -249,72 +267,83 @@ struct TimeLSTMForwardArgs {
   scalar_t* h;                  // [B, H] in: h before the step, out: after
   acc_t* c;                     // [B, H] likewise
   scalar_t* output;             // [L, B, H]
-  acc_t* cells;                 // [L, B, 2H] (kSave)
+  acc_t* cells;                 // [L, B, H] c_prev (kSave)
   scalar_t* recurrent_input;    // [L, B, H] (kSave)
 };
+
+// c_out of the Time-LSTM variants from c_prev and the gates (c_new in variant 1).
+template <int kVariant, typename T>
+STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE T time_lstm_c_out(const T& c, const T& i, const T& f,
+                                                       const T& g, const T& t1) {
+  if constexpr (kVariant == 3) {
+    return (T(1) - i * t1) * c + i * t1 * g;
+  } else {
+    return f * c + i * t1 * g;
+  }
+}
 
 template <int kVariant, bool kSave, typename scalar_t, typename acc_t>
 struct TimeLSTMForward : ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeLSTMLayout<kVariant>;
   using ElementStep<TimeLSTMForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
-                                                   int64_t j) const {
-    const int64_t H = a.hidden;
-    scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
-    const scalar_t* gh = a.gates_h + b * (Layout::kRecurrentGates * H) + j;
-    const int64_t state = b * H + j;
-    const acc_t c = a.c[state];
-    const acc_t dt = row.dt;
-    auto x_side = [&](int gate) {
-      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j);
-    };
-    auto pre = [&](int gate) { return x_side(gate) + load<scalar_t, acc_t>(gh + gate * H); };
-    auto peephole = [&](int k) { return load<scalar_t, acc_t>(a.peephole + k * H + j); };
-    auto time_weight = [&](int k) { return load<scalar_t, acc_t>(a.time_weight + k * H + j); };
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    prefetch_span(a.gates + row.index * (Layout::kGates * a.hidden), Layout::kGates * a.hidden);
+  }
 
-    const acc_t i = sigmoid(pre(Layout::kI) + peephole(Layout::kPeepI) * c);
-    const acc_t g = hyperbolic_tangent(pre(Layout::kG));
-    acc_t w_t1 = time_weight(Layout::kTimeT1);
-    acc_t f = acc_t(0), t2 = acc_t(0), c_new, c_out;
+  template <typename Lane>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
+                                                   const Lane& lane) const {
+    using T = typename Lane::Value;
+    using Act = typename Lane::Act;
+    const int64_t H = a.hidden;
+    scalar_t* gx = a.gates + row.index * (Layout::kGates * H);
+    scalar_t* h = a.h + b * H;
+    acc_t* c_state = a.c + b * H;
+    const T c = lane.load(c_state);
+    const T dt(row.dt);
+    // x W_ih^T + b (+ W_hh h in the recurrent blocks) of a gate.
+    auto pre = [&](int gate) { return lane.load(gx + gate * H); };
+    auto peephole = [&](int k) { return lane.load(a.peephole + k * H); };
+    auto time_weight = [&](int k) { return lane.load(a.time_weight + k * H); };
+
+    const T i = Act::sigmoid(pre(Layout::kI) + peephole(Layout::kPeepI) * c);
+    const T g = Act::tanh(pre(Layout::kG));
+    T w_t1 = time_weight(Layout::kTimeT1);
+    T f(0), t2(0), c_new;
     if constexpr (Layout::kTwoTimeGates) {
-      const acc_t bound = static_cast<acc_t>(kTimeWeightBound);
-      w_t1 = w_t1 < bound ? w_t1 : bound;
-      t2 = sigmoid(x_side(Layout::kT2) + a.phi(dt * time_weight(Layout::kTimeT2)));
+      w_t1 = Act::minimum(w_t1, T(static_cast<acc_t>(kTimeWeightBound)));
+      t2 = Act::sigmoid(pre(Layout::kT2) +
+                        a.phi.template apply<Act>(dt * time_weight(Layout::kTimeT2)));
     }
-    const acc_t t1 = sigmoid(x_side(Layout::kT1) + a.phi(dt * w_t1));
+    const T t1 = Act::sigmoid(pre(Layout::kT1) + a.phi.template apply<Act>(dt * w_t1));
     if constexpr (Layout::kForget) {
-      f = sigmoid(pre(Layout::kF) + peephole(Layout::kPeepF) * c);
+      f = Act::sigmoid(pre(Layout::kF) + peephole(Layout::kPeepF) * c);
     }
+    const T c_out = time_lstm_c_out<kVariant>(c, i, f, g, t1);
     if constexpr (kVariant == 1) {
-      c_new = f * c + i * t1 * g;
-      c_out = c_new;
+      c_new = c_out;
     } else if constexpr (kVariant == 2) {
-      c_out = f * c + i * t1 * g;
       c_new = f * c + i * t2 * g;
     } else {
-      c_out = (acc_t(1) - i * t1) * c + i * t1 * g;
-      c_new = (acc_t(1) - i) * c + i * t2 * g;
+      c_new = (T(1) - i) * c + i * t2 * g;
     }
-    const acc_t o = sigmoid(pre(Layout::kO) + dt * time_weight(Layout::kTimeO) +
-                            peephole(Layout::kPeepO) * c_out);
-    const acc_t tanh_c_out = hyperbolic_tangent(c_out);
-    const acc_t h_new = o * tanh_c_out;
+    const T o = Act::sigmoid(pre(Layout::kO) + dt * time_weight(Layout::kTimeO) +
+                             peephole(Layout::kPeepO) * c_out);
+    const T h_new = o * Act::tanh(c_out);
     if constexpr (kSave) {
-      gx[Layout::kI * H] = static_cast<scalar_t>(i);
-      gx[Layout::kG * H] = static_cast<scalar_t>(g);
-      gx[Layout::kO * H] = static_cast<scalar_t>(o);
-      gx[Layout::kT1 * H] = static_cast<scalar_t>(t1);
-      if constexpr (Layout::kForget) gx[Layout::kF * H] = static_cast<scalar_t>(f);
-      if constexpr (Layout::kTwoTimeGates) gx[Layout::kT2 * H] = static_cast<scalar_t>(t2);
-      acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
-      cells[Layout::kCPrev * H] = c;
-      cells[Layout::kCOut * H] = c_out;
-      a.recurrent_input[row.index * H + j] = a.h[state];
+      lane.store(gx + Layout::kI * H, i);
+      lane.store(gx + Layout::kG * H, g);
+      lane.store(gx + Layout::kO * H, o);
+      lane.store(gx + Layout::kT1 * H, t1);
+      if constexpr (Layout::kForget) lane.store(gx + Layout::kF * H, f);
+      if constexpr (Layout::kTwoTimeGates) lane.store(gx + Layout::kT2 * H, t2);
+      lane.store(a.cells + row.index * (Layout::kCells * H) + Layout::kCPrev * H, c);
+      lane.store(a.recurrent_input + row.index * H, lane.load(h));
     }
-    a.c[state] = c_new;
-    a.h[state] = static_cast<scalar_t>(h_new);
-    a.output[row.index * H + j] = static_cast<scalar_t>(h_new);
+    lane.store(c_state, c_new);
+    lane.store(h, h_new);
+    lane.store(a.output + row.index * H, h_new);
   }
 };
 
@@ -328,13 +357,15 @@ struct TimeLSTMBackwardArgs {
   const scalar_t* time_weight;  // [K, H]
   Activation<acc_t> phi;
   const scalar_t* gates;         // [L, B, G*H] the gates' activations
-  const acc_t* cells;            // [L, B, 2H]
+  const acc_t* cells;            // [L, B, H] c_prev
   const scalar_t* grad_h_later;  // [B, H] d/dh after this step through later steps (GEMM)
   acc_t* grad_c;                 // [B, H] in: d/dc after this step (d/dc_n before a row's
                                  //        last step), out: d/dc before it
   scalar_t* grad_gates;          // [L, B, G*H] d/d(pre-activations) by position
-  scalar_t* grad_gates_step;     // [B, R*H] this step's recurrent part (GEMM operand)
-  acc_t* grad_weights;           // [B, (P+K)*H] per-row sums over steps: peepholes, time
+  scalar_t* grad_gates_step;     // [B, R*H] this step's recurrent part (GEMM operand), or
+                                 //        nullptr: the GEMM reads grad_gates (StepOperand)
+  acc_t* grad_weights;           // [B, (P+K+G)*H] partial sums (Row::sums) over steps and
+                                 //        rows: peepholes, time weights, bias
 };
 
 template <int kVariant, typename scalar_t, typename acc_t>
@@ -342,37 +373,52 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
   using Layout = TimeLSTMLayout<kVariant>;
   using ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, int64_t j) const {
-    scalar_t* gs = a.grad_gates_step + b * (Layout::kRecurrentGates * a.hidden) + j;
-    for (int k = 0; k < Layout::kRecurrentGates; ++k) gs[k * a.hidden] = scalar_t(0);
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    const int64_t H = a.hidden;
+    prefetch_span(a.gates + row.index * (Layout::kGates * H), Layout::kGates * H);
+    prefetch_span(a.cells + row.index * (Layout::kCells * H), Layout::kCells * H);
+    prefetch_span(a.grad_output + row.index * H, H);
   }
 
+  template <typename Lane>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, const Lane& lane) const {
+    if (a.grad_gates_step == nullptr) return;
+    scalar_t* gs = a.grad_gates_step + b * (Layout::kRecurrentGates * a.hidden);
+    for (int k = 0; k < Layout::kRecurrentGates; ++k) {
+      lane.store(gs + k * a.hidden, typename Lane::Value(0));
+    }
+  }
+
+  template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
-                                                   int64_t j) const {
+                                                   const Lane& lane) const {
+    using T = typename Lane::Value;
+    using Act = typename Lane::Act;
     const int64_t H = a.hidden;
-    const int64_t state = b * H + j;
-    const scalar_t* gates = a.gates + row.index * (Layout::kGates * H) + j;
-    const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
-    auto saved = [&](int gate) { return load<scalar_t, acc_t>(gates + gate * H); };
-    auto peephole = [&](int k) { return load<scalar_t, acc_t>(a.peephole + k * H + j); };
-    auto time_weight = [&](int k) { return load<scalar_t, acc_t>(a.time_weight + k * H + j); };
-    const acc_t dt = row.dt;
+    const scalar_t* gates = a.gates + row.index * (Layout::kGates * H);
+    const acc_t* cells = a.cells + row.index * (Layout::kCells * H);
+    acc_t* grad_c = a.grad_c + b * H;
+    auto saved = [&](int gate) { return lane.load(gates + gate * H); };
+    auto peephole = [&](int k) { return lane.load(a.peephole + k * H); };
+    auto time_weight = [&](int k) { return lane.load(a.time_weight + k * H); };
+    const T dt(row.dt);
 
-    const acc_t dh = load<scalar_t, acc_t>(a.grad_output + row.index * H + j) +
-                     load<scalar_t, acc_t>(a.grad_h_later + state);
-    const acc_t dc_new = a.grad_c[state];
-    const acc_t i = saved(Layout::kI), g = saved(Layout::kG), o = saved(Layout::kO);
-    const acc_t t1 = saved(Layout::kT1);
-    const acc_t c = cells[Layout::kCPrev * H], c_out = cells[Layout::kCOut * H];
-    const acc_t tanh_c_out = hyperbolic_tangent(c_out);
-
-    const acc_t d_pre_o = dh * tanh_c_out * logistic_derivative(o);
-    const acc_t dc_out = dh * o * tanh_derivative(tanh_c_out) + d_pre_o * peephole(Layout::kPeepO);
-    acc_t di, dg, dt1, dt2 = acc_t(0), df = acc_t(0), f = acc_t(0), t2 = acc_t(0), dc;
+    const T dh = lane.load(a.grad_output + row.index * H) + lane.load(a.grad_h_later + b * H);
+    const T dc_new = lane.load(grad_c);
+    const T i = saved(Layout::kI), g = saved(Layout::kG), o = saved(Layout::kO);
+    const T t1 = saved(Layout::kT1);
+    T f(0), t2(0);
     if constexpr (Layout::kForget) f = saved(Layout::kF);
     if constexpr (Layout::kTwoTimeGates) t2 = saved(Layout::kT2);
+    const T c = lane.load(cells + Layout::kCPrev * H);
+    const T c_out = time_lstm_c_out<kVariant>(c, i, f, g, t1);
+    const T tanh_c_out = Act::tanh(c_out);
+
+    const T d_pre_o = dh * tanh_c_out * logistic_derivative(o);
+    const T dc_out = dh * o * tanh_derivative(tanh_c_out) + d_pre_o * peephole(Layout::kPeepO);
+    T di, dg, dt1, dt2(0), df(0), dc;
     if constexpr (kVariant == 1) {  // c' = f c + i t1 g, read by o and h and carried
-      const acc_t dc_total = dc_new + dc_out;
+      const T dc_total = dc_new + dc_out;
       di = dc_total * t1 * g;
       dg = dc_total * i * t1;
       dt1 = dc_total * i * g;
@@ -390,49 +436,53 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
       dg = (dc_out * t1 + dc_new * t2) * i;
       dt1 = dc_out * i * (g - c);
       dt2 = dc_new * i * g;
-      dc = dc_out * (acc_t(1) - i * t1) + dc_new * (acc_t(1) - i);
+      dc = dc_out * (T(1) - i * t1) + dc_new * (T(1) - i);
     }
-    const acc_t d_pre_i = di * logistic_derivative(i);
-    const acc_t d_pre_g = dg * tanh_derivative(g);
-    const acc_t d_pre_t1 = dt1 * logistic_derivative(t1);
-    dc += d_pre_i * peephole(Layout::kPeepI);
+    const T d_pre_i = di * logistic_derivative(i);
+    const T d_pre_g = dg * tanh_derivative(g);
+    const T d_pre_t1 = dt1 * logistic_derivative(t1);
+    dc = dc + d_pre_i * peephole(Layout::kPeepI);
 
-    scalar_t* gg = a.grad_gates + row.index * (Layout::kGates * H) + j;
-    scalar_t* gs = a.grad_gates_step + b * (Layout::kRecurrentGates * H) + j;
-    auto put = [&](int gate, acc_t value) {
-      gg[gate * H] = static_cast<scalar_t>(value);
-      if (gate < Layout::kRecurrentGates) gs[gate * H] = static_cast<scalar_t>(value);
+    acc_t* gw = a.grad_weights + row.sums * (Layout::kGradWeights * H);
+    acc_t* gw_time = gw + Layout::kPeepholes * H;
+    acc_t* gw_bias = gw_time + Layout::kTimeWeights * H;
+    auto accumulate = [&](acc_t* sum, const T& value) { lane.store(sum, lane.load(sum) + value); };
+    scalar_t* gg = a.grad_gates + row.index * (Layout::kGates * H);
+    scalar_t* gs = a.grad_gates_step;
+    if (gs != nullptr) gs += b * (Layout::kRecurrentGates * H);
+    auto put = [&](int gate, const T& value) {
+      lane.store(gg + gate * H, value);
+      if (gs != nullptr && gate < Layout::kRecurrentGates) lane.store(gs + gate * H, value);
+      accumulate(gw_bias + gate * H, value);
     };
     put(Layout::kI, d_pre_i);
     put(Layout::kG, d_pre_g);
     put(Layout::kO, d_pre_o);
     put(Layout::kT1, d_pre_t1);
 
-    acc_t* gw = a.grad_weights + b * ((Layout::kPeepholes + Layout::kTimeWeights) * H) + j;
-    acc_t* gw_time = gw + Layout::kPeepholes * H;
-    gw[Layout::kPeepI * H] += d_pre_i * c;
-    gw[Layout::kPeepO * H] += d_pre_o * c_out;
-    gw_time[Layout::kTimeO * H] += d_pre_o * dt;
-    acc_t w_t1 = time_weight(Layout::kTimeT1);
-    acc_t pass_t1 = acc_t(1);
+    accumulate(gw + Layout::kPeepI * H, d_pre_i * c);
+    accumulate(gw + Layout::kPeepO * H, d_pre_o * c_out);
+    accumulate(gw_time + Layout::kTimeO * H, d_pre_o * dt);
+    T w_t1 = time_weight(Layout::kTimeT1);
+    T pass_t1(1);
     if constexpr (Layout::kTwoTimeGates) {
-      const acc_t bound = static_cast<acc_t>(kTimeWeightBound);
-      pass_t1 = w_t1 <= bound ? acc_t(1) : acc_t(0);
-      w_t1 = w_t1 < bound ? w_t1 : bound;
-      const acc_t d_pre_t2 = dt2 * logistic_derivative(t2);
+      const T bound(static_cast<acc_t>(kTimeWeightBound));
+      pass_t1 = Act::where_less_equal(w_t1, bound, T(1));
+      w_t1 = Act::minimum(w_t1, bound);
+      const T d_pre_t2 = dt2 * logistic_derivative(t2);
       put(Layout::kT2, d_pre_t2);
-      const acc_t phi_t2 = a.phi(dt * time_weight(Layout::kTimeT2));
-      gw_time[Layout::kTimeT2 * H] += d_pre_t2 * a.phi.derivative(phi_t2) * dt;
+      const T phi_t2 = a.phi.template apply<Act>(dt * time_weight(Layout::kTimeT2));
+      accumulate(gw_time + Layout::kTimeT2 * H, d_pre_t2 * a.phi.derivative(phi_t2) * dt);
     }
-    const acc_t phi_t1 = a.phi(dt * w_t1);
-    gw_time[Layout::kTimeT1 * H] += pass_t1 * d_pre_t1 * a.phi.derivative(phi_t1) * dt;
+    const T phi_t1 = a.phi.template apply<Act>(dt * w_t1);
+    accumulate(gw_time + Layout::kTimeT1 * H, pass_t1 * d_pre_t1 * a.phi.derivative(phi_t1) * dt);
     if constexpr (Layout::kForget) {
-      const acc_t d_pre_f = df * logistic_derivative(f);
+      const T d_pre_f = df * logistic_derivative(f);
       put(Layout::kF, d_pre_f);
-      dc += d_pre_f * peephole(Layout::kPeepF);
-      gw[Layout::kPeepF * H] += d_pre_f * c;
+      dc = dc + d_pre_f * peephole(Layout::kPeepF);
+      accumulate(gw + Layout::kPeepF * H, d_pre_f * c);
     }
-    a.grad_c[state] = dc;
+    lane.store(grad_c, dc);
   }
 };
 
@@ -440,11 +490,12 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
 // T-LSTM (Baytas et al., KDD 2017). Gate blocks [i, f, g, o] (torch.nn.LSTM's order, bias
 // b_ih + b_hh). Per step: C_S = act(W_d c + b_d) (the GEMM gives short_pre = W_d c in acc_t, the
 // element step adds b_d), c* = c - C_S + g(dt) C_S, then the LSTM step on c*.
-// Saved cells: [C_S, c*, c_prev] (c' = f c* + i g is recomputed from them).
+// Saved cells: [C_S, c_prev] (c* and c' = f c* + i g are recomputed from them).
 
 struct TLSTMLayout {
   static constexpr int kI = 0, kF = 1, kG = 2, kO = 3, kGates = 4;
-  static constexpr int kShort = 0, kCStar = 1, kCPrev = 2, kCells = 3;
+  static constexpr int kShort = 0, kCPrev = 1, kCells = 2;
+  static constexpr int kGradDecayBias = kGates, kGradWeights = kGates + 1;  // backward sums
 };
 
 template <typename acc_t>
@@ -468,9 +519,8 @@ template <typename scalar_t, typename acc_t>
 struct TLSTMForwardArgs {
   Steps steps;
   int64_t hidden;
-  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T; out: activations (kSave)
-  const scalar_t* bias;       // [4H] added to the x side
-  const scalar_t* gates_h;    // [B, 4H]
+  scalar_t* gates;            // [L, B, 4H] in: x W_ih^T + b + W_hh h (AddRecurrent); out:
+                              //        activations (kSave)
   const acc_t* short_pre;     // [B, H] W_d c of this step
   const acc_t* decay_bias;    // [H] b_d
   const acc_t* dt;            // [L, B]
@@ -478,7 +528,7 @@ struct TLSTMForwardArgs {
   scalar_t* h;                // [B, H]
   acc_t* c;                   // [B, H]
   scalar_t* output;           // [L, B, H]
-  acc_t* cells;               // [L, B, 3H] (kSave)
+  acc_t* cells;               // [L, B, 2H] (kSave)
   scalar_t* recurrent_input;  // [L, B, H] (kSave)
 };
 
@@ -487,40 +537,43 @@ struct TLSTMForward : TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TLSTMLayout;
   using TLSTMStep<TLSTMForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    prefetch_span(a.gates + row.index * (Layout::kGates * a.hidden), Layout::kGates * a.hidden);
+  }
+
+  template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
-                                                   int64_t j) const {
+                                                   const Lane& lane) const {
+    using T = typename Lane::Value;
+    using Act = typename Lane::Act;
     const int64_t H = a.hidden;
-    const int64_t state = b * H + j;
-    scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
-    const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
-    auto pre = [&](int gate) {
-      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias + gate * H + j) +
-             load<scalar_t, acc_t>(gh + gate * H);
-    };
-    const acc_t c = a.c[state];
-    const acc_t short_term = a.act(a.short_pre[state] + a.decay_bias[j]);
-    const acc_t c_star = c - short_term + row.discount * short_term;
-    const acc_t i = sigmoid(pre(Layout::kI));
-    const acc_t f = sigmoid(pre(Layout::kF));
-    const acc_t g = hyperbolic_tangent(pre(Layout::kG));
-    const acc_t o = sigmoid(pre(Layout::kO));
-    const acc_t c_new = f * c_star + i * g;
-    const acc_t tanh_c = hyperbolic_tangent(c_new);
-    const acc_t h_new = o * tanh_c;
+    scalar_t* gx = a.gates + row.index * (Layout::kGates * H);
+    scalar_t* h = a.h + b * H;
+    acc_t* c_state = a.c + b * H;
+    auto pre = [&](int gate) { return lane.load(gx + gate * H); };
+    const T c = lane.load(c_state);
+    const T short_term =
+        a.act.template apply<Act>(lane.load(a.short_pre + b * H) + lane.load(a.decay_bias));
+    const T c_star = c - short_term + T(row.discount) * short_term;
+    const T i = Act::sigmoid(pre(Layout::kI));
+    const T f = Act::sigmoid(pre(Layout::kF));
+    const T g = Act::tanh(pre(Layout::kG));
+    const T o = Act::sigmoid(pre(Layout::kO));
+    const T c_new = f * c_star + i * g;
+    const T h_new = o * Act::tanh(c_new);
     if constexpr (kSave) {
-      gx[Layout::kI * H] = static_cast<scalar_t>(i);
-      gx[Layout::kF * H] = static_cast<scalar_t>(f);
-      gx[Layout::kG * H] = static_cast<scalar_t>(g);
-      gx[Layout::kO * H] = static_cast<scalar_t>(o);
-      acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
-      cells[Layout::kShort * H] = short_term;
-      cells[Layout::kCStar * H] = c_star;
-      cells[Layout::kCPrev * H] = c;
-      a.recurrent_input[row.index * H + j] = a.h[state];
+      lane.store(gx + Layout::kI * H, i);
+      lane.store(gx + Layout::kF * H, f);
+      lane.store(gx + Layout::kG * H, g);
+      lane.store(gx + Layout::kO * H, o);
+      acc_t* cells = a.cells + row.index * (Layout::kCells * H);
+      lane.store(cells + Layout::kShort * H, short_term);
+      lane.store(cells + Layout::kCPrev * H, c);
+      lane.store(a.recurrent_input + row.index * H, lane.load(h));
     }
-    a.c[state] = c_new;
-    a.h[state] = static_cast<scalar_t>(h_new);
-    a.output[row.index * H + j] = static_cast<scalar_t>(h_new);
+    lane.store(c_state, c_new);
+    lane.store(h, h_new);
+    lane.store(a.output + row.index * H, h_new);
   }
 };
 
@@ -532,16 +585,18 @@ struct TLSTMBackwardArgs {
   const acc_t* dt;              // [L, B]
   Activation<acc_t> act;
   const scalar_t* gates;          // [L, B, 4H] the gates' activations
-  const acc_t* cells;             // [L, B, 3H]
+  const acc_t* cells;             // [L, B, 2H]
   const scalar_t* grad_h_later;   // [B, H] (GEMM: grad_gates_step W_hh of the later step)
   const acc_t* grad_c_recurrent;  // [B, H] d/dc through W_d from the later step (GEMM:
                                   //        grad_short_step W_d; 0 before a row's last step)
   scalar_t* grad_gates;           // [L, B, 4H]
-  scalar_t* grad_gates_step;      // [B, 4H]
+  scalar_t* grad_gates_step;      // [B, 4H] (GEMM operands, or both nullptr: the GEMMs read
+                                  //        grad_gates and grad_short: StepOperand)
   acc_t* grad_short;              // [L, B, H] d/d(W_d c + b_d) by position
   acc_t* grad_short_step;         // [B, H]
   acc_t* grad_c_direct;           // [B, H] in: d/dc after the step without the W_d path (d/dc_n
                                   //        before a row's last step); out: the same before it
+  acc_t* grad_weights;            // [B, 5H] partial sums (Row::sums): bias [4H], b_d [H]
 };
 
 template <typename scalar_t, typename acc_t>
@@ -549,47 +604,68 @@ struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TLSTMLayout;
   using TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, int64_t j) const {
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
     const int64_t H = a.hidden;
-    scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H) + j;
-    for (int k = 0; k < Layout::kGates; ++k) gs[k * H] = scalar_t(0);
-    a.grad_short_step[b * H + j] = acc_t(0);
+    prefetch_span(a.gates + row.index * (Layout::kGates * H), Layout::kGates * H);
+    prefetch_span(a.cells + row.index * (Layout::kCells * H), Layout::kCells * H);
+    prefetch_span(a.grad_output + row.index * H, H);
   }
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
-                                                   int64_t j) const {
+  template <typename Lane>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, const Lane& lane) const {
     const int64_t H = a.hidden;
-    const int64_t state = b * H + j;
-    const scalar_t* gates = a.gates + row.index * (Layout::kGates * H) + j;
-    const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
-    const acc_t dh = load<scalar_t, acc_t>(a.grad_output + row.index * H + j) +
-                     load<scalar_t, acc_t>(a.grad_h_later + state);
-    const acc_t dc_new = a.grad_c_direct[state] + a.grad_c_recurrent[state];
-    const acc_t i = load<scalar_t, acc_t>(gates + Layout::kI * H);
-    const acc_t f = load<scalar_t, acc_t>(gates + Layout::kF * H);
-    const acc_t g = load<scalar_t, acc_t>(gates + Layout::kG * H);
-    const acc_t o = load<scalar_t, acc_t>(gates + Layout::kO * H);
-    const acc_t short_term = cells[Layout::kShort * H], c_star = cells[Layout::kCStar * H];
-    const acc_t tanh_c = hyperbolic_tangent(f * c_star + i * g);
+    const typename Lane::Value zero(0);
+    if (a.grad_gates_step == nullptr) return;
+    scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H);
+    for (int k = 0; k < Layout::kGates; ++k) lane.store(gs + k * H, zero);
+    lane.store(a.grad_short_step + b * H, zero);
+  }
 
-    const acc_t d_pre_o = dh * tanh_c * logistic_derivative(o);
-    const acc_t dc = dc_new + dh * o * tanh_derivative(tanh_c);
-    const acc_t d_pre_i = dc * g * logistic_derivative(i);
-    const acc_t d_pre_f = dc * c_star * logistic_derivative(f);
-    const acc_t d_pre_g = dc * i * tanh_derivative(g);
-    const acc_t dc_star = dc * f;
-    const acc_t d_short_pre = dc_star * (row.discount - acc_t(1)) * a.act.derivative(short_term);
+  template <typename Lane>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
+                                                   const Lane& lane) const {
+    using T = typename Lane::Value;
+    using Act = typename Lane::Act;
+    const int64_t H = a.hidden;
+    const scalar_t* gates = a.gates + row.index * (Layout::kGates * H);
+    const acc_t* cells = a.cells + row.index * (Layout::kCells * H);
+    acc_t* grad_c_direct = a.grad_c_direct + b * H;
+    const T dh = lane.load(a.grad_output + row.index * H) + lane.load(a.grad_h_later + b * H);
+    const T dc_new = lane.load(grad_c_direct) + lane.load(a.grad_c_recurrent + b * H);
+    const T i = lane.load(gates + Layout::kI * H);
+    const T f = lane.load(gates + Layout::kF * H);
+    const T g = lane.load(gates + Layout::kG * H);
+    const T o = lane.load(gates + Layout::kO * H);
+    const T short_term = lane.load(cells + Layout::kShort * H);
+    const T c_star =
+        lane.load(cells + Layout::kCPrev * H) - short_term + T(row.discount) * short_term;
+    const T tanh_c = Act::tanh(f * c_star + i * g);
 
-    scalar_t* gg = a.grad_gates + row.index * (Layout::kGates * H) + j;
-    scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H) + j;
-    const acc_t grads[Layout::kGates] = {d_pre_i, d_pre_f, d_pre_g, d_pre_o};
+    const T d_pre_o = dh * tanh_c * logistic_derivative(o);
+    const T dc = dc_new + dh * o * tanh_derivative(tanh_c);
+    const T d_pre_i = dc * g * logistic_derivative(i);
+    const T d_pre_f = dc * c_star * logistic_derivative(f);
+    const T d_pre_g = dc * i * tanh_derivative(g);
+    const T dc_star = dc * f;
+    const T d_short_pre =
+        dc_star * T(row.discount - acc_t(1)) * a.act.derivative(short_term);
+
+    scalar_t* gg = a.grad_gates + row.index * (Layout::kGates * H);
+    acc_t* gw = a.grad_weights + row.sums * (Layout::kGradWeights * H);
+    auto accumulate = [&](acc_t* sum, const T& value) { lane.store(sum, lane.load(sum) + value); };
+    const T grads[Layout::kGates] = {d_pre_i, d_pre_f, d_pre_g, d_pre_o};
     for (int k = 0; k < Layout::kGates; ++k) {
-      gg[k * H] = static_cast<scalar_t>(grads[k]);
-      gs[k * H] = static_cast<scalar_t>(grads[k]);
+      lane.store(gg + k * H, grads[k]);
+      accumulate(gw + k * H, grads[k]);
     }
-    a.grad_short[row.index * H + j] = d_short_pre;
-    a.grad_short_step[state] = d_short_pre;
-    a.grad_c_direct[state] = dc_star;
+    accumulate(gw + Layout::kGradDecayBias * H, d_short_pre);
+    lane.store(a.grad_short + row.index * H, d_short_pre);
+    if (a.grad_gates_step != nullptr) {
+      scalar_t* gs = a.grad_gates_step + b * (Layout::kGates * H);
+      for (int k = 0; k < Layout::kGates; ++k) lane.store(gs + k * H, grads[k]);
+      lane.store(a.grad_short_step + b * H, d_short_pre);
+    }
+    lane.store(grad_c_direct, dc_star);
   }
 };
 
@@ -604,11 +680,11 @@ struct TimeDecayGRULayout {
   static constexpr int kHiddenN = 0, kHPrev = 1, kGamma = 2, kCells = 3;
 };
 
-template <typename scalar_t, typename acc_t>
-STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE acc_t decay_exponent(const scalar_t* decay_weight,
-                                                          const scalar_t* decay_bias, acc_t dt,
-                                                          int64_t j) {  // w_gamma dt + b_gamma
-  return load<scalar_t, acc_t>(decay_weight + j) * dt + load<scalar_t, acc_t>(decay_bias + j);
+template <typename scalar_t, typename T, typename Lane>
+STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE T decay_exponent(const scalar_t* decay_weight,
+                                                      const scalar_t* decay_bias, const T& dt,
+                                                      const Lane& lane) {  // w_gamma dt + b_gamma
+  return lane.load(decay_weight) * dt + lane.load(decay_bias);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -630,21 +706,23 @@ struct TimeDecay : ElementStep<TimeDecayArgs<scalar_t, acc_t>, acc_t> {
   using Layout = TimeDecayGRULayout;
   using ElementStep<TimeDecayArgs<scalar_t, acc_t>, acc_t>::a;
 
+  template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
-                                                   int64_t j) const {
+                                                   const Lane& lane) const {
+    using T = typename Lane::Value;
+    using Act = typename Lane::Act;
     const int64_t H = a.hidden;
-    const int64_t state = b * H + j;
-    const acc_t exponent = decay_exponent(a.decay_weight, a.decay_bias, row.dt, j);
-    const acc_t gamma = exponential(-(exponent > acc_t(0) ? exponent : acc_t(0)));
-    const acc_t h = a.h[state];
-    const scalar_t h_tilde = static_cast<scalar_t>(gamma * h);
-    a.h_tilde[state] = h_tilde;
-    a.gamma[state] = gamma;
+    const T exponent = decay_exponent(a.decay_weight, a.decay_bias, T(row.dt), lane);
+    const T gamma = Act::exp(T(0) - Act::maximum(exponent, T(0)));
+    const T h = lane.load(a.h + b * H);
+    scalar_t* h_tilde = a.h_tilde + b * H;
+    lane.store(h_tilde, gamma * h);
+    lane.store(a.gamma + b * H, gamma);
     if constexpr (kSave) {
-      acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
-      cells[Layout::kHPrev * H] = h;
-      cells[Layout::kGamma * H] = gamma;
-      a.recurrent_input[row.index * H + j] = h_tilde;
+      acc_t* cells = a.cells + row.index * (Layout::kCells * H);
+      lane.store(cells + Layout::kHPrev * H, h);
+      lane.store(cells + Layout::kGamma * H, gamma);
+      lane.store(a.recurrent_input + row.index * H, lane.load(h_tilde));
     }
   }
 };
@@ -653,8 +731,7 @@ template <typename scalar_t, typename acc_t>
 struct TimeDecayGRUForwardArgs {
   Steps steps;
   int64_t hidden;
-  scalar_t* gates;          // [L, B, 3H] in: x W_ih^T; out: activations (kSave)
-  const scalar_t* bias_ih;  // [3H] added to the x side
+  scalar_t* gates;          // [L, B, 3H] in: x W_ih^T + b_ih; out: activations (kSave)
   const scalar_t* gates_h;  // [B, 3H] W_hh h~ + b_hh
   const acc_t* dt;          // [L, B]
   const acc_t* gamma;       // [B, H]
@@ -668,30 +745,35 @@ struct TimeDecayGRUForward : ElementStep<TimeDecayGRUForwardArgs<scalar_t, acc_t
   using Layout = TimeDecayGRULayout;
   using ElementStep<TimeDecayGRUForwardArgs<scalar_t, acc_t>, acc_t>::a;
 
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
+    prefetch_span(a.gates + row.index * (Layout::kGates * a.hidden), Layout::kGates * a.hidden);
+  }
+
+  template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
-                                                   int64_t j) const {
+                                                   const Lane& lane) const {
+    using T = typename Lane::Value;
+    using Act = typename Lane::Act;
     const int64_t H = a.hidden;
-    const int64_t state = b * H + j;
-    scalar_t* gx = a.gates + row.index * (Layout::kGates * H) + j;
-    const scalar_t* gh = a.gates_h + b * (Layout::kGates * H) + j;
-    auto x_side = [&](int gate) {
-      return load<scalar_t, acc_t>(gx + gate * H) + load<scalar_t, acc_t>(a.bias_ih + gate * H + j);
-    };
-    auto h_side = [&](int gate) { return load<scalar_t, acc_t>(gh + gate * H); };
-    const acc_t r = sigmoid(x_side(Layout::kR) + h_side(Layout::kR));
-    const acc_t z = sigmoid(x_side(Layout::kZ) + h_side(Layout::kZ));
-    const acc_t hidden_n = h_side(Layout::kN);
-    const acc_t n = hyperbolic_tangent(x_side(Layout::kN) + r * hidden_n);
-    const acc_t h_tilde = a.gamma[state] * a.h[state];
-    const acc_t h_new = (acc_t(1) - z) * n + z * h_tilde;
+    scalar_t* gx = a.gates + row.index * (Layout::kGates * H);
+    const scalar_t* gh = a.gates_h + b * (Layout::kGates * H);
+    acc_t* h = a.h + b * H;
+    auto x_side = [&](int gate) { return lane.load(gx + gate * H); };
+    auto h_side = [&](int gate) { return lane.load(gh + gate * H); };
+    const T r = Act::sigmoid(x_side(Layout::kR) + h_side(Layout::kR));
+    const T z = Act::sigmoid(x_side(Layout::kZ) + h_side(Layout::kZ));
+    const T hidden_n = h_side(Layout::kN);
+    const T n = Act::tanh(x_side(Layout::kN) + r * hidden_n);
+    const T h_tilde = lane.load(a.gamma + b * H) * lane.load(h);
+    const T h_new = (T(1) - z) * n + z * h_tilde;
     if constexpr (kSave) {
-      gx[Layout::kR * H] = static_cast<scalar_t>(r);
-      gx[Layout::kZ * H] = static_cast<scalar_t>(z);
-      gx[Layout::kN * H] = static_cast<scalar_t>(n);
-      a.cells[row.index * (Layout::kCells * H) + Layout::kHiddenN * H + j] = hidden_n;
+      lane.store(gx + Layout::kR * H, r);
+      lane.store(gx + Layout::kZ * H, z);
+      lane.store(gx + Layout::kN * H, n);
+      lane.store(a.cells + row.index * (Layout::kCells * H) + Layout::kHiddenN * H, hidden_n);
     }
-    a.h[state] = h_new;
-    a.output[row.index * H + j] = static_cast<scalar_t>(h_new);
+    lane.store(h, h_new);
+    lane.store(a.output + row.index * H, h_new);
   }
 };
 
@@ -707,8 +789,10 @@ struct TimeDecayGRUBackwardArgs {
                                   //        before a row's last step)
   scalar_t* grad_gates_x;         // [L, B, 3H]
   scalar_t* grad_gates_h;         // [L, B, 3H] d/d(W_hh h~ + b_hh)
-  scalar_t* grad_gates_h_step;    // [B, 3H] (GEMM operand)
+  scalar_t* grad_gates_h_step;    // [B, 3H] (GEMM operand), or nullptr: the GEMM reads
+                                  //        grad_gates_h (StepOperand)
   scalar_t* grad_h_tilde_direct;  // [B, H] d/dh~ through z * h~ (GEMM addend)
+  acc_t* grad_biases;             // [B, 6H] partial sums (Row::sums): b_ih [3H], b_hh [3H]
 };
 
 template <typename scalar_t, typename acc_t>
@@ -716,40 +800,55 @@ struct TimeDecayGRUBackward : ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc
   using Layout = TimeDecayGRULayout;
   using ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, int64_t j) const {
+  STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
     const int64_t H = a.hidden;
-    scalar_t* gs = a.grad_gates_h_step + b * (Layout::kGates * H) + j;
-    for (int k = 0; k < Layout::kGates; ++k) gs[k * H] = scalar_t(0);
-    a.grad_h_tilde_direct[b * H + j] = scalar_t(0);
+    prefetch_span(a.gates + row.index * (Layout::kGates * H), Layout::kGates * H);
+    prefetch_span(a.cells + row.index * (Layout::kCells * H), Layout::kCells * H);
+    prefetch_span(a.grad_output + row.index * H, H);
   }
 
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
-                                                   int64_t j) const {
+  template <typename Lane>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void inactive(int64_t b, const Lane& lane) const {
     const int64_t H = a.hidden;
-    const int64_t state = b * H + j;
-    const scalar_t* gates = a.gates + row.index * (Layout::kGates * H) + j;
-    const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
-    const acc_t dh =
-        load<scalar_t, acc_t>(a.grad_output + row.index * H + j) + a.grad_h_later[state];
-    const acc_t r = load<scalar_t, acc_t>(gates + Layout::kR * H);
-    const acc_t z = load<scalar_t, acc_t>(gates + Layout::kZ * H);
-    const acc_t n = load<scalar_t, acc_t>(gates + Layout::kN * H);
-    const acc_t hidden_n = cells[Layout::kHiddenN * H];
-    const acc_t h_tilde = cells[Layout::kGamma * H] * cells[Layout::kHPrev * H];
-    const acc_t d_pre_n = dh * (acc_t(1) - z) * tanh_derivative(n);
-    const acc_t d_pre_z = dh * (h_tilde - n) * logistic_derivative(z);
-    const acc_t d_pre_r = d_pre_n * hidden_n * logistic_derivative(r);
-    const acc_t x_grads[Layout::kGates] = {d_pre_r, d_pre_z, d_pre_n};
-    const acc_t h_grads[Layout::kGates] = {d_pre_r, d_pre_z, d_pre_n * r};
-    scalar_t* gx = a.grad_gates_x + row.index * (Layout::kGates * H) + j;
-    scalar_t* gh = a.grad_gates_h + row.index * (Layout::kGates * H) + j;
-    scalar_t* gs = a.grad_gates_h_step + b * (Layout::kGates * H) + j;
+    const typename Lane::Value zero(0);
+    lane.store(a.grad_h_tilde_direct + b * H, zero);
+    if (a.grad_gates_h_step == nullptr) return;
+    scalar_t* gs = a.grad_gates_h_step + b * (Layout::kGates * H);
+    for (int k = 0; k < Layout::kGates; ++k) lane.store(gs + k * H, zero);
+  }
+
+  template <typename Lane>
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
+                                                   const Lane& lane) const {
+    using T = typename Lane::Value;
+    const int64_t H = a.hidden;
+    const scalar_t* gates = a.gates + row.index * (Layout::kGates * H);
+    const acc_t* cells = a.cells + row.index * (Layout::kCells * H);
+    const T dh = lane.load(a.grad_output + row.index * H) + lane.load(a.grad_h_later + b * H);
+    const T r = lane.load(gates + Layout::kR * H);
+    const T z = lane.load(gates + Layout::kZ * H);
+    const T n = lane.load(gates + Layout::kN * H);
+    const T hidden_n = lane.load(cells + Layout::kHiddenN * H);
+    const T h_tilde = lane.load(cells + Layout::kGamma * H) * lane.load(cells + Layout::kHPrev * H);
+    const T d_pre_n = dh * (T(1) - z) * tanh_derivative(n);
+    const T d_pre_z = dh * (h_tilde - n) * logistic_derivative(z);
+    const T d_pre_r = d_pre_n * hidden_n * logistic_derivative(r);
+    const T x_grads[Layout::kGates] = {d_pre_r, d_pre_z, d_pre_n};
+    const T h_grads[Layout::kGates] = {d_pre_r, d_pre_z, d_pre_n * r};
+    scalar_t* gx = a.grad_gates_x + row.index * (Layout::kGates * H);
+    scalar_t* gh = a.grad_gates_h + row.index * (Layout::kGates * H);
+    scalar_t* gs = a.grad_gates_h_step;
+    if (gs != nullptr) gs += b * (Layout::kGates * H);
+    acc_t* sums_x = a.grad_biases + row.sums * (2 * Layout::kGates * H);
+    acc_t* sums_h = sums_x + Layout::kGates * H;
     for (int k = 0; k < Layout::kGates; ++k) {
-      gx[k * H] = static_cast<scalar_t>(x_grads[k]);
-      gh[k * H] = static_cast<scalar_t>(h_grads[k]);
-      gs[k * H] = static_cast<scalar_t>(h_grads[k]);
+      lane.store(gx + k * H, x_grads[k]);
+      lane.store(gh + k * H, h_grads[k]);
+      if (gs != nullptr) lane.store(gs + k * H, h_grads[k]);
+      lane.store(sums_x + k * H, lane.load(sums_x + k * H) + x_grads[k]);
+      lane.store(sums_h + k * H, lane.load(sums_h + k * H) + h_grads[k]);
     }
-    a.grad_h_tilde_direct[state] = static_cast<scalar_t>(dh * z);
+    lane.store(a.grad_h_tilde_direct + b * H, dh * z);
   }
 };
 
@@ -763,7 +862,7 @@ struct TimeDecayBackwardArgs {
   const acc_t* cells;            // [L, B, 3H]
   const scalar_t* grad_h_tilde;  // [B, H] d/dh~ of this step (GEMM output)
   acc_t* grad_h;                 // [B, H] out: d/dh before this step
-  acc_t* grad_weights;           // [B, 2H] per-row sums over steps: w_gamma, b_gamma
+  acc_t* grad_weights;           // [B, 2H] partial sums (Row::sums): w_gamma, b_gamma
 };
 
 template <typename scalar_t, typename acc_t>
@@ -771,21 +870,25 @@ struct TimeDecayBackward : ElementStep<TimeDecayBackwardArgs<scalar_t, acc_t>, a
   using Layout = TimeDecayGRULayout;
   using ElementStep<TimeDecayBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
+  template <typename Lane>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE void active(const Row<acc_t>& row, int64_t b,
-                                                   int64_t j) const {
+                                                   const Lane& lane) const {
+    using T = typename Lane::Value;
+    using Act = typename Lane::Act;
     const int64_t H = a.hidden;
-    const int64_t state = b * H + j;
-    const acc_t* cells = a.cells + row.index * (Layout::kCells * H) + j;
-    const acc_t gamma = cells[Layout::kGamma * H];
-    const acc_t d_h_tilde = load<scalar_t, acc_t>(a.grad_h_tilde + state);
-    const acc_t h_prev = cells[Layout::kHPrev * H];
-    const acc_t exponent = decay_exponent(a.decay_weight, a.decay_bias, row.dt, j);
+    const acc_t* cells = a.cells + row.index * (Layout::kCells * H);
+    const T gamma = lane.load(cells + Layout::kGamma * H);
+    const T d_h_tilde = lane.load(a.grad_h_tilde + b * H);
+    const T h_prev = lane.load(cells + Layout::kHPrev * H);
+    const T dt(row.dt);
+    const T exponent = decay_exponent(a.decay_weight, a.decay_bias, dt, lane);
     // d gamma / d exponent = -gamma where the exponent is positive, 0 elsewhere (relu).
-    const acc_t d_exponent = exponent > acc_t(0) ? -gamma * d_h_tilde * h_prev : acc_t(0);
-    acc_t* gw = a.grad_weights + b * (2 * H) + j;
-    gw[0] += d_exponent * row.dt;
-    gw[H] += d_exponent;
-    a.grad_h[state] = gamma * d_h_tilde;
+    const T d_exponent =
+        Act::where_greater(exponent, T(0), (T(0) - gamma) * d_h_tilde * h_prev);
+    acc_t* gw = a.grad_weights + row.sums * (2 * H);
+    lane.store(gw, lane.load(gw) + d_exponent * dt);
+    lane.store(gw + H, lane.load(gw + H) + d_exponent);
+    lane.store(a.grad_h + b * H, gamma * d_h_tilde);
   }
 };
 

@@ -1,9 +1,9 @@
 // CPU kernels of the time-aware recurrent ops, registered as their CPU impls: the shared
 // drivers (time_rnn_driver.h) with a launcher that gives each thread a tile of the batch for the
 // whole sequence (its own small GEMMs and element steps, no synchronisation between steps) and
-// runs the hidden units of a row as one vectorised loop (compiled for AVX2+FMA as well as the
-// baseline, chosen at run time).
-// This file is compiled with -fno-trapping-math so that the branch-free float math vectorises.
+// runs the hidden units of a row as vector lanes (time_rnn_cpu_rows.h, compiled for AVX2 + FMA as
+// well as the baseline, chosen at run time).
+#include <ATen/Version.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <c10/core/InferenceMode.h>
@@ -11,44 +11,36 @@
 
 #include <algorithm>
 #include <array>
+#include <mutex>
+#include <string>
 #include <vector>
 
+#include "time_rnn/time_rnn_cpu_kernels.h"
 #include "time_rnn/time_rnn_driver.h"
+
+#define STSEQ_CPU_NAMESPACE cpu_default
+#include "time_rnn/time_rnn_cpu_rows.h"
 
 namespace stseq {
 namespace {
 
-// Rows [begin, end) of one element step: active rows as a SIMD loop over the hidden units.
-template <typename Step>
-STSEQ_FORCE_INLINE void run_rows(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
-  for (int64_t b = begin; b < end; ++b) {
-    const auto row = step.row(b);
-    if (!row.active) {
-      for (int64_t j = 0; j < hidden; ++j) step.inactive(b, j);
-      continue;
-    }
-#pragma omp simd
-    for (int64_t j = 0; j < hidden; ++j) step.active(row, b, j);
-  }
-}
-
-template <typename Step>
-void run_rows_baseline(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
-  run_rows(step, begin, end, hidden);
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-template <typename Step>
-__attribute__((target("avx2,fma"))) void run_rows_avx2(const Step& step, int64_t begin, int64_t end,
-                                                       int64_t hidden) {
-  run_rows(step, begin, end, hidden);
-}
-
-bool has_avx2() {
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-}
+// The AVX2 kernels when this build has them and ATen runs AVX2 (or AVX-512) kernels here (which
+// honours ATEN_CPU_CAPABILITY=default); the baseline kernels otherwise.
+template <typename scalar_t>
+const time_rnn::CpuRowKernels<scalar_t>& row_kernels() {
+#if defined(STSEQ_CPU_AVX2)
+  static const time_rnn::CpuRowKernels<scalar_t> kernels = [] {
+    const std::string capability = at::get_cpu_capability();
+    return capability == "AVX2" || capability == "AVX512"
+               ? time_rnn::cpu_avx2::row_kernels<scalar_t>()
+               : time_rnn::cpu_default::row_kernels<scalar_t>();
+  }();
+#else
+  static const time_rnn::CpuRowKernels<scalar_t> kernels =
+      time_rnn::cpu_default::row_kernels<scalar_t>();
 #endif
+  return kernels;
+}
 
 struct CpuLauncher {
   struct NoGuard {};
@@ -66,7 +58,8 @@ struct CpuLauncher {
   // Tiles are cut where the running sum of the rows' steps crosses equal shares of the total
   // (rows sorted by length do unequal work), each at least kMinRows rows so that its GEMMs stay
   // efficient. The tiles inherit the caller's thread-local state (the dispatcher's autograd
-  // exclusion among it) for the ATen GEMMs they call.
+  // exclusion among it) for the ATen GEMMs they call. A tile's body always gets the tile's first
+  // row as `begin` (the element steps' partial sums go to that row: time_rnn_cpu_rows.h).
   template <typename Body>
   static void time_loop(const std::vector<int64_t>& active, const Body& body) {
     constexpr int64_t kMinRows = 32;
@@ -119,12 +112,48 @@ struct CpuLauncher {
     return buffer.narrow(0, 0, bytes).view(options.dtype().toScalarType()).view(shape);
   }
 
+  // A buffer for what a training forward saves (the activations over the projections: tens of
+  // MB), handed out again once nobody holds it: a fresh allocation above glibc's mmap threshold
+  // (at most 32 MiB) is mapped anew at each call and costs a page fault and the kernel's zeroing
+  // per 4 KiB page on its first writes, and an munmap when autograd frees it. The pool keeps up
+  // to kPooled buffers (the peak number held at once, e.g. one per layer and direction of a
+  // model; a new buffer replaces a free one too small for it); a buffer is free when the pool
+  // holds its only reference (every tensor handed out from it, and every view of those, is
+  // gone). Small requests go to the allocator as usual.
+  static at::Tensor saved_buffer(at::IntArrayRef shape, const at::TensorOptions& options) {
+    constexpr size_t kPooled = 8;
+    constexpr int64_t kMinBytes = int64_t(1) << 22;  // 4 MiB
+    const int64_t bytes =
+        c10::multiply_integers(shape) * static_cast<int64_t>(options.dtype().itemsize());
+    if (bytes < kMinBytes) return at::empty(shape, options);
+    static std::mutex mutex;
+    static std::vector<at::Tensor> pool;  // byte buffers
+    const std::lock_guard<std::mutex> lock(mutex);  // held until the view below holds the buffer
+    at::Tensor buffer;
+    at::Tensor* too_small = nullptr;  // a free buffer the new one may replace
+    for (at::Tensor& pooled : pool) {  // the smallest free buffer that fits
+      if (pooled.storage().use_count() != 1) continue;
+      if (pooled.numel() < bytes) {
+        too_small = &pooled;
+      } else if (!buffer.defined() || pooled.numel() < buffer.numel()) {
+        buffer = pooled;
+      }
+    }
+    if (!buffer.defined()) {
+      const c10::InferenceMode normal_tensor(false);  // usable inside and outside inference mode
+      buffer = at::empty({bytes}, options.dtype(at::kByte));
+      if (pool.size() < kPooled) {
+        pool.push_back(buffer);
+      } else if (too_small != nullptr) {
+        *too_small = buffer;
+      }
+    }
+    return buffer.narrow(0, 0, bytes).view(options.dtype().toScalarType()).view(shape);
+  }
+
   template <typename Step>
   static void run(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (has_avx2()) return run_rows_avx2(step, begin, end, hidden);
-#endif
-    run_rows_baseline(step, begin, end, hidden);
+    row_kernels<typename Step::acc_type>().run(step, begin, end, hidden);
   }
 };
 

@@ -24,6 +24,23 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;  // the kernel grid-strides beyond
 
+// Unit j of a row as a lane of the cell math (time_rnn.h): loads convert to the accumulation type
+// acc_t, stores back to the pointer's type (float32 math for half and bfloat16 tensors).
+template <typename acc_t>
+struct UnitLane {
+  using Act = time_rnn::ScalarMath;
+  using Value = acc_t;
+  int64_t j;
+  template <typename T>
+  __device__ __forceinline__ acc_t load(const T* row) const {
+    return static_cast<acc_t>(row[j]);
+  }
+  template <typename T>
+  __device__ __forceinline__ void store(T* row, acc_t value) const {
+    row[j] = static_cast<T>(value);
+  }
+};
+
 // One element step over rows [begin, begin + rows): thread (b, j) runs the cell math of unit j
 // of row b.
 template <typename Step>
@@ -36,10 +53,11 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t b = begin + i / hidden;
     const int64_t j = i % hidden;
     const auto row = step.row(b);
+    const UnitLane<typename Step::acc_type> lane{j};
     if (row.active) {
-      step.active(row, b, j);
+      step.active(row, b, lane);
     } else {
-      step.inactive(b, j);
+      step.inactive(b, lane);
     }
   }
 }
@@ -77,8 +95,11 @@ struct CudaLauncher {
     for (int64_t i = 0; i < steps; ++i) body(0, steps > 0 ? active[0] : 0, i);
   }
 
-  // Internal buffers: the caching allocator already reuses device memory across calls.
+  // Internal and saved buffers: the caching allocator already reuses device memory across calls.
   static at::Tensor scratch(int, at::IntArrayRef shape, const at::TensorOptions& options) {
+    return at::empty(shape, options);
+  }
+  static at::Tensor saved_buffer(at::IntArrayRef shape, const at::TensorOptions& options) {
     return at::empty(shape, options);
   }
 

@@ -7,9 +7,10 @@
 //             (over the projections in `gates`, and the cell states in `cells`);
 //   backward: the element steps in reverse write the pre-activation gradients by position and
 //             the recurrent GEMM carries d/dh to the earlier step; after the loop dx, dW_ih and
-//             dW_hh are three large GEMMs, bias gradients column sums, and the elementwise
-//             weights' gradients (peepholes, time and decay weights) sums of per-row
-//             accumulators (no atomics anywhere: bitwise reproducible on a device).
+//             dW_hh are three large GEMMs; the element steps also add the gradients of the biases
+//             and elementwise weights (peepholes, time and decay weights) into partial sums
+//             (per row on CUDA, per thread's tile on the CPU), summed after the loop (no atomics
+//             anywhere: bitwise reproducible on a device for a given thread count).
 //
 // Variable lengths: with rows sorted by length, longest first (stseq/ops/time_rnn.py sorts
 // them), the rows that still run at a step are a prefix of the batch, and every GEMM and element
@@ -27,6 +28,8 @@
 //   template <typename Step> static void run(const Step&, begin, end, H)  one element step
 //   static at::Tensor scratch(int slot, shape, options)  a buffer that never leaves the op
 //       (slots 0 and 1; one call uses each slot for one buffer at a time)
+//   static at::Tensor saved_buffer(shape, options)  a new buffer for what a training forward
+//       saves for its backward (uninitialised)
 #pragma once
 
 #include <ATen/ATen.h>
@@ -112,8 +115,12 @@ struct Setup {
     const std::vector<int64_t> shape{p.seq_len, p.batch, blocks * p.hidden};
     return padded() ? at::zeros(shape, opts) : at::empty(shape, opts);
   }
+  // What a training forward saves by position (zero-filled like by_position), or nothing.
+  template <typename Launcher>
   at::Tensor saved(bool save, int64_t blocks, const at::TensorOptions& opts) const {
-    return save ? by_position(blocks, opts) : at::empty({0}, opts);
+    if (!save) return at::empty({0}, opts);
+    at::Tensor buffer = Launcher::saved_buffer({p.seq_len, p.batch, blocks * p.hidden}, opts);
+    return padded() ? buffer.zero_() : buffer;
   }
   // A by-position buffer that never leaves the op, from the launcher's scratch `slot`.
   template <typename Launcher>
@@ -129,15 +136,17 @@ struct Setup {
     return {padded() ? lengths.data_ptr<int64_t>() : nullptr, p.seq_len, p.batch, step, reverse};
   }
 
-  // x W_ih^T for every position -> [L, B, G*H] (the element steps add the bias as they read
-  // it): a new tensor when the forward saves the activations over it, else scratch slot 0.
+  // x W_ih^T + b for every position -> [L, B, G*H] (the bias folded into the GEMM: it costs
+  // what the GEMM's zeroing of its output costs): a saved buffer when the forward saves the
+  // activations over it, else scratch slot 0.
   template <typename Launcher>
-  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih, bool save) const {
+  at::Tensor project_inputs(const at::Tensor& input, const at::Tensor& weight_ih,
+                            const at::Tensor& bias, bool save) const {
     const std::vector<int64_t> shape{p.seq_len, p.batch, weight_ih.size(0)};
     const at::Tensor gates =
-        save ? at::empty(shape, options) : Launcher::scratch(0, shape, options);
+        save ? Launcher::saved_buffer(shape, options) : Launcher::scratch(0, shape, options);
     at::Tensor rows = gates.view({p.seq_len * p.batch, weight_ih.size(0)});
-    at::mm_out(rows, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t());
+    at::addmm_out(rows, bias, input.reshape({p.seq_len * p.batch, p.input_size}), weight_ih.t());
     return gates;
   }
 
@@ -194,15 +203,29 @@ struct Setup {
             at::mm(grad2d.t(), x.reshape({rows, p.input_size}))};
   }
 
-  // Column sums of a [L, B, N] gradient by position -> [N] in input's dtype.
-  at::Tensor column_sums(const at::Tensor& grad) const {
-    return at::sum(grad.view({p.seq_len * p.batch, grad.size(2)}), {0}, false, acc_dtype).to(dtype);
+  // The backward element steps' partial sums [B, blocks*H] (acc_t, zeros: only the rows a
+  // launcher uses are written, see Row::sums), and their total [blocks, H] in input's dtype.
+  at::Tensor partial_sums(int64_t blocks) const { return step_buffer(blocks, acc_options); }
+  at::Tensor total(const at::Tensor& partial_sums) const {
+    return partial_sums.sum(0).view({-1, p.hidden}).to(dtype);
   }
 
   // The first `blocks` column blocks of a [L, B, N] buffer as a [L*B, blocks*H] matrix.
   at::Tensor leading_blocks(const at::Tensor& by_pos, int64_t first, int64_t blocks) const {
     return by_pos.view({p.seq_len * p.batch, by_pos.size(2)})
         .narrow(1, first * p.hidden, blocks * p.hidden);
+  }
+
+  // Whether the rows of every step sit at one position (no padding, or the forward direction;
+  // in reverse with padding each row starts at its own last position).
+  bool steps_share_position() const { return !(reverse && padded()); }
+
+  // Rows [begin, end) of step `step` in the first `blocks` blocks of a by-position buffer
+  // (steps_share_position() only): a [end - begin, blocks*H] matrix, rows strided by N.
+  at::Tensor step_rows(const at::Tensor& by_pos, int64_t blocks, int64_t step, int64_t begin,
+                       int64_t end) const {
+    const int64_t position = reverse ? p.seq_len - 1 - step : step;
+    return leading_blocks(by_pos, 0, blocks).narrow(0, position * p.batch + begin, end - begin);
   }
 };
 
@@ -231,6 +254,79 @@ void run_step(Args args, const Setup& s, int64_t step, int64_t begin, int64_t en
   Launcher::run(Step{args}, begin, end, s.p.hidden);
 }
 
+// The recurrent GEMM of an LSTM cell's step over rows [begin, end): the first R blocks of their
+// gates [L, B, G*H] (at each row's position) += h W_hh^T. Where the rows run one position (no
+// padding, or the forward direction) the GEMM accumulates into the gates in place; otherwise
+// (reverse with padding: each row at its own position) into gates_h [B, R*H], which the element
+// step AddRecurrent adds. (In place saves the step buffer's writes and reads, and the GEMM's
+// zeroing of its output.)
+template <typename Launcher, typename scalar_t>
+class RecurrentGates {
+ public:
+  RecurrentGates(const Setup& s, const at::Tensor& gates, int64_t recurrent_blocks,
+                 const at::Tensor& weight_hh)
+      : s_(s),
+        gates_(gates),
+        recurrent_blocks_(recurrent_blocks),
+        weight_hh_t_(weight_hh.t()),
+        gates_h_(s.steps_share_position() ? at::Tensor()
+                                          : s.step_buffer(recurrent_blocks, s.options)) {}
+
+  void add(const at::Tensor& h, int64_t step, int64_t begin, int64_t end) const {
+    const at::Tensor h_rows = rows_of(h, begin, end);
+    if (!gates_h_.defined()) {
+      s_.step_rows(gates_, recurrent_blocks_, step, begin, end).addmm_(h_rows, weight_hh_t_);
+      return;
+    }
+    at::Tensor gates_h_rows = rows_of(gates_h_, begin, end);
+    at::mm_out(gates_h_rows, h_rows, weight_hh_t_);
+    using acc_t = at::opmath_type<scalar_t>;
+    const AddRecurrentArgs<scalar_t, acc_t> args{s_.steps(0),
+                                                 s_.p.hidden,
+                                                 gates_.size(2) / s_.p.hidden,
+                                                 recurrent_blocks_,
+                                                 gates_.data_ptr<scalar_t>(),
+                                                 gates_h_.data_ptr<scalar_t>(),
+                                                 s_.dt.data_ptr<acc_t>()};
+    run_step<Launcher, AddRecurrent<scalar_t, acc_t>>(args, s_, step, begin, end);
+  }
+
+ private:
+  const Setup& s_;
+  at::Tensor gates_;
+  int64_t recurrent_blocks_;
+  at::Tensor weight_hh_t_;
+  at::Tensor gates_h_;  // [B, R*H] (reverse with padding only)
+};
+
+// A backward step's gradient operand of a recurrent GEMM, the first `blocks` blocks of a
+// by-position gradient [L, B, N] at the step's rows: read in place where the rows of a step share
+// one position, else copied by the element step into a [B, blocks*H] step buffer (pointer()
+// gives the element step that buffer, or nullptr when there is none).
+template <typename T>
+class StepOperand {
+ public:
+  StepOperand(const Setup& s, const at::Tensor& by_position, int64_t blocks)
+      : s_(s),
+        by_position_(by_position),
+        blocks_(blocks),
+        step_(s.steps_share_position() ? at::Tensor()
+                                       : s.step_buffer(blocks, by_position.options())) {}
+
+  T* pointer() const { return step_.defined() ? step_.data_ptr<T>() : nullptr; }
+
+  at::Tensor rows(int64_t step, int64_t begin, int64_t end) const {
+    return step_.defined() ? rows_of(step_, begin, end)
+                           : s_.step_rows(by_position_, blocks_, step, begin, end);
+  }
+
+ private:
+  const Setup& s_;
+  at::Tensor by_position_;
+  int64_t blocks_;
+  at::Tensor step_;  // [B, blocks*H] (reverse with padding only)
+};
+
 // ---------------------------------------------------------------------------------------------
 // Time-LSTM
 
@@ -242,21 +338,19 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
                                 ActivationKind phi, bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeLSTMLayout<kVariant>;
-  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);   // [L, B, G*H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, bias, save);  // [L, B, G*H]
+  const RecurrentGates<Launcher, scalar_t> recurrent(s, gates, Layout::kRecurrentGates,
+                                                      weight_hh);
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);                   // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                           // [B, H]
   const at::Tensor output = s.by_position(1, s.options);                         // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);         // [L, B, 2H]
-  const at::Tensor recurrent_input = s.saved(save, 1, s.options);                // [L, B, H]
+  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);  // [L, B, H]
+  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);         // [L, B, H]
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
-  const at::Tensor bias_c = bias.contiguous();
   const TimeLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
-      bias_c.data_ptr<scalar_t>(),
-      gates_h.data_ptr<scalar_t>(),
       s.dt.data_ptr<acc_t>(),
       peephole_c.data_ptr<scalar_t>(),
       time_weight_c.data_ptr<scalar_t>(),
@@ -266,10 +360,8 @@ Tensors6 time_lstm_forward_loop(const Setup& s, const at::Tensor& input, const a
       output.data_ptr<scalar_t>(),
       save ? cells.data_ptr<acc_t>() : nullptr,
       save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
-  const at::Tensor weight_hh_t = weight_hh.t();
   s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
-    at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
-    at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
+    recurrent.add(h, step, begin, end);
     if (save) {
       run_step<Launcher, TimeLSTMForward<kVariant, true, scalar_t, acc_t>>(args, s, step, begin,
                                                                            end);
@@ -291,16 +383,15 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                  ActivationKind phi) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeLSTMLayout<kVariant>;
-  constexpr int kElementwise = Layout::kPeepholes + Layout::kTimeWeights;
   const int64_t H = s.p.hidden;
   at::Tensor grad_h_later = s.step_buffer(1, s.options);                            // [B, H]
   const at::Tensor grad_out = s.hidden_grads(grad_output, grad_h_n, grad_h_later);  // [L, B, H]
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor peephole_c = peephole.contiguous(), time_weight_c = time_weight.contiguous();
   const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, G*H]
-  const at::Tensor grad_gates_step = s.step_buffer(Layout::kRecurrentGates, s.options);  // [B, R*H]
+  const StepOperand<scalar_t> grad_gates_step(s, grad_gates, Layout::kRecurrentGates);
   const at::Tensor grad_c = s.acc_copy(grad_c_n);                                        // [B, H]
-  const at::Tensor grad_weights = s.step_buffer(kElementwise, s.acc_options);  // [B, (P+K)*H]
+  const at::Tensor grad_weights = s.partial_sums(Layout::kGradWeights);  // [B, (P+K+G)*H]
   const TimeLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
                                                    H,
                                                    grad_out.data_ptr<scalar_t>(),
@@ -313,26 +404,28 @@ Tensors8 time_lstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                    grad_h_later.data_ptr<scalar_t>(),
                                                    grad_c.data_ptr<acc_t>(),
                                                    grad_gates.data_ptr<scalar_t>(),
-                                                   grad_gates_step.data_ptr<scalar_t>(),
+                                                   grad_gates_step.pointer(),
                                                    grad_weights.data_ptr<acc_t>()};
   s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
     run_step<Launcher, TimeLSTMBackward<kVariant, scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
-    at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
+    at::mm_out(grad_h_rows, grad_gates_step.rows(step, begin, end), weight_hh);
   });
   auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
   const at::Tensor grad_weight_hh =
       at::mm(s.leading_blocks(grad_gates, 0, Layout::kRecurrentGates).t(),
              recurrent_input.reshape({s.p.seq_len * s.p.batch, H}));
-  const at::Tensor elementwise = grad_weights.sum(0).view({kElementwise, H}).to(s.dtype);
+  const at::Tensor sums = s.total(grad_weights);  // [P+K+G, H]
   return {grad_input,
           s.initial_state_grad(grad_h_later, grad_h_n),
           grad_c.to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
-          s.column_sums(grad_gates),
-          elementwise.narrow(0, 0, Layout::kPeepholes).clone(),
-          elementwise.narrow(0, Layout::kPeepholes, Layout::kTimeWeights).clone()};
+          sums.narrow(0, Layout::kPeepholes + Layout::kTimeWeights, Layout::kGates)
+              .flatten()
+              .clone(),
+          sums.narrow(0, 0, Layout::kPeepholes).clone(),
+          sums.narrow(0, Layout::kPeepholes, Layout::kTimeWeights).clone()};
 }
 
 template <typename Launcher>
@@ -394,8 +487,8 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
                             ActivationKind act, bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TLSTMLayout;
-  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 4H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);          // [B, 4H]
+  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, bias, save);  // [L, B, 4H]
+  const RecurrentGates<Launcher, scalar_t> recurrent(s, gates, Layout::kGates, weight_hh);
   const at::Tensor short_pre = s.step_buffer(1, s.acc_options);                 // [B, H]
   // The short-term memory's GEMM runs in the accumulation dtype, on the acc_t cell state.
   const at::Tensor decay_weight_t = decay_weight.to(s.acc_options).t();   // [H, H]
@@ -403,15 +496,12 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
   const at::Tensor h = h0.clone(at::MemoryFormat::Contiguous);            // [B, H]
   const at::Tensor c = s.acc_copy(c0);                                    // [B, H]
   const at::Tensor output = s.by_position(1, s.options);                  // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
-  const at::Tensor recurrent_input = s.saved(save, 1, s.options);         // [L, B, H]
-  const at::Tensor bias_c = bias.contiguous();
+  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);  // [L, B, 2H]
+  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);         // [L, B, H]
   const TLSTMForwardArgs<scalar_t, acc_t> args{
       s.steps(0),
       s.p.hidden,
       gates.data_ptr<scalar_t>(),
-      bias_c.data_ptr<scalar_t>(),
-      gates_h.data_ptr<scalar_t>(),
       short_pre.data_ptr<acc_t>(),
       decay_bias_acc.data_ptr<acc_t>(),
       s.dt.data_ptr<acc_t>(),
@@ -421,11 +511,9 @@ Tensors6 tlstm_forward_loop(const Setup& s, const at::Tensor& input, const at::T
       output.data_ptr<scalar_t>(),
       save ? cells.data_ptr<acc_t>() : nullptr,
       save ? recurrent_input.data_ptr<scalar_t>() : nullptr};
-  const at::Tensor weight_hh_t = weight_hh.t();
   s.time_loop<Launcher>(false, [&](int64_t begin, int64_t end, int64_t step) {
-    at::Tensor gates_h_rows = rows_of(gates_h, begin, end);
     at::Tensor short_pre_rows = rows_of(short_pre, begin, end);
-    at::mm_out(gates_h_rows, rows_of(h, begin, end), weight_hh_t);
+    recurrent.add(h, step, begin, end);
     at::mm_out(short_pre_rows, rows_of(c, begin, end), decay_weight_t);
     if (save) {
       run_step<Launcher, TLSTMForward<true, scalar_t, acc_t>>(args, s, step, begin, end);
@@ -451,11 +539,12 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
   const at::Tensor gates_c = gates.contiguous(), cells_c = cells.contiguous();
   const at::Tensor decay_weight_acc = decay_weight.to(s.acc_options);                 // [H, H]
   const at::Tensor grad_gates = s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 4H]
-  const at::Tensor grad_gates_step = s.step_buffer(Layout::kGates, s.options);        // [B, 4H]
   const at::Tensor grad_short = s.workspace<Launcher>(1, 1, s.acc_options);           // [L, B, H]
-  const at::Tensor grad_short_step = s.step_buffer(1, s.acc_options);                 // [B, H]
+  const StepOperand<scalar_t> grad_gates_step(s, grad_gates, Layout::kGates);
+  const StepOperand<acc_t> grad_short_step(s, grad_short, 1);
   const at::Tensor grad_c_direct = s.acc_copy(grad_c_n);                              // [B, H]
   const at::Tensor grad_c_recurrent = s.step_buffer(1, s.acc_options);                // [B, H]
+  const at::Tensor grad_weights = s.partial_sums(Layout::kGradWeights);               // [B, 5H]
   const TLSTMBackwardArgs<scalar_t, acc_t> args{s.steps(0),
                                                 H,
                                                 grad_out.data_ptr<scalar_t>(),
@@ -466,16 +555,17 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
                                                 grad_h_later.data_ptr<scalar_t>(),
                                                 grad_c_recurrent.data_ptr<acc_t>(),
                                                 grad_gates.data_ptr<scalar_t>(),
-                                                grad_gates_step.data_ptr<scalar_t>(),
+                                                grad_gates_step.pointer(),
                                                 grad_short.data_ptr<acc_t>(),
-                                                grad_short_step.data_ptr<acc_t>(),
-                                                grad_c_direct.data_ptr<acc_t>()};
+                                                grad_short_step.pointer(),
+                                                grad_c_direct.data_ptr<acc_t>(),
+                                                grad_weights.data_ptr<acc_t>()};
   s.time_loop<Launcher>(true, [&](int64_t begin, int64_t end, int64_t step) {
     run_step<Launcher, TLSTMBackward<scalar_t, acc_t>>(args, s, step, begin, end);
     at::Tensor grad_h_rows = rows_of(grad_h_later, begin, end);
     at::Tensor grad_c_rows = rows_of(grad_c_recurrent, begin, end);
-    at::mm_out(grad_h_rows, rows_of(grad_gates_step, begin, end), weight_hh);
-    at::mm_out(grad_c_rows, rows_of(grad_short_step, begin, end), decay_weight_acc);
+    at::mm_out(grad_h_rows, grad_gates_step.rows(step, begin, end), weight_hh);
+    at::mm_out(grad_c_rows, grad_short_step.rows(step, begin, end), decay_weight_acc);
   });
   auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates, input, weight_ih);
   const int64_t rows = s.p.seq_len * s.p.batch;
@@ -483,14 +573,15 @@ Tensors8 tlstm_backward_loop(const Setup& s, const at::Tensor& grad_output,
       at::mm(grad_gates.view({rows, Layout::kGates * H}).t(), recurrent_input.reshape({rows, H}));
   const at::Tensor grad_decay_weight =
       at::mm(grad_short.view({rows, H}).t(), s.leading_blocks(cells_c, Layout::kCPrev, 1));
+  const at::Tensor sums = s.total(grad_weights);  // [5, H]
   return {grad_input,
           s.initial_state_grad(grad_h_later, grad_h_n),
           (grad_c_direct + grad_c_recurrent).to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
-          s.column_sums(grad_gates),
+          sums.narrow(0, 0, Layout::kGates).flatten().clone(),
           grad_decay_weight.to(s.dtype),
-          s.column_sums(grad_short)};
+          sums[Layout::kGradDecayBias].clone()};
 }
 
 template <typename Launcher>
@@ -544,16 +635,16 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
                                      bool save) {
   using acc_t = at::opmath_type<scalar_t>;
   using Layout = TimeDecayGRULayout;
-  const at::Tensor gates = s.project_inputs<Launcher>(input, weight_ih, save);  // [L, B, 3H]
-  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);          // [B, 3H]
-  const at::Tensor h = s.acc_copy(h0);                                          // [B, H]
-  const at::Tensor h_tilde = s.step_buffer(1, s.options);                       // [B, H]
-  const at::Tensor gamma = s.step_buffer(1, s.acc_options);                     // [B, H]
-  const at::Tensor output = s.by_position(1, s.options);                        // [L, B, H]
-  const at::Tensor cells = s.saved(save, Layout::kCells, s.acc_options);        // [L, B, 3H]
-  const at::Tensor recurrent_input = s.saved(save, 1, s.options);               // [L, B, H]
+  const at::Tensor gates =
+      s.project_inputs<Launcher>(input, weight_ih, bias_ih, save);  // [L, B, 3H]
+  const at::Tensor gates_h = s.step_buffer(Layout::kGates, s.options);              // [B, 3H]
+  const at::Tensor h = s.acc_copy(h0);                                              // [B, H]
+  const at::Tensor h_tilde = s.step_buffer(1, s.options);                           // [B, H]
+  const at::Tensor gamma = s.step_buffer(1, s.acc_options);                         // [B, H]
+  const at::Tensor output = s.by_position(1, s.options);                            // [L, B, H]
+  const at::Tensor cells = s.saved<Launcher>(save, Layout::kCells, s.acc_options);  // [L, B, 3H]
+  const at::Tensor recurrent_input = s.saved<Launcher>(save, 1, s.options);         // [L, B, H]
   const at::Tensor decay_w = decay_weight.contiguous(), decay_b = decay_bias.contiguous();
-  const at::Tensor bias_ih_c = bias_ih.contiguous();
   acc_t* saved_cells = save ? cells.data_ptr<acc_t>() : nullptr;
   const TimeDecayArgs<scalar_t, acc_t> decay{s.steps(0),
                                              s.p.hidden,
@@ -568,7 +659,6 @@ Tensors5 time_decay_gru_forward_loop(const Setup& s, const at::Tensor& input, co
   const TimeDecayGRUForwardArgs<scalar_t, acc_t> cell{s.steps(0),
                                                       s.p.hidden,
                                                       gates.data_ptr<scalar_t>(),
-                                                      bias_ih_c.data_ptr<scalar_t>(),
                                                       gates_h.data_ptr<scalar_t>(),
                                                       s.dt.data_ptr<acc_t>(),
                                                       gamma.data_ptr<acc_t>(),
@@ -610,11 +700,12 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
       s.workspace<Launcher>(0, Layout::kGates, s.options);  // [L, B, 3H]
   const at::Tensor grad_gates_h =
       s.workspace<Launcher>(1, Layout::kGates, s.options);                        // [L, B, 3H]
-  const at::Tensor grad_gates_h_step = s.step_buffer(Layout::kGates, s.options);  // [B, 3H]
+  const StepOperand<scalar_t> grad_gates_h_step(s, grad_gates_h, Layout::kGates);
   const at::Tensor grad_h_tilde_direct = s.step_buffer(1, s.options);             // [B, H]
   const at::Tensor grad_h_tilde = s.step_buffer(1, s.options);                    // [B, H]
   const at::Tensor grad_h = s.acc_copy(grad_h_n);                                 // [B, H]
-  const at::Tensor grad_weights = s.step_buffer(2, s.acc_options);                // [B, 2H]
+  const at::Tensor grad_weights = s.partial_sums(2);                              // [B, 2H]
+  const at::Tensor grad_biases = s.partial_sums(2 * Layout::kGates);              // [B, 6H]
   const TimeDecayGRUBackwardArgs<scalar_t, acc_t> cell{s.steps(0),
                                                        H,
                                                        grad_out.data_ptr<scalar_t>(),
@@ -624,8 +715,9 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
                                                        grad_h.data_ptr<acc_t>(),
                                                        grad_gates_x.data_ptr<scalar_t>(),
                                                        grad_gates_h.data_ptr<scalar_t>(),
-                                                       grad_gates_h_step.data_ptr<scalar_t>(),
-                                                       grad_h_tilde_direct.data_ptr<scalar_t>()};
+                                                       grad_gates_h_step.pointer(),
+                                                       grad_h_tilde_direct.data_ptr<scalar_t>(),
+                                                       grad_biases.data_ptr<acc_t>()};
   const TimeDecayBackwardArgs<scalar_t, acc_t> decay{s.steps(0),
                                                      H,
                                                      s.dt.data_ptr<acc_t>(),
@@ -639,20 +731,21 @@ Tensors8 time_decay_gru_backward_loop(const Setup& s, const at::Tensor& grad_out
     run_step<Launcher, TimeDecayGRUBackward<scalar_t, acc_t>>(cell, s, step, begin, end);
     at::Tensor grad_h_tilde_rows = rows_of(grad_h_tilde, begin, end);
     at::addmm_out(grad_h_tilde_rows, rows_of(grad_h_tilde_direct, begin, end),
-                  rows_of(grad_gates_h_step, begin, end), weight_hh);
+                  grad_gates_h_step.rows(step, begin, end), weight_hh);
     run_step<Launcher, TimeDecayBackward<scalar_t, acc_t>>(decay, s, step, begin, end);
   });
   auto [grad_input, grad_weight_ih] = s.input_grads(grad_gates_x, input, weight_ih);
   const int64_t rows = s.p.seq_len * s.p.batch;
   const at::Tensor grad_weight_hh =
       at::mm(grad_gates_h.view({rows, Layout::kGates * H}).t(), recurrent_input.reshape({rows, H}));
-  const at::Tensor decay_grads = grad_weights.sum(0).view({2, H}).to(s.dtype);
+  const at::Tensor decay_grads = s.total(grad_weights);  // [2, H]
+  const at::Tensor bias_grads = s.total(grad_biases).view({2, Layout::kGates * H});
   return {grad_input,
           grad_h.to(s.dtype),
           grad_weight_ih,
           grad_weight_hh,
-          s.column_sums(grad_gates_x),
-          s.column_sums(grad_gates_h),
+          bias_grads[0].clone(),
+          bias_grads[1].clone(),
           decay_grads[0].clone(),
           decay_grads[1].clone()};
 }

@@ -25,8 +25,8 @@ from stseq.ops.checks import check_tensor
 ACTIVATIONS = ("tanh", "sigmoid")
 # Time-LSTM variant -> (gate blocks G, recurrent blocks R, peephole rows P, time rows K, saved
 # cell-state blocks C); see csrc/time_rnn/time_rnn.h.
-TIME_LSTM_BLOCKS = {1: (5, 4, 3, 2, 2), 2: (6, 4, 3, 3, 2), 3: (5, 3, 2, 3, 2)}
-TLSTM_GATES, TLSTM_CELLS = 4, 3
+TIME_LSTM_BLOCKS = {1: (5, 4, 3, 2, 1), 2: (6, 4, 3, 3, 1), 3: (5, 3, 2, 3, 1)}
+TLSTM_GATES, TLSTM_CELLS = 4, 2
 TIME_DECAY_GRU_GATES, TIME_DECAY_GRU_CELLS = 3, 3
 
 

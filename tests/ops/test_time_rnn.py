@@ -173,6 +173,26 @@ def test_reverse_runs_each_row_from_its_own_end():
         torch.testing.assert_close(h_n[b], alone[1][0])
         torch.testing.assert_close(c_n[b], alone[2][0])
 
+def test_forwards_in_flight_keep_their_saved_buffers():
+    # Large saved buffers are reused once nobody holds them (CPU): two forwards whose backwards
+    # run later, in reverse order, give the gradients each gives alone.
+    cases = [random_case("time_lstm", dict(variant=2), seq_len=32, batch=128, input_size=8,
+                         hidden=64, lengths=False, dtype=torch.float32, seed=seed)
+             for seed in (1, 2)]  # gates of 32 * 128 * 6 * 64 floats (6 MiB): pooled
+    grad = torch.randn(32, 128, 64, generator=torch.Generator().manual_seed(3))
+
+    def forward(tensors, kwargs):
+        return ops.time_lstm(*tensors, **kwargs, backend="native")[0]
+
+    def backward(tensors, output):
+        return torch.autograd.grad(output, differentiable(tensors), grad)
+
+    alone = [backward(tensors, forward(tensors, kwargs)) for tensors, kwargs in cases]
+    outputs = [forward(tensors, kwargs) for tensors, kwargs in cases]
+    for (tensors, _), output, expected in reversed(list(zip(cases, outputs, alone))):
+        for actual, wanted in zip(backward(tensors, output), expected, strict=True):
+            assert torch.equal(actual, wanted)
+
 
 def test_time_lstm_clamps_w_t1_in_variants_2_and_3():
     for variant in (2, 3):
