@@ -214,14 +214,13 @@ class SequentialRecommender(nn.Module):
         rows = hidden.gather(1, last)[:, 0]  # [B, D (+ 3)]
         scores = self.logits(rows).float()
         offsets = self.score_offsets(rows, batch.last_items)
-        return scores if offsets is None else scores + offsets(None)
+        return scores if offsets is None else offsets.add_to(scores)
 
     def score_offsets(self, rows, previous, targets=None):
         """The score terms beside ``logits``, for hidden states ``rows`` [M, D (+ 3)] after
-        items ``previous`` [M]: None, or a function ``columns -> [M, K]`` of the item ids
-        ``columns`` [M, K] (None: all N items, [M, N]) that the losses add to their logits.
-        ``targets`` [M] (training) marks each row's own next item, whose transition the
-        training counts include: the prior leaves it out."""
+        items ``previous`` [M]: None, or a ``ScoreOffsets`` that the losses add to their
+        logits. ``targets`` [M] (training) marks each row's own next item, whose transition
+        the training counts include: the prior leaves it out."""
         if self.transition_prior is None:
             return None
         return self.transition_prior.scores(rows[:, :self.dim], previous, targets)
@@ -290,45 +289,67 @@ class TransitionPrior(nn.Module):
                                                      device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def counts_at(self, previous, columns=None):
-        """[M, K] float counts of ``previous`` [M] -> ``columns`` [M, K] (None: all items,
-        [M, N]); 0 for unseen transitions and for the padding item."""
+    def counts_at(self, previous, columns):
+        """[M, K] float counts of ``previous`` [M] -> ``columns`` [M, K]; 0 for unseen
+        transitions and for the padding item."""
+        query = previous[:, None] * self.num_items + columns  # [M, K]
+        if len(self.keys) == 0:
+            return torch.zeros(query.shape, device=query.device)
+        at = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)
+        return torch.where(self.keys[at] == query, self.counts[at], 0.0)
+
+    def seen(self, previous):
+        """(rows, items, counts) [T] of every seen transition out of ``previous`` [M]: row m
+        appears once per distinct item that followed ``previous[m]`` in the training data."""
         n = self.num_items
-        if columns is not None:
-            query = previous[:, None] * n + columns  # [M, K]
-            if len(self.keys) == 0:
-                return torch.zeros(query.shape, device=query.device)
-            at = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)
-            return torch.where(self.keys[at] == query, self.counts[at], 0.0)
-        out = torch.zeros(len(previous), n, device=previous.device)  # [M, N]
         starts = torch.searchsorted(self.keys, previous * n)  # [M]
         sizes = torch.searchsorted(self.keys, (previous + 1) * n) - starts  # [M]
         rows = torch.repeat_interleave(torch.arange(len(previous), device=previous.device),
-                                       sizes)  # [T_M]
+                                       sizes)  # [T]
         first = torch.cumsum(sizes, 0) - sizes  # [M]
         at = (torch.arange(len(rows), device=previous.device)
-              - torch.repeat_interleave(first - starts, sizes))  # [T_M] positions in keys
-        out[rows, self.keys[at] % n] = self.counts[at]
-        return out
+              - torch.repeat_interleave(first - starts, sizes))  # [T] positions in keys
+        return rows, self.keys[at] % n, self.counts[at]
 
     def scores(self, hidden, previous, targets=None):
         """hidden [M, D], previous [M] item ids (padding id: no prior) and, when training,
-        ``targets`` [M] -> a function ``columns [M, K] or None -> [M, K] or [M, N]`` of the
-        prior's score term."""
-        rate = F.softplus(self.rate(hidden)).float()  # [M, 1]
-        beta = F.softplus(self.smoothing).float()
+        ``targets`` [M] -> the prior's ``ScoreOffsets`` for these rows."""
+        return ScoreOffsets(self, F.softplus(self.rate(hidden)).float()[:, 0],
+                            F.softplus(self.smoothing).float(), previous, targets)
 
-        def offsets(columns):
-            counts = self.counts_at(previous, columns)  # a new tensor: edited in place
-            if targets is not None:  # the target's own transition is in the training counts
-                if columns is None:
-                    row = torch.arange(len(targets), device=targets.device)
-                    counts[row, targets] = (counts[row, targets] - 1).clamp(min=0)
-                else:
-                    counts.sub_((columns == targets[:, None]).to(counts.dtype)).clamp_(min=0)
-            return rate * torch.log1p(counts / beta)
 
-        return offsets
+class ScoreOffsets:
+    """``TransitionPrior``'s score term for M rows, as the losses and ``score`` use it:
+    ``offsets(columns)`` gives it at item ids ``columns`` [M, K] as [M, K];
+    ``offsets.add_to(logits)`` adds it to full [M, N] logits, touching only the seen
+    transitions (log1p(0) = 0 everywhere else).
+
+    Example::
+
+        offsets = model.score_offsets(rows, batch.last_items)
+        scores = offsets.add_to(model.logits(rows).float())   # [B, N]
+    """
+
+    def __init__(self, prior, rate, beta, previous, targets):
+        self.prior, self.rate, self.beta = prior, rate, beta  # rate [M], beta []
+        self.previous, self.targets = previous, targets
+
+    def _term(self, counts, mine):
+        # the target's own transition is in the training counts: leave it out
+        if self.targets is not None:
+            counts = (counts - mine.to(counts.dtype)).clamp(min=0)
+        return torch.log1p(counts / self.beta)
+
+    def __call__(self, columns):
+        counts = self.prior.counts_at(self.previous, columns)  # [M, K]
+        mine = None if self.targets is None else columns == self.targets[:, None]
+        return self.rate[:, None] * self._term(counts, mine)
+
+    def add_to(self, logits):
+        rows, items, counts = self.prior.seen(self.previous)  # [T]
+        mine = None if self.targets is None else items == self.targets[rows]
+        values = self.rate[rows] * self._term(counts, mine)  # [T]
+        return logits.index_put((rows, items), values.to(logits.dtype), accumulate=True)
 
 
 class QueryTimeEncoding(nn.Module):

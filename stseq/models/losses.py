@@ -1,8 +1,9 @@
 """Training losses over the item catalogue. Each is called as
 ``loss(hidden [M, D], targets [M], weight [N, D], bias [N], offsets=None) -> [M]`` per-target
 losses, where ``weight`` / ``bias`` are the model's scoring layer, so sampled losses never build
-the full [M, N] logits, and ``offsets`` (``SequentialRecommender.score_offsets``) is None or a
-function ``columns [M, K] item ids (None: all) -> [M, K]`` of further score terms.
+the full [M, N] logits, and ``offsets`` (``SequentialRecommender.score_offsets``) is None or
+further score terms: ``offsets(columns [M, K] item ids) -> [M, K]`` and
+``offsets.add_to(logits [M, N]) -> [M, N]`` (``stseq.models.base.ScoreOffsets``).
 
 - ``FullSoftmax`` (the default, ``"ce"``): cross-entropy over all N items.
 - ``SampledSoftmax`` (``"sampled"``): cross-entropy over the target and ``num_negatives``
@@ -32,7 +33,7 @@ class FullSoftmax:
     def __call__(self, hidden, targets, weight, bias, offsets=None):
         logits = F.linear(hidden, weight.to(hidden.dtype), bias.to(hidden.dtype)).float()
         if offsets is not None:
-            logits = logits + offsets(None)  # [M, N]
+            logits = offsets.add_to(logits)  # [M, N]
         return F.cross_entropy(logits, targets, reduction="none")
 
 
@@ -99,7 +100,7 @@ def _scored(hidden, targets, negatives, weight, bias, offsets):
         negative = torch.einsum("md,msd->ms", hidden, weight[negatives]) + bias[negatives]
     negative = negative.float()  # [M, S]
     if offsets is not None:
-        positive = positive + offsets(targets[:, None])[:, 0]
+        positive = positive + offsets(targets[:, None])[:, 0]  # [M]
         negative = negative + offsets(negatives.expand(len(targets), -1))
     return positive, negative
 

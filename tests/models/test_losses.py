@@ -63,9 +63,17 @@ def test_build_loss():
         build_loss("sampled", num_negatives=0)
 
 
-def _offsets(table):
-    """The ``offsets`` function of a dense [M, N] table of extra scores."""
-    return lambda columns: table if columns is None else table.gather(1, columns)
+class TableOffsets:
+    """``offsets`` of a dense [M, N] table of extra scores."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __call__(self, columns):
+        return self.table.gather(1, columns)
+
+    def add_to(self, logits):
+        return logits + self.table
 
 
 @pytest.mark.parametrize("loss", [FullSoftmax(), SampledSoftmax(6), BinaryCrossEntropy(3)],
@@ -76,7 +84,7 @@ def test_offsets_add_to_every_scored_item(inputs, loss):
     hidden, targets, weight, bias = inputs
     table = torch.randn(M, N, generator=torch.Generator().manual_seed(4))
     torch.manual_seed(7)
-    actual = loss(hidden, targets, weight, bias, _offsets(table))
+    actual = loss(hidden, targets, weight, bias, TableOffsets(table))
     torch.manual_seed(7)
     expected = loss(torch.cat([hidden, torch.eye(M)], 1), targets,
                     torch.cat([weight, table.T], 1), bias)
