@@ -166,6 +166,15 @@ STSEQ_FORCE_INLINE void prefetch_span(const T* p, int64_t count) {
 #endif
 }
 
+// A backward row's by-position reads (saved gates and cells, grad_output) at position index.
+template <typename Layout, typename Args>
+STSEQ_FORCE_INLINE void prefetch_backward_row(const Args& a, int64_t index) {
+  const int64_t H = a.hidden;
+  prefetch_span(a.gates + index * (Layout::kGates * H), Layout::kGates * H);
+  prefetch_span(a.cells + index * (Layout::kCells * H), Layout::kCells * H);
+  prefetch_span(a.grad_output + index * H, H);
+}
+
 // What the element steps share: their arguments `a` (with the op's Steps and dt), the row a
 // step gives row b, nothing to write for an inactive row and nothing to prefetch. Each step adds
 // active() and hides row(), inactive() or prefetch() where it needs its own.
@@ -374,10 +383,7 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
   using ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
-    const int64_t H = a.hidden;
-    prefetch_span(a.gates + row.index * (Layout::kGates * H), Layout::kGates * H);
-    prefetch_span(a.cells + row.index * (Layout::kCells * H), Layout::kCells * H);
-    prefetch_span(a.grad_output + row.index * H, H);
+    prefetch_backward_row<Layout>(a, row.index);
   }
 
   template <typename Lane>
@@ -605,10 +611,7 @@ struct TLSTMBackward : TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t> {
   using TLSTMStep<TLSTMBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
-    const int64_t H = a.hidden;
-    prefetch_span(a.gates + row.index * (Layout::kGates * H), Layout::kGates * H);
-    prefetch_span(a.cells + row.index * (Layout::kCells * H), Layout::kCells * H);
-    prefetch_span(a.grad_output + row.index * H, H);
+    prefetch_backward_row<Layout>(a, row.index);
   }
 
   template <typename Lane>
@@ -801,10 +804,7 @@ struct TimeDecayGRUBackward : ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc
   using ElementStep<TimeDecayGRUBackwardArgs<scalar_t, acc_t>, acc_t>::a;
 
   STSEQ_FORCE_INLINE void prefetch(const Row<acc_t>& row) const {
-    const int64_t H = a.hidden;
-    prefetch_span(a.gates + row.index * (Layout::kGates * H), Layout::kGates * H);
-    prefetch_span(a.cells + row.index * (Layout::kCells * H), Layout::kCells * H);
-    prefetch_span(a.grad_output + row.index * H, H);
+    prefetch_backward_row<Layout>(a, row.index);
   }
 
   template <typename Lane>
