@@ -257,7 +257,7 @@ class TransitionPrior(nn.Module):
 
         prior = TransitionPrior(num_items=2000, dim=64).fit(split.train)
         offsets = prior.scores(hidden, batch.last_items)     # hidden [B, 64]
-        scores = logits + offsets(None)                      # [B, 2000]
+        scores = offsets.add_to(logits)                      # logits [B, 2000]
     """
 
     def __init__(self, num_items, dim):
