@@ -16,8 +16,8 @@ for ``stseq.eval.evaluate`` / ``recommend``. The trainable ones are ``nn.Module`
 - ``srgnn``: SR-GNN-style gated graph network with time-gap-weighted edges.
 - ``svae``: SVAE-style sequential variational autoencoder.
 
-Every trainable model also adds, by default, ``TransitionPrior``: the training data's
-item-to-item transition counts, weighted by a rate read from its hidden state
+Every trainable model also mixes in, by default, ``TransitionPrior``: the training data's
+item-to-item transition frequencies, weighted by a gate read from its hidden state
 (``transition_prior=False`` leaves it out). Losses are in ``stseq.models.losses`` (full softmax
 cross-entropy by default).
 

@@ -25,7 +25,8 @@ GEO_FEATURES = 3  # x, y, |x|^2 on the local plane
 INITIAL_GEO_RATE = -2.0  # softplus(-2) ~ 0.13
 ANCHOR_GAP_UNIT = 3600.0  # s: the anchor weighs events by exp(a * log1p(gap / 1 h))
 MAX_ANCHOR_SHARPNESS = 4.0  # |a| bound, so weights stay within exp(4 * log1p(1e6)) ~ 1e24
-INITIAL_SMOOTHING = 0.5413  # softplus(0.5413) ~ 1: the transition prior starts at log1p(count)
+INITIAL_SMOOTHING = 0.5413  # softplus(0.5413) ~ 1: the transition prior's beta starts at 1
+INITIAL_GATE = -2.0  # sigmoid(-2) ~ 0.12: the model, not the counts, takes most of the first steps
 
 
 class SequentialRecommender(nn.Module):
@@ -54,11 +55,12 @@ class SequentialRecommender(nn.Module):
             model can weigh "near here" against "near home" by the gap). It is linear in three
             item features (x, y, |x|^2), so the scoring layer stays one matrix product and the
             sampled losses apply unchanged.
-        transition_prior: add ``TransitionPrior``'s score term, the training data's
-            item-to-item transition counts weighted by a rate read from the hidden state (needs
-            ``set_transitions``; ``build_model`` calls it). A dot product of D-dimensional
-            vectors can only approximate a sparse N x N transition table; the counts give
-            the full table at the cost of one lookup.
+        transition_prior: mix ``TransitionPrior`` into the predictions: the training data's
+            item-to-item transition frequencies, weighted by a gate read from the hidden state
+            (needs ``set_transitions``; ``build_model`` calls it). A dot product of
+            D-dimensional vectors can only approximate a sparse N x N transition table; the
+            counts give the full table at the cost of one lookup. With it, ``score`` returns
+            the mixture's log-probabilities.
 
     Attributes:
         time_aware: whether the model reads timestamps (used to label results).
@@ -213,17 +215,17 @@ class SequentialRecommender(nn.Module):
         last = (batch.lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         rows = hidden.gather(1, last)[:, 0]  # [B, D (+ 3)]
         scores = self.logits(rows).float()
-        offsets = self.score_offsets(rows, batch.last_items)
-        return scores if offsets is None else offsets.add_to(scores)
+        mixture = self.transition_mixture(rows, batch.last_items)
+        return scores if mixture is None else mixture.log_probs(scores)
 
-    def score_offsets(self, rows, previous, targets=None):
-        """The score terms beside ``logits``, for hidden states ``rows`` [M, D (+ 3)] after
-        items ``previous`` [M]: None, or a ``ScoreOffsets`` that the losses add to their
-        logits. ``targets`` [M] (training) marks each row's own next item, whose transition
-        the training counts include: the prior leaves it out."""
+    def transition_mixture(self, rows, previous, targets=None):
+        """The transition prior's mixture for hidden states ``rows`` [M, D (+ 3)] after items
+        ``previous`` [M]: None without the prior, or a ``TransitionMixture`` that the losses
+        apply to their logits. ``targets`` [M] (training) marks each row's own next item,
+        whose transition the training counts include: the prior leaves it out."""
         if self.transition_prior is None:
             return None
-        return self.transition_prior.scores(rows[:, :self.dim], previous, targets)
+        return self.transition_prior.mixture(rows[:, :self.dim], previous, targets)
 
     def training_loss(self, batch, loss):
         """(sum of the per-target losses, number of targets) over every position of a
@@ -236,19 +238,23 @@ class SequentialRecommender(nn.Module):
         mask = batch.next_items != batch.pad_item
         weight, bias = self.output_weights()
         rows, targets = hidden[mask], batch.next_items[mask]  # [M, D (+ 3)], [M]
-        offsets = self.score_offsets(rows, batch.items[mask], targets)
-        losses = loss(rows, targets, weight, bias, offsets)
+        mixture = self.transition_mixture(rows, batch.items[mask], targets)
+        losses = loss(rows, targets, weight, bias, mixture)
         return losses.sum(), int(mask.sum())
 
 
 class TransitionPrior(nn.Module):
-    """The training data's item-to-item transitions as a score term: after item i, item j
-    gets ``rate(h) * log1p(count(i -> j) / beta)`` with ``rate = softplus(Linear(h)) >= 0``
-    read from the hidden state h (so the model can lean on the counts within a session and
-    drop them after a long gap) and a learned smoothing ``beta = softplus(.) > 0``. This is
-    the Markov chain baseline's table, mixed in where the model finds it useful. During
-    training each target's own transition is left out of its count, so the rate is learned
-    for transitions the counts have not seen, as at evaluation.
+    """The training data's item-to-item transitions as a mixture component: after item i the
+    model predicts ``(1 - w) * softmax(logits) + w * q(j | i)`` with the transition
+    distribution ``q(j | i) = count(i -> j) / (count(i -> .) + beta)`` (a learned smoothing
+    ``beta = softplus(.) > 0`` leaves the rest of the mass to the model) and the weight
+    ``w = sigmoid(Linear(h))`` read from the hidden state h, so the model leans on the counts
+    within a session and drops them after a long gap. This is the Markov chain baseline's table
+    mixed with the model the way the data mixes "follow the previous item" with everything
+    else: a sum of probabilities, which a score term added to the logits (a product) cannot
+    express. During training each target's own transition is left out of its counts, so the
+    weight is learned for transitions the counts have not seen, as at evaluation. Items with
+    no transitions out of them (and the padding item) get w = 0.
 
     The counts are stored sparse (sorted keys ``i * N + j``), so memory grows with the
     distinct transitions, not with N^2.
@@ -256,16 +262,16 @@ class TransitionPrior(nn.Module):
     Example::
 
         prior = TransitionPrior(num_items=2000, dim=64).fit(split.train)
-        offsets = prior.scores(hidden, batch.last_items)     # hidden [B, 64]
-        scores = offsets.add_to(logits)                      # logits [B, 2000]
+        mixture = prior.mixture(hidden, batch.last_items)   # hidden [B, 64]
+        log_probs = mixture.log_probs(logits)                # logits [B, 2000]
     """
 
     def __init__(self, num_items, dim):
         super().__init__()
         self.num_items = num_items
-        self.rate = nn.Linear(dim, 1)
-        nn.init.zeros_(self.rate.weight)
-        nn.init.zeros_(self.rate.bias)
+        self.gate = nn.Linear(dim, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, INITIAL_GATE)
         self.smoothing = nn.Parameter(torch.tensor(INITIAL_SMOOTHING))
         self.register_buffer("keys", torch.zeros(0, dtype=torch.int64))  # [T] sorted i * N + j
         self.register_buffer("counts", torch.zeros(0))  # [T]
@@ -291,12 +297,18 @@ class TransitionPrior(nn.Module):
 
     def counts_at(self, previous, columns):
         """[M, K] float counts of ``previous`` [M] -> ``columns`` [M, K]; 0 for unseen
-        transitions and for the padding item."""
+        transitions, for the padding item and for negative columns (no item)."""
         query = previous[:, None] * self.num_items + columns  # [M, K]
         if len(self.keys) == 0:
             return torch.zeros(query.shape, device=query.device)
         at = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)
-        return torch.where(self.keys[at] == query, self.counts[at], 0.0)
+        return torch.where((self.keys[at] == query) & (columns >= 0), self.counts[at], 0.0)
+
+    def totals(self, previous):
+        """[M] float number of transitions out of ``previous`` [M] (0 for the padding item)."""
+        out = torch.zeros(self.num_items + 1, device=self.counts.device)
+        out.index_add_(0, self.keys // self.num_items, self.counts)
+        return out[previous]
 
     def seen(self, previous):
         """(rows, items, counts) [T] of every seen transition out of ``previous`` [M]: row m
@@ -311,45 +323,63 @@ class TransitionPrior(nn.Module):
               - torch.repeat_interleave(first - starts, sizes))  # [T] positions in keys
         return rows, self.keys[at] % n, self.counts[at]
 
-    def scores(self, hidden, previous, targets=None):
+    def mixture(self, hidden, previous, targets=None):
         """hidden [M, D], previous [M] item ids (padding id: no prior) and, when training,
-        ``targets`` [M] -> the prior's ``ScoreOffsets`` for these rows."""
-        return ScoreOffsets(self, F.softplus(self.rate(hidden)).float()[:, 0],
-                            F.softplus(self.smoothing).float(), previous, targets)
+        ``targets`` [M] -> the ``TransitionMixture`` of these rows."""
+        return TransitionMixture(self, self.gate(hidden).float()[:, 0],
+                                 F.softplus(self.smoothing).float(), previous, targets)
 
 
-class ScoreOffsets:
-    """``TransitionPrior``'s score term for M rows, as the losses and ``score`` use it:
-    ``offsets(columns)`` gives it at item ids ``columns`` [M, K] as [M, K];
-    ``offsets.add_to(logits)`` adds it to full [M, N] logits, touching only the seen
-    transitions (log1p(0) = 0 everywhere else).
+class TransitionMixture:
+    """``TransitionPrior``'s mixture for M rows, as the losses and ``score`` use it:
+    ``log_probs(logits)`` turns full logits [M, N] into the mixture's log-probabilities
+    (touching only the seen transitions: elsewhere the model's log-softmax plus log(1 - w));
+    ``log_probs(logits, columns)`` does it over a candidate set, logits [M, K] of the item ids
+    ``columns`` [M, K] (the sampled losses; a negative id marks a candidate left out, whose
+    logit must be -inf).
 
     Example::
 
-        offsets = model.score_offsets(rows, batch.last_items)
-        scores = offsets.add_to(model.logits(rows).float())   # [B, N]
+        mixture = model.transition_mixture(rows, batch.last_items)
+        log_probs = mixture.log_probs(model.logits(rows).float())   # [B, N]
     """
 
-    def __init__(self, prior, rate, beta, previous, targets):
-        self.prior, self.rate, self.beta = prior, rate, beta  # rate [M], beta []
+    def __init__(self, prior, gate, beta, previous, targets):
+        self.prior, self.beta = prior, beta  # beta []
         self.previous, self.targets = previous, targets
+        totals = prior.totals(previous)  # [M]
+        if targets is not None:  # the target's own transition is in the training counts
+            own = prior.counts_at(previous, targets[:, None])[:, 0].gt(0)
+            totals = totals - own.to(totals.dtype)
+        self.totals = totals
+        self.log_w = F.logsigmoid(gate)  # [M], finite (rows without counts never use it)
+        self.log_rest = torch.where(totals > 0, F.logsigmoid(-gate), 0.0)  # log(1 - w)
 
-    def _term(self, counts, mine):
-        # the target's own transition is in the training counts: leave it out
-        if self.targets is not None:
-            counts = (counts - mine.to(counts.dtype)).clamp(min=0)
-        return torch.log1p(counts / self.beta)
+    def _mixed(self, log_model, counts, rows):
+        # log((1 - w) p + w q) where q > 0, log((1 - w) p) elsewhere; both branches finite in
+        # their gradients (log q only where q > 0, log w finite)
+        q = counts / (self.totals[rows] + self.beta)
+        log_q = torch.log(torch.where(counts > 0, q, 1.0))
+        mixed = torch.logaddexp(log_model, self.log_w[rows] + log_q)
+        return torch.where(counts > 0, mixed, log_model)
 
-    def __call__(self, columns):
-        counts = self.prior.counts_at(self.previous, columns)  # [M, K]
-        mine = None if self.targets is None else columns == self.targets[:, None]
-        return self.rate[:, None] * self._term(counts, mine)
+    def _left_out(self, counts, columns, rows):
+        if self.targets is None:
+            return counts
+        return (counts - (columns == self.targets[rows]).to(counts.dtype)).clamp(min=0)
 
-    def add_to(self, logits):
+    def log_probs(self, logits, columns=None):
+        """[M, K] log-probabilities of the mixture over all items (``columns`` None, K = N) or
+        over the candidates ``columns`` [M, K]."""
+        log_model = torch.log_softmax(logits, dim=-1) + self.log_rest[:, None]
+        if columns is not None:
+            rows = torch.arange(len(logits), device=logits.device)[:, None]
+            counts = self._left_out(self.prior.counts_at(self.previous, columns), columns, rows)
+            return self._mixed(log_model, counts, rows)
         rows, items, counts = self.prior.seen(self.previous)  # [T]
-        mine = None if self.targets is None else items == self.targets[rows]
-        values = self.rate[rows] * self._term(counts, mine)  # [T]
-        return logits.index_put((rows, items), values.to(logits.dtype), accumulate=True)
+        counts = self._left_out(counts, items, rows)
+        return log_model.index_put((rows, items), self._mixed(log_model[rows, items], counts,
+                                                              rows))
 
 
 class QueryTimeEncoding(nn.Module):

@@ -63,29 +63,42 @@ def test_build_loss():
         build_loss("sampled", num_negatives=0)
 
 
-class TableOffsets:
-    """``offsets`` of a dense [M, N] table of extra scores."""
+class TableMixture:
+    """A mixture with a dense [M, N] table: log((1 - w) softmax(logits) + w table[columns])."""
 
-    def __init__(self, table):
-        self.table = table
+    def __init__(self, table, w):
+        self.table, self.w = table, w
 
-    def __call__(self, columns):
-        return self.table.gather(1, columns)
+    def log_probs(self, logits, columns=None):
+        q = self.table if columns is None else torch.where(
+            columns >= 0, self.table.gather(1, columns.clamp(min=0)), 0.0)
+        return ((1 - self.w) * torch.softmax(logits, -1) + self.w * q).log()
 
-    def add_to(self, logits):
-        return logits + self.table
 
-
-@pytest.mark.parametrize("loss", [FullSoftmax(), SampledSoftmax(6), BinaryCrossEntropy(3)],
-                         ids=["ce", "sampled", "bce"])
-def test_offsets_add_to_every_scored_item(inputs, loss):
-    # the same loss as with a scoring layer that adds the table itself: hidden gets M one-hot
-    # columns, weight the table's columns, so logits = hidden @ weight.T + bias + table
+def test_losses_take_the_mixture_over_their_candidates(inputs):
     hidden, targets, weight, bias = inputs
-    table = torch.randn(M, N, generator=torch.Generator().manual_seed(4))
-    torch.manual_seed(7)
-    actual = loss(hidden, targets, weight, bias, TableOffsets(table))
-    torch.manual_seed(7)
-    expected = loss(torch.cat([hidden, torch.eye(M)], 1), targets,
-                    torch.cat([weight, table.T], 1), bias)
-    torch.testing.assert_close(actual, expected)
+    table = torch.softmax(torch.randn(M, N, generator=torch.Generator().manual_seed(4)), 1)
+    mixture = TableMixture(table, 0.3)
+    logits = hidden @ weight.T + bias  # [M, N]
+    full = FullSoftmax()(*inputs, mixture)
+    expected = -((0.7 * torch.softmax(logits, 1) + 0.3 * table).log()).gather(
+        1, targets[:, None])[:, 0]
+    torch.testing.assert_close(full, expected)
+    torch.manual_seed(5)
+    sampled = SampledSoftmax(num_negatives=6)(*inputs, mixture)
+    torch.manual_seed(5)
+    negatives = torch.randint(0, N, (6,))
+    for row in range(M):
+        others = [int(j) for j in negatives if j != targets[row]]  # accidental hits dropped
+        candidates = [int(targets[row]), *others]
+        p = 0.7 * torch.softmax(logits[row, candidates], 0) + 0.3 * table[row, candidates]
+        torch.testing.assert_close(sampled[row], -p[0].log())
+    torch.manual_seed(6)
+    bce = BinaryCrossEntropy(num_negatives=3)(*inputs, mixture)
+    torch.manual_seed(6)
+    negatives = torch.randint(0, N, (M, 3))
+    for row in range(M):
+        others = [int(j) for j in negatives[row] if j != targets[row]]
+        candidates = [int(targets[row]), *others]
+        p = 0.7 * torch.softmax(logits[row, candidates], 0) + 0.3 * table[row, candidates]
+        torch.testing.assert_close(bce[row], -p[0].log() - torch.log1p(-p[1:]).sum())

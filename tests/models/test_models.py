@@ -87,18 +87,21 @@ def test_overfits_a_tiny_data_set(name):
                         **options)
     batch = next(iter(training_batches(train, batch_size=6, max_length=10, shuffle=False)))
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-2)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [35], 0.1)
-    for _ in range(50):
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [60], 0.1)
+    for _ in range(80):
         optimizer.zero_grad()
         total, count = model.training_loss(batch, FullSoftmax())
         (total / count).backward()
         optimizer.step()
         schedule.step()
     model.eval()
-    with torch.no_grad():
-        predicted = model.logits(model(batch)).argmax(-1)
     mask = batch.next_items != batch.pad_item
-    accuracy = (predicted[mask] == batch.next_items[mask]).float().mean()
+    with torch.no_grad():  # what the loss fitted: the mixture, each own transition left out
+        rows, targets = model(batch)[mask], batch.next_items[mask]
+        scores = model.logits(rows)
+        mixture = model.transition_mixture(rows, batch.items[mask], targets)
+        predicted = (scores if mixture is None else mixture.log_probs(scores)).argmax(-1)
+    accuracy = (predicted == targets).float().mean()
     assert accuracy > 0.9, f"{name} fits only {accuracy:.2f} of its training transitions"
 
 
@@ -176,7 +179,15 @@ def test_geo_term_is_a_squared_distance_to_here_and_the_centroid(split, batch):
     torch.testing.assert_close(actual - actual[0], expected - expected[0], rtol=1e-4, atol=1e-4)
 
 
-def test_transition_prior_is_the_rated_log_count_with_the_target_left_out(split, batch):
+def _mixture(logits, table, w, beta):
+    """log((1 - w) softmax(logits) + w table / (row total + beta)), the softmax alone on rows
+    whose table is empty."""
+    totals = table.sum(1, keepdim=True)
+    p = torch.softmax(logits, 1)
+    return torch.where(totals > 0, (1 - w) * p + w * table / (totals + beta), p).log()
+
+
+def test_transition_prior_is_the_gated_mixture_with_the_target_left_out(split, batch):
     model = twin("gru4rec", split, "auto").eval()
     prior = model.transition_prior
     counts = np.zeros((split.train.num_items + 1, split.train.num_items))  # row N: padding
@@ -185,35 +196,50 @@ def test_transition_prior_is_the_rated_log_count_with_the_target_left_out(split,
         np.add.at(counts, (items[:-1], items[1:]), 1)
     assert counts.sum() > 20 and (counts > 1).any()
     with torch.no_grad():
-        prior.rate.bias.fill_(0.4)
+        prior.gate.bias.fill_(0.4)
         prior.smoothing.fill_(-0.3)
-    rate = torch.nn.functional.softplus(torch.tensor(0.4))
+    w = torch.sigmoid(torch.tensor(0.4))
     beta = torch.nn.functional.softplus(torch.tensor(-0.3))
     previous = batch.items.flatten()  # [M], padding included
-    targets = torch.randint(0, split.train.num_items, previous.shape)
+    # targets: the row's seen transitions where it has any (its count then drops by one)
     table = torch.as_tensor(counts, dtype=torch.float32)[previous]  # [M, N]
+    targets = torch.where(table.sum(1) > 0, table.argmax(1),
+                          torch.randint(0, split.train.num_items, previous.shape))
+    assert (table.sum(1) == 0).any() and (table.sum(1) > 0).any()
     hidden = torch.randn(len(previous), OPTIONS["dim"])
+    logits = torch.randn(table.shape)
     with torch.no_grad():
-        zeros = torch.zeros(table.shape)
-        torch.testing.assert_close(prior.scores(hidden, previous).add_to(zeros),
-                                   rate * torch.log1p(table / beta))
+        torch.testing.assert_close(prior.mixture(hidden, previous).log_probs(logits),
+                                   _mixture(logits, table, w, beta))
         left_out = table.clone()
         left_out[torch.arange(len(targets)), targets] -= 1
-        expected = rate * torch.log1p(left_out.clamp(min=0) / beta)
-        torch.testing.assert_close(prior.scores(hidden, previous, targets).add_to(zeros),
-                                   expected)
+        left_out = left_out.clamp(min=0)
+        mixture = prior.mixture(hidden, previous, targets)
+        torch.testing.assert_close(mixture.log_probs(logits), _mixture(logits, left_out, w, beta))
+        # over a candidate set: the target, other items, and a left-out candidate (-1, -inf)
         columns = torch.randint(0, split.train.num_items, (len(previous), 9))
         columns[:, 0] = targets
-        torch.testing.assert_close(prior.scores(hidden, previous, targets)(columns),
-                                   expected.gather(1, columns))
-    # evaluation scores add the prior of each row's last item
+        columns[:, 8] = -1
+        chosen = logits.gather(1, columns.clamp(min=0)).index_fill(1, torch.tensor([8]),
+                                                                   float("-inf"))
+        q = left_out.gather(1, columns.clamp(min=0)).index_fill(1, torch.tensor([8]), 0.0)
+        totals = left_out.sum(1, keepdim=True)
+        p = torch.softmax(chosen, 1)
+        expected = torch.where(totals > 0, (1 - w) * p + w * q / (totals + beta), p).log()
+        torch.testing.assert_close(mixture.log_probs(chosen, columns), expected)
+    # the gate and the smoothing learn through the mixture, with finite gradients everywhere
+    loss = -prior.mixture(hidden, previous, targets).log_probs(
+        logits.requires_grad_()).gather(1, targets[:, None]).sum()
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    assert prior.gate.bias.grad.abs() > 0 and prior.smoothing.grad.abs() > 0
+    # evaluation scores are the mixture after each row's last item
     last = batch.last_items
     with torch.no_grad():
         plain = model.logits(model(batch).gather(
             1, (batch.lengths - 1).view(-1, 1, 1).expand(-1, 1, OPTIONS["dim"]))[:, 0])
-        torch.testing.assert_close(model.score(batch) - plain,
-                                   rate * torch.log1p(torch.as_tensor(
-                                       counts, dtype=torch.float32)[last] / beta))
+        torch.testing.assert_close(model.score(batch), _mixture(
+            plain, torch.as_tensor(counts, dtype=torch.float32)[last], w, beta))
     # a checkpoint restores the table into a model built without data
     bare = MODELS["gru4rec"](split.train.num_items, **OPTIONS)
     bare.load_state_dict(model.state_dict())
