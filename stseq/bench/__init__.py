@@ -22,22 +22,25 @@ from stseq.bench import (measure, models, report, rnn, time_decay_attention, tim
 
 # op family -> module with QUICK/FULL grids and cases(grid, device, dtype), which yields
 # (name, shape, stseq_fn, peer_fn) against the module's PEER, or (..., peer_fn, peer_name) for
-# several peers; an optional DTYPES maps a device type to the dtypes to run (default float32).
+# several peers; an optional DTYPES maps a device type to the dtypes to run (default float32),
+# an optional TOLERANCES a dtype to the parity tolerance (default measure.TOLERANCES).
 SUITES = {"time_gap": time_gap, "rnn": rnn, "time_rnn": time_rnn, "time_rnn_floor": time_rnn.FLOOR,
           "time_decay_attention": time_decay_attention, "models": models}
 COLUMNS = ("op", "shape", "dtype", "stseq ms", "peer", "peer ms", "speedup", "max err",
            "parity", "stseq MiB", "peer MiB")
 
 
-def run_case(name, shape, stseq_fn, peer_fn, *, peer, device, dtype, repeats, warmup=3):
-    """Measure one case; returns its result row as a dict."""
+def run_case(name, shape, stseq_fn, peer_fn, *, peer, device, dtype, repeats, warmup=3,
+             tolerances=None):
+    """Measure one case; returns its result row as a dict (parity against ``tolerances``, by
+    dtype, default ``measure.TOLERANCES``)."""
     error = measure.max_relative_error(stseq_fn(), peer_fn())
     stseq_ms = measure.median_ms(stseq_fn, device, repeats=repeats, warmup=warmup)
     peer_ms = measure.median_ms(peer_fn, device, repeats=repeats, warmup=warmup)
     return {
         "op": name, "shape": shape, "dtype": str(dtype).removeprefix("torch."),
         "stseq_ms": stseq_ms, "peer": peer, "peer_ms": peer_ms, "speedup": peer_ms / stseq_ms,
-        "max_error": error, "parity_ok": measure.parity_ok(error, dtype),
+        "max_error": error, "parity_ok": measure.parity_ok(error, dtype, tolerances),
         "stseq_peak_mib": measure.peak_memory_mb(stseq_fn, device),
         "peer_peak_mib": measure.peak_memory_mb(peer_fn, device),
     }
@@ -97,7 +100,8 @@ def main(args):
                 rows.append(run_case(name, shape, stseq_fn, peer_fn,
                                      peer=peer[0] if peer else suite.PEER,
                                      device=device, dtype=dtype, repeats=repeats,
-                                     warmup=1 if args.quick else 3))
+                                     warmup=1 if args.quick else 3,
+                                     tolerances=getattr(suite, "TOLERANCES", None)))
                 print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))
