@@ -87,8 +87,8 @@ def test_overfits_a_tiny_data_set(name):
                         **options)
     batch = next(iter(training_batches(train, batch_size=6, max_length=10, shuffle=False)))
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-2)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [60], 0.1)
-    for _ in range(80):
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [35], 0.1)
+    for _ in range(50):
         optimizer.zero_grad()
         total, count = model.training_loss(batch, FullSoftmax())
         (total / count).backward()
