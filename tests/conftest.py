@@ -1,4 +1,6 @@
+import json
 import os
+import sys
 
 import pytest
 import torch
@@ -21,3 +23,20 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzz suites' tally (tests/fuzzing.py): cases per op and outcome class, printed and,
+    with STSEQ_FUZZ_REPORT=path, written as JSON."""
+    fuzzing = sys.modules.get("fuzzing")
+    if fuzzing is None or not fuzzing.TALLY:
+        return
+    tally = {op: dict(sorted(counts.items())) for op, counts in sorted(fuzzing.TALLY.items())}
+    terminalreporter.section(f"fuzz cases per op and outcome (profile {fuzzing.PROFILE})")
+    for op, counts in tally.items():
+        terminalreporter.write_line(
+            f"{op}: " + ", ".join(f"{outcome} {n}" for outcome, n in counts.items()))
+    path = os.environ.get("STSEQ_FUZZ_REPORT")
+    if path:
+        with open(path, "w") as file:
+            json.dump({"profile": fuzzing.PROFILE, "cases": tally}, file, indent=2)
