@@ -18,7 +18,14 @@ DEVELOPER_SETUP = "pip install --no-build-isolation --no-deps -Cbuild-dir=build 
 
 
 class NativeUnavailableWarning(RuntimeWarning):
-    """stseq._C could not be loaded: every op falls back to its (slow) reference twin."""
+    """stseq._C could not be loaded: every op falls back to its (slow) reference twin.
+
+    Example (make it an error, e.g. in a job that must run the kernels)::
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            import stseq  # raises NativeUnavailableWarning when stseq._C cannot be loaded
+    """
 
 
 def _source_checkout(package_dir):

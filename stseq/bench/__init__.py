@@ -68,14 +68,26 @@ def run_group(cases, *, device, dtype, repeats, warmup=3, tolerances=None):
 
 def run_case(name, shape, stseq_fn, peer_fn, *, peer, device, dtype, repeats, warmup=3,
              tolerances=None):
-    """Measure one case (stseq and peer timed interleaved); returns its result row."""
+    """Measure one case (stseq and peer timed interleaved); returns its result row.
+
+    Example::
+
+        row = run_case("op forward", "B=8", ours, torch_fn, peer="torch",
+                       device=torch.device("cpu"), dtype=torch.float32, repeats=10)
+    """
     return run_group([(name, shape, stseq_fn, peer_fn, peer)], device=device, dtype=dtype,
                      repeats=repeats, warmup=warmup, tolerances=tolerances)[0]
 
 
 def suite_groups(suite, grid, device, dtype):
     """The suite's cases as lists of (name, shape, stseq_fn, peer_fn, peer) sharing one shape,
-    in the order the suite yields them (a case without a peer name gets ``suite.PEER``)."""
+    in the order the suite yields them (a case without a peer name gets ``suite.PEER``).
+
+    Example::
+
+        for group in suite_groups(time_gap, time_gap.QUICK, torch.device("cpu"), torch.float32):
+            rows = run_group(group, device=torch.device("cpu"), dtype=torch.float32, repeats=3)
+    """
     cases = ((name, shape, stseq_fn, peer_fn, peer[0] if peer else suite.PEER)
              for name, shape, stseq_fn, peer_fn, *peer in suite.cases(grid, device, dtype))
     for _, group in itertools.groupby(cases, key=lambda case: case[1]):
@@ -133,7 +145,12 @@ def planned_cases(suite, grid, device, dtype):
 
 def run_family(suite, *, device, quick, repeats):
     """Every case of one suite (its QUICK or FULL grid, each of its dtypes for ``device``),
-    printed a shape at a time -> result rows."""
+    printed a shape at a time -> result rows.
+
+    Example::
+
+        rows = run_family(time_gap, device=torch.device("cpu"), quick=True, repeats=3)
+    """
     rows = []
     grid = suite.QUICK if quick else suite.FULL
     for dtype in getattr(suite, "DTYPES", {}).get(device.type, (torch.float32,)):
