@@ -4,11 +4,22 @@ import sys
 
 import pytest
 import torch
+from per_test_timeout import pytest_addoption, pytest_runtest_call  # noqa: F401  (hooks)
 
 # Triton kernels run through its interpreter on a machine with no GPU; the variable must be set
 # before any module defining @triton.jit kernels is imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_sessionstart(session):
+    """Stop at once, with the cause and the fix, when the stseq under test has no compiled
+    extension (e.g. ``python -m pytest`` in a checkout that is not the installed build), instead
+    of hundreds of failures on the slow reference path."""
+    from stseq._native import NATIVE, NATIVE_ERROR
+
+    if NATIVE is None:
+        pytest.exit(f"stseq's tests need the compiled extension: {NATIVE_ERROR}", returncode=4)
 
 
 def pytest_collection_modifyitems(config, items):

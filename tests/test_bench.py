@@ -1,11 +1,18 @@
-"""The benchmark runner: its parity column must flag a wrong kernel, and a quick run works."""
+"""The benchmark runner: its parity column must flag a wrong kernel, implementations are timed
+interleaved, a quick run works and keeps what it measured, and `pytest benchmarks` runs."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
+import pytest
 import torch
 
-from stseq import cli
-from stseq.bench import report, run_case, time_gap
+from stseq import bench, cli
+from stseq.bench import measure, report, run_case, time_gap
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_parity_column_flags_a_perturbed_kernel():
@@ -31,3 +38,95 @@ def test_bench_command_writes_results(tmp_path, monkeypatch, capsys):
     assert result.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = report.summarize(tmp_path)
     assert f"results/{result.name}" in summary and "time_gap_embedding forward+backward" in summary
+
+
+def test_interleaved_timing_alternates_the_order_of_the_calls():
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b"), lambda: calls.append("c")]
+    medians = measure.interleaved_medians_ms(fns, torch.device("cpu"), repeats=3, warmup=1)
+    assert calls == ["a", "b", "c"] + ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert len(medians) == 3 and all(m >= 0 for m in medians)
+
+
+def test_a_shape_s_cases_are_timed_in_one_interleaved_run(monkeypatch):
+    timed = []
+
+    def fake_medians(fns, device, *, repeats, warmup):
+        timed.append(fns)
+        return [1.0, 2.0, 3.0, 12.0]  # stseq 1, peer 2, stseq 3, peer 12
+
+    monkeypatch.setattr(measure, "interleaved_medians_ms", fake_medians)
+    values = [torch.ones(3), torch.ones(3) * 1.5]
+    fns = [lambda: values[0], lambda: values[0], lambda: values[1], lambda: values[1] * 2]
+    rows = bench.run_group([("op forward", "B=3", fns[0], fns[1], "peer A"),
+                            ("op forward", "B=3", fns[2], fns[3], "peer B")],
+                           device=torch.device("cpu"), dtype=torch.float32, repeats=5)
+    assert timed == [fns]
+    assert [(r["peer"], r["speedup"], r["parity_ok"]) for r in rows] == [
+        ("peer A", 2.0, True), ("peer B", 4.0, False)]
+    assert all(r["load_1min"] >= 0 for r in rows)
+
+
+class _Suite:
+    """A fake suite: one case per shape; ``fail_at`` makes a shape's case raise."""
+
+    PEER = "fake peer"
+    QUICK = FULL = [1, 2]
+
+    def __init__(self, fail_at=None):
+        self.fail_at = fail_at
+
+    def cases(self, grid, device, dtype):
+        for shape in grid:
+            if shape == self.fail_at:
+                raise RuntimeError("Torch not compiled with CUDA enabled")
+            value = torch.full((2,), float(shape))
+            yield ("fake op", f"s={shape}", lambda v=value: v, lambda v=value: v.clone())
+
+
+def test_json_is_written_after_every_family_with_threads_and_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "SUITES", {"good": _Suite(), "broken": _Suite(fail_at=2)})
+    args = cli.build_parser().parse_args(["bench", "--quick", "--repeats", "1", "--out",
+                                          str(tmp_path)])
+    with pytest.raises(RuntimeError, match="not compiled with CUDA"):
+        bench.main(args)  # the second family fails after one case
+    (result,) = tmp_path.glob("cpu-*.json")
+    record = json.loads(result.read_text())
+    assert [case["shape"] for case in record["cases"]] == ["s=1", "s=2"]  # the first family
+    assert record["threads"] == torch.get_num_threads()
+    assert len(record["load_average"]["start"]) == len(record["load_average"]["end"]) == 3
+
+
+def test_planned_cases_tells_a_grid_without_cases_for_a_device():
+    cpu = torch.device("cpu")
+    assert bench.planned_cases(_Suite(), [1, 2], cpu, torch.float32) == (2, None)
+    assert bench.planned_cases(_Suite(), [], cpu, torch.float32) == (0, None)
+    assert bench.planned_cases(_Suite(fail_at=2), [1, 2], cpu, torch.float32) == (
+        1, "RuntimeError: Torch not compiled with CUDA enabled")
+
+
+def test_chart_keeps_the_title_and_long_labels_inside_the_image(tmp_path):
+    image = pytest.importorskip("matplotlib.image")
+    rows = [dict(op="time_decay_attention forward+backward", dtype="bfloat16",
+                 shape="batch=32,heads=4,seq_len=200,head_dim=32,jagged=True,causal=False",
+                 peer="FlexAttention score_mod", speedup=speedup) for speedup in (0.5, 30.0)]
+    title = "stseq vs peers on a long device name (stseq " + "--ops x " * 30 + ")"
+    pixels = image.imread(report.speedup_chart(rows, tmp_path / "chart.png", title))
+    border = [pixels[:3], pixels[-3:], pixels[:, :3], pixels[:, -3:]]
+    assert all((edge[..., :3] == 1.0).all() for edge in border)  # nothing drawn at an edge
+
+
+def _pytest_benchmarks(tmp_path, *args):
+    """pytest on the checkout's benchmarks/ from outside the checkout (the installed stseq)."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def test_pytest_benchmarks_collects_and_runs_every_bench_file(tmp_path):
+    collected = _pytest_benchmarks(tmp_path, str(BENCHMARKS), "--collect-only", "-q")
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    for path in BENCHMARKS.glob("bench_*.py"):
+        assert f"{path.name}::test_" in collected.stdout, f"nothing collected from {path.name}"
+    case = "bench_time_gap.py::test_time_gap_embedding[B256-L50-W8-NB64-D64-forward-native]"
+    ran = _pytest_benchmarks(tmp_path, str(BENCHMARKS / case), "--benchmark-disable", "-q")
+    assert ran.returncode == 0 and "1 passed" in ran.stdout, ran.stdout + ran.stderr

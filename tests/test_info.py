@@ -24,7 +24,8 @@ def test_info_command_prints_text_and_json(capsys):
     assert json.loads(capsys.readouterr().out)["native"]["cpu"] is True
 
 
-def test_console_entry_point():
+def test_console_entry_point(tmp_path):
     result = subprocess.run([sys.executable, "-m", "stseq.cli", "info"], capture_output=True,
-                            text=True, check=True)
-    assert "time_gap_embedding" in result.stdout
+                            text=True, check=True, cwd=tmp_path)
+    assert "time_gap_embedding" in result.stdout and "native C++   built" in result.stdout
+    assert "NativeUnavailableWarning" not in result.stderr

@@ -1,10 +1,14 @@
 """Timing, peak memory and parity measurements shared by every benchmark suite.
 
+Implementations compared with each other are timed interleaved (one call of each per round),
+never one after the other, since the shared machines' load changes during a run.
+
 CPU: wall-clock medians after warm-up, with glibc's malloc keeping freed buffers of up to 32 MiB
 for reuse (the steady state of its dynamic mmap threshold in a warmed-up process); peak memory
 is the rise of the process's resident-set high-water mark (reset through /proc/self/clear_refs)
-over one call made while buffers over 64 KiB are mapped and unmapped, not kept. CUDA: CUDA-event medians after warm-up
-and torch.cuda.max_memory_allocated above the memory in use before the call.
+over one call made while buffers over 64 KiB are mapped and unmapped, not kept.
+CUDA: CUDA-event medians after warm-up and torch.cuda.max_memory_allocated above the memory in
+use before the call.
 """
 
 import ctypes
@@ -44,26 +48,44 @@ def _synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def _time_one_call_ms(fn, device):
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def interleaved_medians_ms(fns, device, *, repeats, warmup=3):
+    """Median milliseconds of each of ``fns`` over ``repeats`` rounds after ``warmup`` calls of
+    each. Every round calls each function once, in the listed order and the reverse order by
+    turns, so a change of machine load during the run hits every function alike.
+
+    Example::
+
+        stseq_ms, peer_ms = interleaved_medians_ms([stseq_fn, peer_fn], torch.device("cpu"),
+                                                   repeats=10)
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    _synchronize(device)
+    times = [[] for _ in fns]
+    for round_index in range(repeats):
+        order = range(len(fns)) if round_index % 2 == 0 else reversed(range(len(fns)))
+        for index in order:
+            times[index].append(_time_one_call_ms(fns[index], device))
+    return [statistics.median(each) for each in times]
+
+
 def median_ms(fn, device, *, repeats, warmup=3):
     """Median milliseconds of ``fn()`` over ``repeats`` timed calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    _synchronize(device)
-    times = []
-    if device.type == "cuda":
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return interleaved_medians_ms([fn], device, repeats=repeats, warmup=warmup)[0]
 
 
 def _rss_bytes(key):

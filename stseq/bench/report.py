@@ -9,13 +9,17 @@ import json
 import math
 import pathlib
 import sys
+import textwrap
+
+# Chart layout: inches per character of a 7-point case label and a 9-point title (DejaVu Sans,
+# generous), and the width kept for the bars.
+_LABEL_INCHES_PER_CHAR = 0.062
+_TITLE_INCHES_PER_CHAR = 0.08
+_BARS_INCHES = 6.0
 
 
-def speedup_chart(rows, path, title):
-    """Write a horizontal bar chart of each case's speedup over its peer (log scale) to ``path``.
-
-    Returns the path, or ``None`` when matplotlib is not installed (``pip install stseq[plot]``).
-    """
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or ``None`` when not installed."""
     try:
         import matplotlib
 
@@ -23,21 +27,52 @@ def speedup_chart(rows, path, title):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    return plt
+
+
+def speedup_chart(rows, path, title):
+    """Write a horizontal bar chart of each case's speedup over its peer (log scale) to ``path``.
+
+    Returns the path, or ``None`` when matplotlib is not installed (``pip install stseq[plot]``).
+
+    Example::
+
+        speedup_chart(record["cases"], "cpu-2026-12-06.png", "stseq vs peers")
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    figure = draw_speedups(rows, title)
+    # "tight" measures every text at the saving resolution: nothing is cut at the edges.
+    figure.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.1)
+    plt.close(figure)
+    return path
+
+
+def draw_speedups(rows, title):
+    """The speedup chart as a matplotlib figure (needs matplotlib), sized so that the title
+    (wrapped) and the longest case label fit inside it.
+
+    Example::
+
+        figure = draw_speedups(record["cases"], "stseq vs peers")
+    """
     labels = [f"{r['op']} [{r['shape']}] {r['dtype']} vs {r['peer']}" for r in rows]
     speedups = [r["speedup"] for r in rows]
-    figure, axes = plt.subplots(figsize=(12, 0.32 * len(rows) + 1.5))
-    colours = ["tab:green" if s >= 1 else "tab:red" for s in speedups]
-    axes.barh(range(len(rows)), speedups, color=colours)
+    width = _LABEL_INCHES_PER_CHAR * max(map(len, labels), default=0) + _BARS_INCHES
+    title = textwrap.fill(title, width=int(width / _TITLE_INCHES_PER_CHAR))
+    height = 0.32 * len(rows) + 1.5 + 0.2 * title.count("\n")
+    figure, axes = _pyplot().subplots(figsize=(width, height))
+    axes.barh(range(len(rows)), speedups,
+              color=["tab:green" if s >= 1 else "tab:red" for s in speedups])
     axes.set_xscale("log")
     axes.axvline(1.0, color="black", linewidth=0.8)
     axes.set_yticks(range(len(rows)), labels, fontsize=7)
     axes.invert_yaxis()
     axes.set_xlabel("speedup over peer (peer ms / stseq ms), log scale")
-    axes.set_title(title, fontsize=9)
+    figure.suptitle(title, fontsize=9)  # centred on the figure, not over the bars only
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return figure
 
 
 def _markdown_rows(record, link):
@@ -50,6 +85,15 @@ def _markdown_rows(record, link):
                f"{case['peer']} | {case['peer_ms']:.3f} | [{case['speedup']:.2f}x]({link}) | "
                f"{case['max_error']:.1e}{flag} | {case['stseq_peak_mib']:.1f} | "
                f"{case['peer_peak_mib']:.1f} |")
+
+
+def _load_text(record):
+    load = record.get("load_average")
+    if load is None:  # runs recorded before the load was
+        return ""
+    return (", load average (1, 5, 15 min) "
+            + " to ".join("/".join(f"{value:.1f}" for value in load[when])
+                          for when in ("start", "end")))
 
 
 def summarize(results_dir):
@@ -80,7 +124,8 @@ def summarize(results_dir):
             f"## [{path.name}]({link})",
             "",
             f"- command: `{record['command']}`",
-            f"- device: {record['device']}, threads: {record['threads']}, date: {record['date']}",
+            f"- device: {record['device']}, threads: {record['threads']}, date: {record['date']}"
+            + _load_text(record),
             f"- torch {record['torch']}, triton {record['triton']}, stseq {record['stseq']}, "
             f"git {record['git_commit']}, {record['repeats']} timed repeats per case (median)",
             f"- {len(speedups)} cases, geometric-mean speedup {geomean:.2f}x",
