@@ -238,7 +238,7 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
     except UsageError as error:
-        print(error, file=sys.stderr)
+        print(_one_line(error), file=sys.stderr)
         return 2
     except SystemExit as done:  # --help
         return done.code

@@ -27,6 +27,8 @@ AWKWARD = ["0", "-1", "1", "2", "1.5", "-0.0", "nan", "inf", "-inf", "1e300", "-
            "9223372036854775807", "9223372036854775808", "-9223372036854775809", "",
            " ", "abc", "007", "7", "\t", ",", ":", "\\", "'", '"', "\u00e9", "\udcff", "1e9",
            "1700000000", "1700000000000", "2024-01-01T00:00:00Z"]
+# AWKWARD without the large valid integers, which ask the generator for billions of events.
+MODEST = [value for value in AWKWARD if not (value.isdigit() and int(value) > 1000)]
 field = st.one_of(st.sampled_from(AWKWARD), st.text(max_size=8),
                   st.integers(-2**70, 2**70).map(str), st.floats().map(repr))
 
@@ -106,7 +108,7 @@ def test_bad_train_options(option, value):
         run(["train", *TINY, *MARKOV, "--out", str(Path(folder) / "run"), option, value])
 
 
-@given(key=st.sampled_from(SYNTHETIC_KEYS), value=st.sampled_from(AWKWARD))
+@given(key=st.sampled_from(SYNTHETIC_KEYS), value=st.sampled_from(MODEST))
 def test_bad_synthetic_options(key, value):
     with tempfile.TemporaryDirectory() as folder:
         run(["train", *TINY, f"--synthetic={key}={value}", *MARKOV, "--out",

@@ -37,8 +37,8 @@ HEADER_PREFIX = b"stseq-checkpoint 2 sha256 "
 HEADER_SIZE = len(HEADER_PREFIX) + 64 + 1
 READ_CHUNK = 16 << 20
 # Keys every checkpoint has; trainable models' checkpoints also have TRAINING_KEYS.
-REQUIRED_KEYS = ("format", "spec", "data", "data_fingerprint", "config", "epoch", "finished",
-                 "history", "best_epoch", "best_value", "bad_epochs")
+REQUIRED_KEYS = ("format", "spec", "trainable", "data", "data_fingerprint", "config", "epoch",
+                 "finished", "history", "best_epoch", "best_value", "bad_epochs")
 TRAINING_KEYS = ("model", "best_model", "step", "optimizer", "scheduler", "rng")
 # TrainConfig fields that do not change what a run computes, so a resume may change them.
 FREE_SETTINGS = ("progress", "out", "device", "eval_batch_size")
@@ -157,9 +157,8 @@ def _verify(file, path):
 def _check_keys(state, path):
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a stseq checkpoint (format {CHECKPOINT_FORMAT})")
-    trainable = "model" in state or "optimizer" in state
-    missing = [key for key in REQUIRED_KEYS + (TRAINING_KEYS if trainable else ())
-               if key not in state]
+    missing = [key for key in REQUIRED_KEYS + (TRAINING_KEYS if state.get("trainable", True)
+                                               else ()) if key not in state]
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {', '.join(missing)}")
     spec = state["spec"]
@@ -221,8 +220,9 @@ _FINGERPRINTS = {}  # id(split) -> (weak reference to the split, fingerprint)
 
 def split_fingerprint(split):
     """What identifies a ``stseq.data.Split``: its sizes and a SHA-256 over every event (users,
-    items, timestamps, coordinates, behaviours, raw ids) and every target of the split.
-    Computed once per split object (about 1 s per 10^8 events).
+    items, timestamps, coordinates, behaviours, raw ids), the training prefixes and every target
+    of the split. Computed once per split object (SHA-256 reads ~0.4 GB/s on a 2-core Xeon:
+    ~10 s for 10^8 events with coordinates).
 
     Example::
 
@@ -231,12 +231,11 @@ def split_fingerprint(split):
     cached = _FINGERPRINTS.get(id(split))
     if cached is not None and cached[0]() is split:
         return cached[1]
-    digest = hashlib.sha256(split.name.encode())
-    for part in (split.interactions, split.train):
-        for name in ("offsets", "items", "timestamps", "coordinates", "behaviors", "user_ids",
-                     "item_ids"):
-            _hash_array(digest, name, getattr(part, name))
-        digest.update(str(part.num_items).encode())
+    digest = hashlib.sha256(f"{split.name}:{split.interactions.num_items}".encode())
+    for name in ("offsets", "items", "timestamps", "coordinates", "behaviors", "user_ids",
+                 "item_ids"):
+        _hash_array(digest, name, getattr(split.interactions, name))
+    _hash_array(digest, "train_offsets", split.train.offsets)  # train: per-user prefixes
     for targets in (split.valid, split.test):
         for name in ("users", "positions", "query_times", "item_offsets", "items"):
             _hash_array(digest, name, getattr(targets, name))

@@ -33,6 +33,7 @@ RUNS_ROOT = "runs"
 # `stseq train` with no arguments (the main job), measured: README, "Set-up: two commands".
 MAIN_JOB_SECONDS = 80
 MAIN_JOB_MACHINE = "a quiet 2-core AMD EPYC"
+MAIN_JOB_BUSY = "66 minutes on a 2-core Intel Xeon at load average 11"
 
 
 # Option value types: a bad value is an argparse error naming the option ----------------------
@@ -174,11 +175,11 @@ def add_command(commands, formatter):
 
 def run(args):
     """Run ``stseq train`` for parsed ``args`` (``args.argv``: the arguments after ``train``);
-    returns the exit status.
+    returns the exit status. ``stseq.cli.main`` calls it and reports its errors.
 
     Example::
 
-        run(build_parser().parse_args(["train", "--model", "markov"]))
+        stseq.cli.main(["train", "--model", "markov"])   # -> run(args)
     """
     names = _model_names(args)
     spec = _train_data(args)
@@ -187,8 +188,9 @@ def run(args):
     log = print if leader else _silent
     if leader and not args.argv:
         print(f"The main job: {', '.join(names)} on the synthetic data. It takes about "
-              f"{MAIN_JOB_SECONDS} s on {MAIN_JOB_MACHINE}, several times that on a busy "
-              "machine; each epoch shows its progress and the time left.", flush=True)
+              f"{MAIN_JOB_SECONDS} s on {MAIN_JOB_MACHINE}, far longer on a busy machine "
+              f"({MAIN_JOB_BUSY}); each epoch shows its progress and the time left.",
+              flush=True)
     out = _run_folder(args, spec, leader)
     if leader:
         _record_run(out, args, spec, names, config, options)

@@ -365,7 +365,7 @@ class Trainer:
         """Everything needed to resume exactly, as a dict of tensors and plain values (see
         ``save``)."""
         state = {"format": CHECKPOINT_FORMAT, "spec": self.model.spec,
-                 "data": self.data_spec, "data_fingerprint": self.data_fingerprint,
+                 "trainable": bool(self.model.trainable), "data": self.data_spec, "data_fingerprint": self.data_fingerprint,
                  "config": dataclasses.asdict(self.config), "epoch": self.epoch,
                  "finished": self.finished, "history": self.history,
                  "best_epoch": self.best_epoch, "best_value": self.best_value,
@@ -410,7 +410,8 @@ class Trainer:
         if differences:
             raise CheckpointError(f"{path} is the checkpoint of another run; not resuming it: "
                                   + "; ".join(differences))
-        self.epoch, self.finished, self.history = state["epoch"], state["finished"], state["history"]
+        self.epoch, self.finished = state["epoch"], state["finished"]
+        self.history = state["history"]
         self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
         self.bad_epochs = state["bad_epochs"]
         if not self.model.trainable:

@@ -142,13 +142,15 @@ def test_truncated_and_foreign_files_are_refused(saved, tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize("key", ["optimizer", "rng", "data_fingerprint", "spec"])
-def test_a_checkpoint_missing_a_key_is_refused(saved, tmp_path, key):
+@pytest.mark.parametrize("keys", [["optimizer"], ["model", "optimizer"], ["rng"],
+                                  ["data_fingerprint"], ["spec"], ["trainable"]])
+def test_a_checkpoint_missing_a_key_is_refused(saved, tmp_path, keys):
     state = load_checkpoint(saved)
-    del state[key]
+    for key in keys:
+        del state[key]
     path = tmp_path / "incomplete.pt"
-    write_with_header(path, state)
-    with pytest.raises(CheckpointError, match=f"is incomplete: it lacks {key}"):
+    save_checkpoint(state, path)
+    with pytest.raises(CheckpointError, match=f"is incomplete: it lacks {', '.join(keys)}"):
         load_checkpoint(path)
 
 
