@@ -217,10 +217,15 @@ def run_models(names, spec, config, *, model_options=None, out=None, resume=Fals
                                         for metric in TABLE_METRICS} for row in rows},
                         out / "comparison.png",
                         ylabel="fraction of the oracle (expected)" if fraction else "test value",
-                        title=f"{data_title(spec)}: test {' and '.join(TABLE_METRICS)} per model "
-                        f"({split.name} split, full ranking over {interactions.num_items} "
-                        "items)")
+                        title=_chart_title(spec, split))
     return rows
+
+
+def _chart_title(spec, split):
+    """The comparison chart's title: the data (a file by its name), metrics, split."""
+    name = Path(spec["path"]).name if spec["source"] == "file" else data_title(spec)
+    return (f"{name}: test {' and '.join(TABLE_METRICS)} per model ({split.name} split, full "
+            f"ranking over {split.interactions.num_items} items)")
 
 
 def _build(name, train, options):
