@@ -2,6 +2,11 @@
 validation NDCG@10, exact-resume checkpoints, progress with throughput, JSON/CSV logs, PNG
 curves, DistributedDataParallel), ``TrainConfig`` and helpers.
 
+Checkpoints (``stseq.train.checkpoint``) are written atomically, loaded with
+``weights_only=True`` after their SHA-256 is verified, and refuse a resume with other data or
+settings (``CheckpointError`` says what differs). ``stseq.train.runs`` gives every command-line
+run its own folder.
+
 Example::
 
     import stseq
@@ -19,11 +24,15 @@ Example::
     trainer.load("runs/timesasrec/checkpoint.pt").fit()
 """
 
+from stseq.train.checkpoint import (CheckpointError, load_checkpoint, save_checkpoint,
+                                    split_fingerprint)
+from stseq.train.files import atomic_write
 from stseq.train.logs import plot_comparison, plot_curves, write_csv, write_json
 from stseq.train.progress import Progress
-from stseq.train.trainer import (Objective, TrainConfig, Trainer, load_checkpoint,
-                                 resolve_device, seed_everything, shard_batch)
+from stseq.train.trainer import (Objective, TrainConfig, Trainer, resolve_device,
+                                 seed_everything, shard_batch)
 
-__all__ = ["Objective", "Progress", "TrainConfig", "Trainer", "load_checkpoint",
-           "plot_comparison", "plot_curves", "resolve_device", "seed_everything",
-           "shard_batch", "write_csv", "write_json"]
+__all__ = ["CheckpointError", "Objective", "Progress", "TrainConfig", "Trainer", "atomic_write",
+           "load_checkpoint", "plot_comparison", "plot_curves", "resolve_device",
+           "save_checkpoint", "seed_everything", "shard_batch", "split_fingerprint",
+           "write_csv", "write_json"]

@@ -14,8 +14,10 @@ import torch.distributed as dist
 from stseq import data as datasets
 from stseq.eval import evaluate
 from stseq.models import MODELS, build_model
+from stseq.train.checkpoint import (CheckpointError, data_differences, load_checkpoint,
+                                    split_fingerprint)
 from stseq.train.logs import plot_comparison, write_csv, write_json
-from stseq.train.trainer import CHECKPOINT_NAME, Trainer, load_checkpoint, seed_everything
+from stseq.train.trainer import CHECKPOINT_NAME, Trainer, seed_everything
 
 logger = logging.getLogger("stseq.train")
 
@@ -104,10 +106,15 @@ def load_data(spec):
     return interactions, oracle, split
 
 
+def data_title(spec):
+    """The data's name for people: ``synthetic``, ``MovieLens-100K`` or the file's path."""
+    return {"synthetic": "synthetic", "ml-100k": "MovieLens-100K"}.get(spec["source"],
+                                                                        spec.get("path"))
+
+
 def describe(spec, interactions, split):
     """One line: the data, its size and the split."""
-    name = {"synthetic": "synthetic", "ml-100k": "MovieLens-100K"}.get(
-        spec["source"], spec.get("path"))
+    name = data_title(spec)
     return (f"{name}: {interactions.num_users} users, {interactions.num_items} items, "
             f"{interactions.num_events} events; {split.name} split, {len(split.test)} test "
             f"targets, full ranking over all items")
@@ -175,7 +182,7 @@ def run_models(names, spec, config, *, model_options=None, out=None, resume=Fals
     for name in names:
         seed_everything(config.seed)
         options = {} if not MODELS[name].trainable else dict(model_options or {})
-        model = build_model(name, split.train, **options)
+        model = _build(name, split.train, options)
         model_config = replace(config, out=str(out / name) if out is not None else None)
         log(f"{name}: {'fitting' if not model.trainable else 'training'}")
         start = time.perf_counter()
@@ -209,8 +216,26 @@ def run_models(names, spec, config, *, model_options=None, out=None, resume=Fals
         plot_comparison({row["model"]: {metric: row[f"{metric}/oracle" if fraction else metric]
                                         for metric in TABLE_METRICS} for row in rows},
                         out / "comparison.png",
-                        ylabel="fraction of the oracle (expected)" if fraction else "test value")
+                        ylabel="fraction of the oracle (expected)" if fraction else "test value",
+                        title=_chart_title(spec, split))
     return rows
+
+
+def _chart_title(spec, split):
+    """The comparison chart's title: the data (a file by its name), metrics, split."""
+    name = Path(spec["path"]).name if spec["source"] == "file" else data_title(spec)
+    return (f"{name}: test {' and '.join(TABLE_METRICS)} per model ({split.name} split, full "
+            f"ranking over {split.interactions.num_items} items)")
+
+
+def _build(name, train, options):
+    """``build_model``, with torch's errors for impossible options (a negative size, heads
+    that do not divide the width) as a ValueError that names the model and its options."""
+    try:
+        return build_model(name, train, **options)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"model {name!r} cannot be built with the options {options}: "
+                         f"{error}") from None
 
 
 def format_table(rows):
@@ -252,7 +277,11 @@ def checkpoint_context(path):
     """
     state = load_checkpoint(path)
     if state.get("data") is None:
-        raise ValueError(f"checkpoint {path} does not say which data it was trained on (it was "
-                         "saved without data_spec)")
+        raise CheckpointError(f"checkpoint {path} does not say which data it was trained on (it "
+                              "was saved without data_spec)")
     interactions, oracle, split = load_data(state["data"])
+    changed = data_differences(state["data_fingerprint"], split_fingerprint(split))
+    if changed:
+        raise CheckpointError(f"the data of {path} ({data_title(state['data'])}) has changed "
+                              "since it was trained: " + "; ".join(changed))
     return state, interactions, oracle, split, restore_model(state, split.train)

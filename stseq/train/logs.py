@@ -1,18 +1,27 @@
-"""Metric logs (JSON and CSV) and charts (PNG, when matplotlib is installed)."""
+"""Metric logs (JSON and CSV) and charts (PNG, when matplotlib is installed), each written
+atomically (``stseq.train.files.atomic_write``): a reader never sees a half-written file."""
 
 import csv
+import importlib.util
 import json
 import logging
 from pathlib import Path
+
+from stseq.train.files import atomic_write
 
 logger = logging.getLogger("stseq.train")
 
 
 def write_json(path, value):
-    """Write ``value`` as indented JSON to ``path`` (folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2, default=float) + "\n")
+    """Write ``value`` as indented JSON to ``path`` (folders created).
+
+    Example::
+
+        write_json("runs/x/results.json", {"test": {"NDCG@10": 0.41}})
+    """
+    text = json.dumps(value, indent=2, default=float) + "\n"
+    with atomic_write(path, "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 def write_csv(path, rows):
@@ -22,21 +31,30 @@ def write_csv(path, rows):
 
         write_csv("runs/x/metrics.csv", [{"epoch": 1, "loss": 5.1}, {"epoch": 2, "loss": 4.8}])
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as file:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
 
+def charts_available():
+    """Whether matplotlib is installed, so that the ``plot_*`` functions draw charts.
+
+    Example::
+
+        if not charts_available():
+            print("no charts: pip install stseq[plot]")
+    """
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
+    if not charts_available():
         logger.info("matplotlib is not installed: no charts (pip install stseq[plot])")
         return None
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -62,21 +80,19 @@ def plot_curves(history, path, *, metric="NDCG@10"):
     if any(key in row for row in history):
         right.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o")
     right.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return _save(plt, figure, path)
 
 
-def plot_comparison(results, path, *, metrics=("NDCG@10", "HR@10"), ylabel="value"):
-    """Grouped bars: ``results`` maps model name -> {metric: value} -> PNG at ``path``;
-    returns the path, or None without matplotlib.
+def plot_comparison(results, path, *, metrics=("NDCG@10", "HR@10"), ylabel="value",
+                    title="model comparison"):
+    """Grouped bars: ``results`` maps model name -> {metric: value} -> PNG at ``path`` with
+    ``title`` above; returns the path, or None without matplotlib.
 
     Example::
 
         plot_comparison({"markov": {"NDCG@10": 0.78}, "timesasrec": {"NDCG@10": 0.9}},
-                        "runs/comparison.png", ylabel="fraction of the oracle")
+                        "runs/comparison.png", ylabel="fraction of the oracle",
+                        title="synthetic: test targets, full ranking")
     """
     plt = _pyplot()
     if plt is None or not results:
@@ -90,9 +106,15 @@ def plot_comparison(results, path, *, metrics=("NDCG@10", "HR@10"), ylabel="valu
                  label=metric)
     axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10, wrap=True)
     axes.legend()
+    return _save(plt, figure, path)
+
+
+def _save(plt, figure, path):
+    """Write ``figure`` as PNG to ``path`` atomically (labels and title never cut off)."""
     figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_write(path, "wb") as file:
+        figure.savefig(file, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     return Path(path)

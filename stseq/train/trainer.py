@@ -20,12 +20,14 @@ from torch.nn.parallel import DistributedDataParallel
 from stseq.data import training_batches
 from stseq.eval import evaluate, metric_names
 from stseq.models.losses import build_loss
+from stseq.train.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng,
+                                    load_checkpoint, resume_differences, restore_rng,
+                                    save_checkpoint, split_fingerprint)
 from stseq.train.logs import plot_curves, write_csv, write_json
 from stseq.train.progress import Progress
 
 logger = logging.getLogger("stseq.train")
 
-CHECKPOINT_FORMAT = "stseq-checkpoint-1"
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -293,7 +295,6 @@ class Trainer:
                 value = valid[metric]
             else:
                 value = -record["train_loss"]
-            progress.close(suffix)
             self.epoch += 1
             self.history.append(record)
             if value > self.best_value:
@@ -303,12 +304,23 @@ class Trainer:
                 self.bad_epochs += 1
             stopped = self.bad_epochs >= config.patience
             self.finished = stopped or self.epoch >= config.epochs
+            progress.close(suffix + self._time_left())
             if stopped:
                 logger.info("early stop after epoch %d: no better validation %s for %d epochs",
                             self.epoch, metric, config.patience)
             self.save()
             self._write_logs()
         return self._finish()
+
+    def _time_left(self):
+        """The progress suffix ``" | at most N more epochs, about S s"``, at the mean pace of
+        the epochs so far (empty after the last epoch)."""
+        epochs = self.config.epochs - self.epoch
+        if epochs <= 0 or self.finished:
+            return ""
+        seconds = epochs * sum(row["train_seconds"] + row.get("valid_seconds", 0.0)
+                               for row in self.history) / len(self.history)
+        return f" | at most {epochs} more epoch{'s' * (epochs > 1)}, about {seconds:.0f} s"
 
     def _finish(self):
         result = {"history": self.history, "best_epoch": self.best_epoch,
@@ -344,11 +356,18 @@ class Trainer:
         write_csv(self.out / "metrics.csv", self.history)
 
     # Checkpoints ------------------------------------------------------------------------------
+    @property
+    def data_fingerprint(self):
+        """``split_fingerprint`` of the trainer's split (stored in checkpoints)."""
+        return split_fingerprint(self.split)
+
     def checkpoint(self):
-        """Everything needed to resume exactly, as a dict (see ``save``)."""
+        """Everything needed to resume exactly, as a dict of tensors and plain values (see
+        ``save``)."""
         state = {"format": CHECKPOINT_FORMAT, "spec": self.model.spec,
-                 "data": self.data_spec, "config": dataclasses.asdict(self.config),
-                 "epoch": self.epoch, "finished": self.finished, "history": self.history,
+                 "trainable": bool(self.model.trainable), "data": self.data_spec, "data_fingerprint": self.data_fingerprint,
+                 "config": dataclasses.asdict(self.config), "epoch": self.epoch,
+                 "finished": self.finished, "history": self.history,
                  "best_epoch": self.best_epoch, "best_value": self.best_value,
                  "bad_epochs": self.bad_epochs}
         if not self.model.trainable:
@@ -356,30 +375,27 @@ class Trainer:
         state.update(
             model=self.model.state_dict(), best_model=self.best_state, step=self.step,
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            rng={"python": random.getstate(), "numpy": np.random.get_state(),
-                 "torch": torch.get_rng_state(),
-                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                 "batches": self.batches._rng.bit_generator.state})
+            rng=capture_rng(self.batches._rng))
         return state
 
     def save(self, path=None):
         """Write the checkpoint (model, best model, optimizer, scheduler, RNG states, epoch,
-        history, model spec and data spec) to ``path`` (default ``out/checkpoint.pt``); only
-        rank 0 writes. Returns the path or None."""
+        history, model spec, data spec and the fingerprints of data and configuration) to
+        ``path`` (default ``out/checkpoint.pt``) atomically: a crash during the save leaves the
+        previous checkpoint. Only rank 0 writes. Returns the path or None."""
         if path is None:
             if self.out is None:
                 return None
             path = self.out / CHECKPOINT_NAME
         elif self.rank != 0:
             return None
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.checkpoint(), path)
-        return path
+        return save_checkpoint(self.checkpoint(), path)
 
     def load(self, path):
         """Restore the state saved by ``save`` so that ``fit`` continues exactly where the
-        saved run was (same batches, dropout masks, negatives and optimizer state).
+        saved run was (same batches, dropout masks, negatives and optimizer state). A
+        ``CheckpointError`` refuses a checkpoint of another model, data or configuration and
+        says what differs.
 
         Example::
 
@@ -388,10 +404,14 @@ class Trainer:
             trainer.fit()
         """
         state = load_checkpoint(path)
-        if state["spec"] != self.model.spec:
-            raise ValueError(f"checkpoint {path} holds model {state['spec']}, not "
-                             f"{self.model.spec}")
-        self.epoch, self.finished, self.history = state["epoch"], state["finished"], state["history"]
+        differences = resume_differences(
+            state, spec=self.model.spec, config=dataclasses.asdict(self.config),
+            data_fingerprint=self.data_fingerprint, data_spec=self.data_spec)
+        if differences:
+            raise CheckpointError(f"{path} is the checkpoint of another run; not resuming it: "
+                                  + "; ".join(differences))
+        self.epoch, self.finished = state["epoch"], state["finished"]
+        self.history = state["history"]
         self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
         self.bad_epochs = state["bad_epochs"]
         if not self.model.trainable:
@@ -400,32 +420,5 @@ class Trainer:
         self.best_state, self.step = state["best_model"], state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.batches._rng.bit_generator.state = rng["batches"]
+        restore_rng(state["rng"], self.batches._rng)
         return self
-
-
-def load_checkpoint(path):
-    """Read a checkpoint written by ``Trainer.save`` (a clear error for other files). It is
-    unpickled (it holds RNG states), so load only checkpoints you trust.
-
-    Example::
-
-        state = load_checkpoint("runs/timesasrec/checkpoint.pt")
-        state["spec"], state["data"], state["epoch"]
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for foreign files
-        raise ValueError(f"{path} is not a stseq checkpoint ({error})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a stseq checkpoint (format {CHECKPOINT_FORMAT})")
-    return state

@@ -148,12 +148,37 @@ def test_data_parallel_matches_one_process(split, tmp_path):
 def test_progress_line():
     stream = io.StringIO()
     progress = Progress("epoch 1/3", total=2, stream=stream)
+    assert stream.getvalue() == "epoch 1/3 [....................] 0/2 batches | starting\n"
     progress.update(targets=100, loss=2.0)
+    assert "1/2 batches" in progress.line() and " s left" in progress.line()
     progress.update(targets=300, loss=1.0)
     progress.close(" | valid NDCG@10 0.5")
-    line = stream.getvalue()
+    line = stream.getvalue().splitlines()[-1]
     assert "epoch 1/3" in line and "2/2 batches" in line and "targets/s" in line
-    assert "loss 1.2500" in line and line.endswith("valid NDCG@10 0.5\n")
+    assert "loss 1.2500" in line and line.endswith("valid NDCG@10 0.5")
+    assert "s left" not in line
+
+
+def test_progress_redraws_a_terminal_line_in_place(monkeypatch):
+    stream = io.StringIO()
+    stream.isatty = lambda: True
+    monkeypatch.setattr("stseq.train.progress.REFRESH_SECONDS", 0.0)
+    progress = Progress("epoch 1/1", total=2, stream=stream)
+    progress.update(targets=10, loss=1.0)
+    progress.update(targets=10, loss=1.0)
+    progress.close()
+    drawn = stream.getvalue()
+    assert drawn.count("\n") == 1 and drawn.count("\r") == 4  # start, 2 updates, close
+    first, longer = drawn.split("\r")[1], drawn.split("\r")[2]
+    assert len(longer) >= len(first)
+
+
+def test_epoch_lines_say_the_time_left(split, capsys):
+    Trainer(fresh("gru4rec", split), split, replace(CONFIG, epochs=2, progress=True)).fit()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("epoch 1/2 [") and lines[0].endswith("| starting")
+    assert "| at most 1 more epoch, about " in lines[1]
+    assert lines[3].startswith("epoch 2/2") and "more epoch" not in lines[3]
 
 
 def test_bad_configuration(split, tmp_path):
@@ -172,5 +197,5 @@ def test_bad_configuration(split, tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
     trainer = Trainer(fresh("gru4rec", split), split, replace(CONFIG, out=str(tmp_path)))
     trainer.save()
-    with pytest.raises(ValueError, match="holds model"):
+    with pytest.raises(ValueError, match="model gru4rec in the checkpoint, lstm now"):
         Trainer(fresh("lstm", split), split, CONFIG).load(tmp_path / "checkpoint.pt")
