@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from stseq.backends import current_backend, resolve
-from stseq.ops.checks import TIMESTAMP_DTYPES, check_sequences, check_tensor
+from stseq.ops.checks import (TIMESTAMP_DTYPES, check_sequences, check_tensor,
+                              timestamp_range_error, timestamp_range_faults)
 from stseq.reference.time_decay_attention import (BUCKETINGS, DECAY_FNS, HSTU_BUCKET_SCALE,
                                                   time_decay_attention_backward,
                                                   time_decay_attention_forward)
@@ -255,19 +256,23 @@ def _check_jagged_values(timestamps, cu_seqlens, max_seqlen):
     token = torch.arange(total, device=timestamps.device)
     sequence = torch.searchsorted(cu_seqlens[1:], token, right=True)  # [T]
     position = token - cu_seqlens[sequence]
+    first = timestamps[cu_seqlens[sequence]]  # [T]: each token's sequence's first event
     nonfinite = ~torch.isfinite(timestamps) if timestamps.dtype.is_floating_point else None
     decreasing = torch.zeros_like(token, dtype=torch.bool)
     decreasing[1:] = (timestamps[1:] < timestamps[:-1]) & (position[1:] > 0)
-    for bad, what in ((nonfinite, "must be finite"),
-                      (decreasing, "must be non-decreasing within each sequence")):
+    out_of_range = timestamp_range_faults(timestamps, first, torch.ones_like(decreasing))
+    for bad in (nonfinite, decreasing, out_of_range):
         if bad is not None and bad.any():
             index = int(torch.nonzero(bad)[0])
             where = (f"sequence {sequence[index].item()}, position {position[index].item()} "
                      f"(token {index})")
+            value = timestamps[index].item()
             if bad is nonfinite:
-                raise ValueError(f"timestamps {what}; {where} has {timestamps[index].item()}")
-            raise ValueError(f"timestamps {what}; {where} decreases "
-                             f"({timestamps[index - 1].item()} -> {timestamps[index].item()})")
+                raise ValueError(f"timestamps must be finite; {where} has {value}")
+            if bad is decreasing:
+                raise ValueError(f"timestamps must be non-decreasing within each sequence; "
+                                 f"{where} decreases ({timestamps[index - 1].item()} -> {value})")
+            raise timestamp_range_error(where, value, first[index].item())
     return longest if max_seqlen is None else max_seqlen
 
 
@@ -312,9 +317,9 @@ def _attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v:
         grad, q, k, v, out, lse, time_hi, time_lo, rate, time_bias, lengths, cu_seqlens,
         max_seqlen, causal, scale, decay_fn, bucketing, bucket_scale,
         None if window < 0 else window)
-    empty = q.new_empty(0)
-    return (grad_q, grad_k, grad_v, grad_rate if grad_rate is not None else empty,
-            grad_bias if grad_bias is not None else empty)
+    # A fresh empty tensor for each absent input: a custom op's outputs may not alias.
+    return (grad_q, grad_k, grad_v, grad_rate if grad_rate is not None else q.new_empty(0),
+            grad_bias if grad_bias is not None else q.new_empty(0))
 
 
 def _lse_dtype(q):

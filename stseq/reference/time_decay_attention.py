@@ -43,6 +43,10 @@ GROUP_PADDING = 1 << 16
 # masked gets finite (unused) probabilities instead of NaN, and far enough below any real score
 # that its probability is exactly 0 beside one that is not masked.
 MASKED = -1e30
+# Scores this large could defeat the additive MASKED; with them (or a NaN/inf in any input of a
+# group) the chunked path masks exactly: masked scores are set, not added to, and products skip
+# the masked pairs (see _exact_masking).
+SCORE_BOUND = 1e25
 
 
 def decay_phi(gap, decay_fn):
@@ -93,7 +97,10 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
 
     Same signature and semantics as :func:`stseq.ops.time_decay_attention` (arguments already
     checked there). Gaps are taken in the timestamps' own dtype (exact for int64) and divided
-    in float64; padded queries give zeros.
+    in float64; padded queries give zeros. Masked pairs (causal, window, padding) never enter
+    the arithmetic: both factors of every product are masked before they meet (products over
+    [B, H, L, L, D]), so a NaN or inf in a key or value that a query cannot see reaches neither
+    that query's output nor any gradient.
 
     Example::
 
@@ -125,12 +132,21 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
     if time_bias is not None:
         bucket = time_bucket(gap, time_bias.shape[1], bucketing, bucket_scale)  # [B, L, L]
         bias = bias + time_bias[:, bucket].transpose(0, 1).to(q.dtype)  # [B, H, L, L]
-    scores = scale * q @ k.transpose(-1, -2) + bias  # [B, H, L, L]
+    scores = scale * _masked_pair_product(q[:, :, :, None], k[:, :, None], allowed) + bias
     has_key = allowed.any(-1, keepdim=True)  # padded queries attend to nothing
     scores = torch.where(allowed, scores, float("-inf"))
     scores = torch.where(has_key, scores, 0.0)
-    weights = torch.where(allowed, torch.softmax(scores, -1), 0.0)
-    return weights @ v
+    weights = torch.softmax(scores, -1)  # [B, H, L, L]
+    return _masked_pair_product(weights[..., None], v[:, :, None], allowed, reduce=-2)
+
+
+def _masked_pair_product(a, b, allowed, reduce=-1):
+    """sum over ``reduce`` of a * b ([B, H, L, L, D] by broadcasting) with both factors zeroed
+    at the pairs outside ``allowed`` [B, 1, L, L] before they meet: neither the product nor its
+    gradients see a masked value."""
+    pair = allowed[..., None]
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    return (torch.where(pair, a, zero) * torch.where(pair, b, zero)).sum(reduce)
 
 
 # ---- the chunked path ----------------------------------------------------------------------
@@ -380,6 +396,21 @@ class _Bias:
                 key_mask, mask, out=self.workspace.get("mask", (b1 - b0, q1 - q0, k1 - k0)))
         return None if mask is None else mask[:, None]
 
+    def allowed(self, step, heads):
+        """[b * H, Q, K] bool: the pairs of the step that attend (causal, window, query and key
+        inside the row's length); for the exact masking."""
+        b0, b1, q0, q1, k0, k1 = step
+        device = self.hi.device
+        query = torch.arange(q0, q1, device=device)[:, None]
+        key = torch.arange(k0, k1, device=device)[None, :]
+        length = self.length_tensor[b0:b1, None, None]
+        allowed = (query < length) & (key < length)  # [b, Q, K]
+        if self.causal:
+            allowed = allowed & (key <= query)
+        if self.window is not None:
+            allowed = allowed & ((query - key).abs() <= self.window)
+        return allowed[:, None].expand(-1, heads, -1, -1).reshape(-1, q1 - q0, k1 - k0)
+
     def _gap(self, step):
         """[b, Q, K] |t_i - t_j| / time_unit from the (hi, lo) split: exact to the rounding of
         the gap itself."""
@@ -418,6 +449,36 @@ class _Bias:
         return bias, phi, bucket
 
 
+def _exact_masking(q, k, others, rate, time_bias, scale, time_hi):
+    """Whether a group needs the exact masking: a NaN/inf in any of its inputs (q, k, and the
+    ``others``: v, and the output gradient in backward), or scores that could reach
+    SCORE_BOUND (bounded by scale * D * max|q| * max|k| + max rate * (max gap + 1) +
+    max|time_bias|, phi(gap) <= gap + 1 for every decay_fn). One host synchronisation."""
+    def peak(x):
+        return x.abs().amax().double() if x is not None and x.numel() else torch.zeros(
+            (), dtype=torch.float64, device=q.device)
+
+    bound = scale * q.shape[-1] * peak(q) * peak(k) + peak(time_bias)
+    if rate is not None:
+        bound = bound + peak(rate) * (peak(time_hi) + 1)
+    finite = torch.stack([peak(x) for x in others]).isfinite().all()
+    return not bool(finite & (bound < SCORE_BOUND))
+
+
+def _masked_product(a, b, allowed, workspace):
+    """a @ b ([N, M, K] @ [N, K, D]) where ``a`` is 0 outside ``allowed`` [N, M, K] and the NaN/inf
+    of ``b`` may meet only the allowed entries of ``a`` (0 * inf would make NaN): the product of
+    the finite values, plus the non-finite values' terms taken over the allowed pairs only."""
+    finite = torch.isfinite(b)
+    if finite.all():
+        return _product(a, b, workspace)
+    out = torch.bmm(a, torch.where(finite, b, 0.0))
+    keys = torch.nonzero(~finite.all(-1).all(0))[:, 0]  # rows of b holding a NaN/inf
+    meet = allowed[:, :, keys, None] & ~finite[:, None, keys]  # [N, M, J, D]
+    terms = torch.where(meet, a[:, :, keys, None] * b[:, None, keys], 0.0)
+    return out.add_(terms.sum(2))
+
+
 def _forward_group(group, q, k, v, time_hi, time_lo, rate, time_bias, scale, options,
                    position_masks, workspace):
     """One group's (out [g, H, Lg, D], lse [g, H, Lg]) in the compute dtype, 0 at padding."""
@@ -425,19 +486,25 @@ def _forward_group(group, q, k, v, time_hi, time_lo, rate, time_bias, scale, opt
     rows, heads, seq_len, head_dim = q_.shape
     bias = _Bias(group.gather_times(time_hi), group.gather_times(time_lo), group.lengths, rate,
                  time_bias, options, position_masks, workspace)
+    exact = _exact_masking(q_, k_, (v_,), rate, time_bias, scale, bias.hi)
     out = torch.empty_like(q_)  # [g, H, Lg, D]; positions no step writes are padding
     lse = torch.empty(rows, heads, seq_len, 1, dtype=q_.dtype, device=q.device)
     for step in _steps(heads, group.lengths, options[0], options[4]):
         b0, b1, q0, q1, k0, k1 = step
         scores = bias.tile(step, heads)[0].view(-1, q1 - q0, k1 - k0).baddbmm_(
             _block(q_, b0, b1, q0, q1), _block(k_, b0, b1, k0, k1).transpose(1, 2), alpha=scale)
+        allowed = bias.allowed(step, heads) if exact else None  # [b * H, Q, K]
+        if exact:
+            scores.masked_fill_(~allowed, MASKED)
         top = scores.amax(-1, keepdim=True)  # [b * H, Q, 1]
         weights = torch.softmax(scores, -1, out=workspace.get("weights", scores.shape))
-        _block(out, b0, b1, q0, q1).copy_(_product(weights, _block(v_, b0, b1, k0, k1),
-                                                   workspace))
         # The largest probability is 1 / sum(exp(scores - top)).
         lse[b0:b1, :, q0:q1] = (top - weights.amax(-1, keepdim=True).log_()).view(
             b1 - b0, heads, q1 - q0, 1)
+        values = _block(v_, b0, b1, k0, k1)
+        _block(out, b0, b1, q0, q1).copy_(
+            _masked_product(weights.masked_fill_(~allowed, 0.0), values, allowed, workspace)
+            if exact else _product(weights, values, workspace))
     if group.valid is not None:
         padding = ~group.valid[:, None, :, None]
         out.masked_fill_(padding, 0.0)
@@ -466,23 +533,36 @@ def _backward_group(group, grad, q, k, v, out, time_hi, time_lo, rate, time_bias
     v_one = _with_column(v_, torch.ones(rows, heads, seq_len, dtype=q_.dtype, device=q.device))
     bias = _Bias(group.gather_times(time_hi), group.gather_times(time_lo), group.lengths, rate,
                  time_bias, options, position_masks, workspace)
+    exact = _exact_masking(q_, k_, (v_, grad_), rate, time_bias, scale, bias.hi)
+
+    def product(a, b, allowed):  # a @ b, over the allowed pairs only when exact
+        return _masked_product(a, b, allowed, workspace) if exact else _product(a, b, workspace)
+
     grad_q, grad_k, grad_v = (torch.zeros_like(q_) for _ in range(3))  # [g, H, Lg, D]
     for step in _steps(heads, group.lengths, options[0], options[4]):
         b0, b1, q0, q1, k0, k1 = step
         tile, phi, bucket = bias.tile(step, heads)
         scores = tile.view(-1, q1 - q0, k1 - k0).baddbmm_(
             _block(q_, b0, b1, q0, q1), _block(k_, b0, b1, k0, k1).transpose(1, 2), alpha=scale)
+        allowed = bias.allowed(step, heads) if exact else None  # [b * H, Q, K]
+        if exact:
+            scores.masked_fill_(~allowed, MASKED)
         weights = torch.softmax(scores, -1, out=workspace.get("weights", scores.shape))  # P
-        _block(grad_v, b0, b1, k0, k1).add_(_product(weights.transpose(1, 2),
-                                                     _block(grad_, b0, b1, q0, q1), workspace))
+        if exact:
+            weights.masked_fill_(~allowed, 0.0)
+        allowed_t = allowed.transpose(1, 2) if exact else None
+        _block(grad_v, b0, b1, k0, k1).add_(product(weights.transpose(1, 2),
+                                                    _block(grad_, b0, b1, q0, q1), allowed_t))
         grad_scores = torch.bmm(_block(grad_delta, b0, b1, q0, q1),
                                 _block(v_one, b0, b1, k0, k1).transpose(1, 2), out=scores
                                 ).mul_(weights)  # P (dP - delta) [b * H, Q, K]
+        if exact:
+            grad_scores.masked_fill_(~allowed, 0.0)
         # Each query's keys are all in its step: its gradient is written once.
-        _block(grad_q, b0, b1, q0, q1).copy_(_product(grad_scores, _block(k_, b0, b1, k0, k1),
-                                                      workspace))
-        _block(grad_k, b0, b1, k0, k1).add_(_product(grad_scores.transpose(1, 2),
-                                                     _block(q_, b0, b1, q0, q1), workspace),
+        _block(grad_q, b0, b1, q0, q1).copy_(product(grad_scores, _block(k_, b0, b1, k0, k1),
+                                                     allowed))
+        _block(grad_k, b0, b1, k0, k1).add_(product(grad_scores.transpose(1, 2),
+                                                    _block(q_, b0, b1, q0, q1), allowed_t),
                                             alpha=scale)
         per_row = grad_scores.view(b1 - b0, heads, -1)  # [b, H, Q * K]
         if grad_rate is not None:  # d s / d rate = -phi

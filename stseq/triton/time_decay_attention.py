@@ -130,6 +130,36 @@ def _allowed(rows, cols, length, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.co
 
 
 @triton.jit
+def _dot_visible(a, b, visible, DOT_PRECISION: tl.constexpr):
+    """a @ b (float32 [M, D]) for a [M, N] that is 0 outside ``visible`` [M, N], where the NaN/inf
+    of b [N, D] may meet only the visible entries of a (0 * inf would make NaN). The finite
+    values go through one dot; a tile holding a NaN/inf also counts, per output, its non-finite
+    terms over the visible pairs with 0/1 dots (NaN; +inf; -inf) and combines them as IEEE
+    arithmetic would."""
+    b32 = b.to(tl.float32)
+    finite = tl.abs(b32) < float("inf")  # False for NaN and +-inf
+    out = tl.dot(a, tl.where(finite, b, 0.0).to(b.dtype), input_precision=DOT_PRECISION)
+    if tl.min(finite.to(tl.int32)) == 0:
+        a32 = a.to(tl.float32)
+        nan_b = (b32 != b32).to(tl.float32)
+        up_b = (b32 == float("inf")).to(tl.float32)
+        down_b = (b32 == float("-inf")).to(tl.float32)
+        positive = (visible & (a32 > 0.0)).to(tl.float32)
+        negative = (visible & (a32 < 0.0)).to(tl.float32)
+        void = (visible & ((a32 == 0.0) | (a32 != a32))).to(tl.float32)  # 0 * inf, NaN * inf
+        nan_terms = (tl.dot(visible.to(tl.float32), nan_b, input_precision="ieee")
+                     + tl.dot(void, up_b + down_b, input_precision="ieee"))
+        up_terms = (tl.dot(positive, up_b, input_precision="ieee")
+                    + tl.dot(negative, down_b, input_precision="ieee"))
+        down_terms = (tl.dot(positive, down_b, input_precision="ieee")
+                      + tl.dot(negative, up_b, input_precision="ieee"))
+        out = tl.where(up_terms > 0.0, out + float("inf"), out)
+        out = tl.where(down_terms > 0.0, out - float("inf"), out)
+        out = tl.where(nan_terms > 0.0, float("nan"), out)
+    return out
+
+
+@triton.jit
 def _key_range(query_start, length, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
     """[lo, hi) of the key blocks that queries [query_start, query_start + BLOCK_M) reach."""
@@ -209,8 +239,8 @@ def _forward_kernel(
         s = tl.dot(q, k, input_precision=DOT_PRECISION) * scale2
         s += _bias2(_gap(hi_m, lo_m, hi_n, lo_n), rate2, table_row, bucket_scale, num_buckets,
                     DECAY_FN, BUCKETING)
-        s = tl.where(_allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW), s,
-                     float("-inf"))
+        allowed = _allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW)
+        s = tl.where(allowed, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet
         alpha = tl.exp2(m_i - m_safe)
@@ -218,10 +248,10 @@ def _forward_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + offs_n[:, None] * stride_vt + offs_d[None, :],
                     mask=cols[:, None] & dims[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        acc = acc * alpha[:, None] + _dot_visible(p.to(v.dtype), v, allowed, DOT_PRECISION)
         m_i = m_new
 
-    has_key = l_i > 0.0  # false for padded queries
+    has_key = l_i != 0.0  # false for padded queries; NaN (a NaN score) stays NaN
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * _LN2, 0.0)
     # Padded rows of the padded layout get zeros; the jagged layout stops at the sequence's end.
@@ -294,10 +324,11 @@ def _key_value_kernel(
         s_t += _bias2(gap_t, rate2, table_row, bucket_scale, num_buckets, DECAY_FN, BUCKETING)
         allowed_t = tl.trans(_allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW))
         p_t = tl.where(allowed_t, tl.exp2(s_t - lse2[None, :]), 0.0)  # P^T [BLOCK_N, BLOCK_M]
-        grad_v += tl.dot(p_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
+        grad_v += _dot_visible(p_t.to(grad_out.dtype), grad_out, allowed_t, DOT_PRECISION)
         grad_p_t = tl.dot(v, tl.trans(grad_out), input_precision=DOT_PRECISION)
-        grad_s_t = p_t * (grad_p_t - delta[None, :])  # dS^T, natural-log units
-        grad_k += tl.dot(grad_s_t.to(q_t.dtype), tl.trans(q_t), input_precision=DOT_PRECISION)
+        # dS^T, natural-log units; set (not multiplied) to 0 where masked: dP may be NaN there.
+        grad_s_t = tl.where(allowed_t, p_t * (grad_p_t - delta[None, :]), 0.0)
+        grad_k += _dot_visible(grad_s_t.to(q_t.dtype), tl.trans(q_t), allowed_t, DOT_PRECISION)
         if DECAY_FN != 0:
             rate_sum += tl.sum(grad_s_t * _phi(gap_t, DECAY_FN), 1)
         if BUCKETING != 0:
@@ -383,8 +414,8 @@ def _query_kernel(
         allowed = _allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW)
         p = tl.where(allowed, tl.exp2(s - lse2[:, None]), 0.0)  # [BLOCK_M, BLOCK_N]
         grad_p = tl.dot(grad_out, v_t, input_precision=DOT_PRECISION)
-        grad_s = p * (grad_p - delta[:, None])
-        grad_q += tl.dot(grad_s.to(k_t.dtype), tl.trans(k_t), input_precision=DOT_PRECISION)
+        grad_s = tl.where(allowed, p * (grad_p - delta[:, None]), 0.0)
+        grad_q += _dot_visible(grad_s.to(k_t.dtype), tl.trans(k_t), allowed, DOT_PRECISION)
 
     stored = offs_m < (length if JAGGED else seq_len)
     gq_base = GRAD_Q + head * stride_qb + h * stride_qh + start * stride_qt
