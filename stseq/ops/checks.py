@@ -1,11 +1,14 @@
 """Argument checks shared by the ops that take event sequences.
 
+Option checks (numbers, ints, choices) serve the ops and the modules' constructors alike.
 Static checks (type, rank, dtype, device) always run. Data checks (lengths in range, timestamps
 finite and non-decreasing within each sequence, their gaps representable, coordinates in
 range) read the values: they run eagerly with a single device synchronisation and are skipped
 while ``torch.compile`` traces (the native kernels stay memory-safe on any values). Every error
 is a ``ValueError`` naming the argument and, for data errors, the row and position.
 """
+
+import math
 
 import torch
 
@@ -36,6 +39,28 @@ def timestamp_range_error(where, value, first):
     return ValueError(f"timestamps must span at most 2^63 - 1 s within a sequence (their gaps "
                       f"are int64); {where} has {value}, more than that after the sequence's "
                       f"first event {first}")
+
+
+def check_positive(value, name, unit=""):
+    """``value`` is a finite real number > 0 (``unit`` names what it counts, e.g. "seconds")."""
+    real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and value > 0):
+        unit = f" ({unit})" if unit else ""
+        raise ValueError(f"{name} must be a finite number > 0{unit}, got {value!r}")
+
+
+def check_int(value, name, minimum, maximum=None):
+    """``value`` is an int (not a bool) in [minimum, maximum]."""
+    if (not isinstance(value, int) or isinstance(value, bool) or value < minimum
+            or (maximum is not None and value > maximum)):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an int {bound}, got {value!r}")
+
+
+def check_choice(value, name, choices):
+    """``value`` is one of the strings ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def check_tensor(value, name, *, rank, shape, device=None):

@@ -9,16 +9,17 @@ log-sum-exp of each query, and both recompute the probabilities in backward. The
 tested against is ``stseq.reference.time_decay_attention``.
 """
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from stseq.backends import current_backend, resolve
-from stseq.ops.checks import (TIMESTAMP_DTYPES, check_sequences, check_tensor,
-                              timestamp_range_error, timestamp_range_faults)
+from stseq.ops.checks import (TIMESTAMP_DTYPES, check_choice, check_int, check_positive,
+                              check_sequences, check_tensor, timestamp_range_error,
+                              timestamp_range_faults)
 from stseq.reference.time_decay_attention import (BUCKETINGS, DECAY_FNS, HSTU_BUCKET_SCALE,
+                                                  attention_weights,
                                                   time_decay_attention_backward,
                                                   time_decay_attention_forward)
 
@@ -89,6 +90,27 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
     return out
 
 
+def time_decay_attention_weights(q, k, timestamps, decay, *, causal=True, lengths=None,
+                                 scale=None, decay_fn="abs", time_unit=1.0, time_bias=None,
+                                 bucketing="log", bucket_scale=HSTU_BUCKET_SCALE, window=None):
+    """The probabilities [B, H, L, L] that :func:`time_decay_attention` (padded layout, same
+    arguments less v) weights the values with, materialised: O(L^2) memory, for inspection
+    (``need_weights``) rather than training. 0 at masked pairs and for padded queries.
+
+    Example::
+
+        q, k = torch.randn(2, 2, 4, 50, 32).unbind(0)             # [B, H, L, D]
+        ts = 1_700_000_000 + torch.randint(0, 3600, (2, 50)).cumsum(1)
+        weights = time_decay_attention_weights(q, k, ts, torch.zeros(4))  # [2, 4, 50, 50]
+    """
+    _check_arguments(q, k, k, timestamps, decay, lengths, None, None, scale, decay_fn, time_unit,
+                     time_bias, bucketing, bucket_scale, window)
+    return attention_weights(q, k, timestamps, decay, causal=causal, lengths=lengths,
+                             scale=scale, decay_fn=decay_fn, time_unit=time_unit,
+                             time_bias=time_bias, bucketing=bucketing,
+                             bucket_scale=bucket_scale, window=window)
+
+
 def relative_times(timestamps, time_unit, *, lengths=None, cu_seqlens=None):
     """Each token's time since its sequence's first event, in ``time_unit``s, as a float32 pair
     (hi, lo) with hi + lo equal to it to about 2^-48 relative: (hi_i - hi_j) + (lo_i - lo_j) is
@@ -132,17 +154,6 @@ def _implementation(backend, q):
 # ---- argument checks -----------------------------------------------------------------------
 
 
-def _check_positive(value, name):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not (ok and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_int(value, name, minimum):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_qkv(q, k, v, jagged):
     layout = "[T, H, D] (jagged, with cu_seqlens)" if jagged else "[B, H, L, D]"
     check_tensor(q, "q", rank=None, shape=layout)
@@ -182,15 +193,13 @@ def _check_parameters(decay, time_bias, heads, device):
 
 def _check_options(scale, decay_fn, time_unit, bucketing, bucket_scale, window):
     if scale is not None:
-        _check_positive(scale, "scale")
-    if decay_fn not in DECAY_FNS:
-        raise ValueError(f"decay_fn must be one of {DECAY_FNS}, got {decay_fn!r}")
-    _check_positive(time_unit, "time_unit")
-    if bucketing not in BUCKETINGS:
-        raise ValueError(f"bucketing must be one of {BUCKETINGS}, got {bucketing!r}")
-    _check_positive(bucket_scale, "bucket_scale")
+        check_positive(scale, "scale")
+    check_choice(decay_fn, "decay_fn", DECAY_FNS)
+    check_positive(time_unit, "time_unit")
+    check_choice(bucketing, "bucketing", BUCKETINGS)
+    check_positive(bucket_scale, "bucket_scale")
     if window is not None:
-        _check_int(window, "window", 0)
+        check_int(window, "window", 0)
 
 
 def _check_arguments(q, k, v, timestamps, decay, lengths, cu_seqlens, max_seqlen, scale,
@@ -225,7 +234,7 @@ def _check_arguments(q, k, v, timestamps, decay, lengths, cu_seqlens, max_seqlen
         raise ValueError(f"cu_seqlens must be an int32 or int64 [B + 1] tensor, got "
                          f"{cu_seqlens.dtype} {tuple(cu_seqlens.shape)}")
     if max_seqlen is not None:
-        _check_int(max_seqlen, "max_seqlen", 0)
+        check_int(max_seqlen, "max_seqlen", 0)
     if torch.compiler.is_compiling():
         if max_seqlen is None:
             raise ValueError("max_seqlen is required under torch.compile")

@@ -118,6 +118,34 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
             scale=scale, decay_fn=decay_fn, time_unit=time_unit, time_bias=time_bias,
             bucketing=bucketing, bucket_scale=bucket_scale, window=window)
         return out.transpose(1, 2)[pad_jagged(timestamps, cu_seqlens, max_seqlen)[1]]
+    allowed, bias, scale = _pairs(q, timestamps, decay, causal, lengths, scale, decay_fn,
+                                  time_unit, time_bias, bucketing, bucket_scale, window)
+    scores = scale * _masked_pair_product(q[:, :, :, None], k[:, :, None], allowed) + bias
+    weights = _softmax_over_allowed(scores, allowed)  # [B, H, L, L]
+    return _masked_pair_product(weights[..., None], v[:, :, None], allowed, reduce=-2)
+
+
+def attention_weights(q, k, timestamps, decay, *, causal=True, lengths=None, scale=None,
+                      decay_fn="abs", time_unit=1.0, time_bias=None, bucketing="log",
+                      bucket_scale=HSTU_BUCKET_SCALE, window=None):
+    """The attention probabilities [B, H, L, L] of the padded layout (q, k [B, H, L, D]; other
+    arguments as :func:`time_decay_attention`), materialised with one matrix product: 0 at
+    masked pairs and in the rows of padded queries.
+
+    Example::
+
+        q = k = torch.randn(1, 2, 5, 16)
+        weights = attention_weights(q, k, torch.tensor([[0, 60, 120, 3600, 7200]]),
+                                    torch.zeros(2), time_unit=3600.0)  # [1, 2, 5, 5]
+    """
+    allowed, bias, scale = _pairs(q, timestamps, decay, causal, lengths, scale, decay_fn,
+                                  time_unit, time_bias, bucketing, bucket_scale, window)
+    return _softmax_over_allowed(scale * q @ k.transpose(-1, -2) + bias, allowed)
+
+
+def _pairs(q, timestamps, decay, causal, lengths, scale, decay_fn, time_unit, time_bias,
+           bucketing, bucket_scale, window):
+    """(allowed [B, 1, L, L] bool, bias [B, H, L, L] or a 0 scalar, scale) of a padded batch."""
     batch, heads, seq_len, head_dim = q.shape
     scale = head_dim ** -0.5 if scale is None else scale
     if lengths is None:
@@ -132,12 +160,16 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
     if time_bias is not None:
         bucket = time_bucket(gap, time_bias.shape[1], bucketing, bucket_scale)  # [B, L, L]
         bias = bias + time_bias[:, bucket].transpose(0, 1).to(q.dtype)  # [B, H, L, L]
-    scores = scale * _masked_pair_product(q[:, :, :, None], k[:, :, None], allowed) + bias
-    has_key = allowed.any(-1, keepdim=True)  # padded queries attend to nothing
+    return allowed, bias, scale
+
+
+def _softmax_over_allowed(scores, allowed):
+    """Softmax of [B, H, L, L] scores over the allowed keys; rows with none (padded queries)
+    are 0."""
+    has_key = allowed.any(-1, keepdim=True)
     scores = torch.where(allowed, scores, float("-inf"))
-    scores = torch.where(has_key, scores, 0.0)
-    weights = torch.softmax(scores, -1)  # [B, H, L, L]
-    return _masked_pair_product(weights[..., None], v[:, :, None], allowed, reduce=-2)
+    weights = torch.softmax(torch.where(has_key, scores, 0.0), -1)
+    return torch.where(allowed, weights, 0.0)
 
 
 def _masked_pair_product(a, b, allowed, reduce=-1):
