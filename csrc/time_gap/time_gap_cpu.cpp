@@ -176,8 +176,8 @@ void dispatch_timestamps(const at::Tensor& timestamps, F&& body) {
 
 void check_cpu_dtype(const at::Tensor& weight) {
   TORCH_CHECK_VALUE(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kDouble,
-                    "time_gap_embedding on CPU supports float32 and float64 tables, got ",
-                    weight.scalar_type());
+                    "time_weight must be float32 or float64 on CPU (float16 and bfloat16 tables "
+                    "run on CUDA), got ", weight.scalar_type());
 }
 
 }  // namespace

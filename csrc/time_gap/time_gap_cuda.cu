@@ -442,8 +442,7 @@ void check_cuda_dtype(const at::Tensor& weight) {
   const at::ScalarType type = weight.scalar_type();
   TORCH_CHECK_VALUE(type == at::kFloat || type == at::kDouble || type == at::kHalf ||
                         type == at::kBFloat16,
-                    "time_gap_embedding on CUDA supports float32, float64, float16 and bfloat16 "
-                    "tables, got ",
+                    "time_weight must be float32, float64, float16 or bfloat16 on CUDA, got ",
                     type);
 }
 

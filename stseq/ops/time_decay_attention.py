@@ -26,6 +26,8 @@ from stseq.reference.time_decay_attention import (BUCKETINGS, DECAY_FNS, HSTU_BU
 OP = "time_decay_attention"
 HEAD_DIMS = (16, 128)
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Seconds; 2^63 s / 1e-18 s ~ 9e36 time units, inside float32's range (3.4e38).
+MIN_TIME_UNIT = 1e-18
 
 
 def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=None,
@@ -196,6 +198,9 @@ def _check_options(scale, decay_fn, time_unit, bucketing, bucket_scale, window):
         check_positive(scale, "scale")
     check_choice(decay_fn, "decay_fn", DECAY_FNS)
     check_positive(time_unit, "time_unit")
+    if time_unit < MIN_TIME_UNIT:
+        raise ValueError(f"time_unit must be >= {MIN_TIME_UNIT} s (gaps of up to 2^63 s in "
+                         f"smaller units pass float32's range), got {time_unit!r}")
     check_choice(bucketing, "bucketing", BUCKETINGS)
     check_positive(bucket_scale, "bucket_scale")
     if window is not None:

@@ -57,9 +57,12 @@ def decay_phi(gap, decay_fn):
 
 
 def time_bucket(gap, num_buckets, bucketing, bucket_scale):
-    """Bucket of a gap >= 0: ``min(NB - 1, floor(bucket_scale * f(gap)))``, f = log1p or sqrt."""
+    """Bucket of a gap >= 0: ``min(NB - 1, floor(bucket_scale * f(gap)))``, f = log1p or sqrt;
+    NaN (only from a direct call of the op with NaN times) goes to the last bucket, as in the
+    Triton kernels."""
     value = torch.log1p(gap) if bucketing == "log" else torch.sqrt(gap)
-    return (bucket_scale * value).floor().clamp(max=num_buckets - 1).long()
+    position = (bucket_scale * value).floor()
+    return torch.where(position < num_buckets - 1, position, num_buckets - 1).clamp(min=0).long()
 
 
 def _allowed(query_positions, key_positions, lengths, causal, window):
@@ -109,6 +112,9 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
                                    torch.zeros(2), time_unit=3600.0)  # [1, 2, 5, 16]
     """
     if cu_seqlens is not None:  # jagged [T, H, D]: pad, attend, drop the padding
+        if max_seqlen is None:
+            max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if len(cu_seqlens) > 1 else 0
+
         def pad(x):
             return pad_jagged(x, cu_seqlens, max_seqlen)[0]
 
@@ -284,15 +290,17 @@ def _valid_positions(lengths, device):
 
 
 def _groups(q, lengths, cu_seqlens, causal):
-    """The batch's sequences in groups of similar length (see :func:`_length_groups`)."""
+    """The batch's sequences in groups of similar length (see :func:`_length_groups`). Lengths
+    and offsets are clamped into the tensors, as the Triton kernels clamp them (the op's
+    callers check them; a direct call of the op must not read garbage)."""
     heads = q.shape[1]
     if cu_seqlens is not None:
-        offsets = cu_seqlens.tolist()
+        offsets = cu_seqlens.clamp(0, q.shape[0]).cummax(0).values.tolist()
         sizes = [end - start for start, end in zip(offsets, offsets[1:])]
         return [_JaggedGroup(sequences, offsets, sizes, q.device)
                 for sequences in _length_groups(sizes, heads, causal)]
     batch, _, seq_len, _ = q.shape
-    sizes = [seq_len] * batch if lengths is None else lengths.tolist()
+    sizes = [seq_len] * batch if lengths is None else lengths.clamp(0, seq_len).tolist()
     return [_PaddedGroup(rows, sizes, seq_len, q.device)
             for rows in _length_groups(sizes, heads, causal)]
 

@@ -103,7 +103,10 @@ def _bucket(gap, bucket_scale, num_buckets, BUCKETING: tl.constexpr):
         value = _log1p(gap)
     else:
         value = tl.sqrt_rn(gap)
-    return tl.minimum((value * bucket_scale).to(tl.int32), num_buckets - 1)
+    # Clamped before the conversion (NaN and inf have no int32 value): never outside the table.
+    position = value * bucket_scale
+    position = tl.where(position < num_buckets - 1, position, num_buckets - 1)  # NaN: last
+    return tl.maximum(position, 0.0).to(tl.int32)
 
 
 @triton.jit
@@ -442,9 +445,10 @@ class _Launch:
     def __init__(self, q, time_hi, rate, time_bias, lengths, cu_seqlens, max_seqlen, causal,
                  scale, decay_fn, bucketing, bucket_scale, window):
         self.jagged = cu_seqlens is not None
-        if self.jagged:
-            self.batch, self.seq_len = cu_seqlens.shape[0] - 1, max_seqlen
+        if self.jagged:  # no sequence is longer than all the tokens
             self.total, self.heads, self.head_dim = q.shape
+            self.batch, self.seq_len = cu_seqlens.shape[0] - 1, max(0, min(max_seqlen,
+                                                                            self.total))
         else:
             self.batch, self.heads, self.seq_len, self.head_dim = q.shape
             self.total = self.batch * self.seq_len
@@ -458,7 +462,9 @@ class _Launch:
             self.lengths = self.cu_seqlens = torch.zeros(1, dtype=torch.int32, device=q.device)
         self.scale = scale
         self.bucket_scale = bucket_scale
-        self.window = window or 0
+        # A window of L - 1 or more limits nothing; keeping it below L keeps the kernels' int32
+        # position arithmetic (query + block + window) from overflowing.
+        self.window = min(window or 0, self.seq_len)
         self.constants = dict(
             SEQ_BUCKET=triton.next_power_of_2(max(self.seq_len, 1)), HEAD_DIM=self.head_dim,
             BLOCK_D=max(16, triton.next_power_of_2(self.head_dim)), CAUSAL=causal,

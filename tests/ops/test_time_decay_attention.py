@@ -391,6 +391,8 @@ BAD_PADDED = {
     "decay_fn": (replace("decay_fn", "exp"), r"decay_fn must be one of"),
     "bucketing": (replace("bucketing", "linear"), r"bucketing must be one of"),
     "time unit": (replace("time_unit", 0.0), r"time_unit must be a finite number > 0"),
+    # 2^40 s in units of 1e-300 s is inf: NaN gaps, once read outside the bucket table.
+    "tiny time unit": (replace("time_unit", 1e-300), r"time_unit must be >= 1e-18 s"),
     "scale": (replace("scale", math.nan), r"scale must be a finite number > 0"),
     "window": (replace("window", -1), r"window must be an int >= 0, got -1"),
     "max_seqlen padded": (replace("max_seqlen", 9), r"max_seqlen goes with cu_seqlens"),

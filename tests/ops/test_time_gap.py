@@ -358,7 +358,7 @@ def test_bad_input_raises_naming_the_argument(name, backend):
 
 def test_native_rejects_half_tables_on_cpu():
     case = random_case(2, 4, 2, dtype=torch.float16)
-    with pytest.raises(ValueError, match="supports float32 and float64 tables, got Half"):
+    with pytest.raises(ValueError, match="time_weight must be float32 or float64 on CPU"):
         ops.time_gap_embedding(**case, backend="native")
 
 
