@@ -1,5 +1,8 @@
 """Reference attention with a time-decay bias (see ``stseq.ops.time_decay_attention``).
 
+(Longer than a file should be: the chunked path lives here beside the oracle until the planned
+restructuring gives the fast PyTorch-level paths their own folder; see DESIGN.md.)
+
 Two pure-PyTorch implementations:
 
 - :func:`time_decay_attention`, the oracle: materialises the [B, H, L, L] bias from float64 time

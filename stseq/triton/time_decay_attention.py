@@ -1,5 +1,7 @@
 """Triton kernels of ``time_decay_attention``: flash-style attention whose time-decay bias is
-computed inside the kernel from per-token times, never stored as [L, L].
+computed inside the kernel from per-token times, never stored as [L, L]. (One file past the
+usual length: the three kernels share their tile math and the launchers that feed them, which
+read best together.)
 
 - ``_forward_kernel``: grid (B * H, query blocks); online softmax over the key blocks a query
   block can reach; writes out and the log-sum-exp of each query.
@@ -10,7 +12,9 @@ computed inside the kernel from per-token times, never stored as [L, L].
 - ``_query_kernel``: grid (B * H, query blocks); accumulates dQ over the key blocks.
 
 The partial sums are reduced by a second, small pass (``torch.sum`` over programs): no atomics,
-so gradients are bitwise reproducible. Scores are kept in log2 units (``exp2``); the time gap of
+so gradients are bitwise reproducible. Masked pairs (causal, window, padding) never enter the
+arithmetic: masked scores and dS are set, not multiplied, and the products with V, dO, K and Q
+keep a NaN/inf of a masked row out of the rows that cannot see it (``_dot_visible``). Scores are kept in log2 units (``exp2``); the time gap of
 a pair comes from the float32 (hi, lo) split of each token's time since its sequence's first
 event, which keeps the gap itself to float32 precision however long the sequence.
 
@@ -28,6 +32,9 @@ LOG2E = 1.4426950408889634
 # The same constants as seen from inside the kernels.
 _LOG2E = tl.constexpr(LOG2E)
 _LN2 = tl.constexpr(0.6931471805599453)
+# A NaN's weight in _dot_visible's count of a tile's non-finite terms: above any inf count
+# (<= BLOCK_N <= 256), and NAN_WEIGHT * 256 + 256 < 2^24 keeps the float32 sums exact.
+_NAN_WEIGHT = tl.constexpr(4096.0)
 DECAY_FN_CODES = {None: 0, "abs": 1, "log1p": 2, "sqrt": 3}
 BUCKETING_CODES = {None: 0, "log": 1, "sqrt": 2}
 
@@ -136,29 +143,26 @@ def _allowed(rows, cols, length, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.co
 def _dot_visible(a, b, visible, DOT_PRECISION: tl.constexpr):
     """a @ b (float32 [M, D]) for a [M, N] that is 0 outside ``visible`` [M, N], where the NaN/inf
     of b [N, D] may meet only the visible entries of a (0 * inf would make NaN). The finite
-    values go through one dot; a tile holding a NaN/inf also counts, per output, its non-finite
-    terms over the visible pairs with 0/1 dots (NaN; +inf; -inf) and combines them as IEEE
-    arithmetic would."""
+    values go through one dot; only a tile holding a NaN/inf takes two more (exact 0/1 counts,
+    float32): per output, the visible non-finite terms' signed sum ``signs`` (+1 for a * +inf,
+    -1 for a * -inf, 0 for 0 * inf or NaN * inf) and ``hits`` (1 per inf, NAN_WEIGHT per NaN).
+    IEEE arithmetic gives +-inf when every inf term has one sign (|signs| = the inf count, and
+    no NaN), else NaN."""
     b32 = b.to(tl.float32)
     finite = tl.abs(b32) < float("inf")  # False for NaN and +-inf
     out = tl.dot(a, tl.where(finite, b, 0.0).to(b.dtype), input_precision=DOT_PRECISION)
     if tl.min(finite.to(tl.int32)) == 0:
         a32 = a.to(tl.float32)
-        nan_b = (b32 != b32).to(tl.float32)
-        up_b = (b32 == float("inf")).to(tl.float32)
-        down_b = (b32 == float("-inf")).to(tl.float32)
-        positive = (visible & (a32 > 0.0)).to(tl.float32)
-        negative = (visible & (a32 < 0.0)).to(tl.float32)
-        void = (visible & ((a32 == 0.0) | (a32 != a32))).to(tl.float32)  # 0 * inf, NaN * inf
-        nan_terms = (tl.dot(visible.to(tl.float32), nan_b, input_precision="ieee")
-                     + tl.dot(void, up_b + down_b, input_precision="ieee"))
-        up_terms = (tl.dot(positive, up_b, input_precision="ieee")
-                    + tl.dot(negative, down_b, input_precision="ieee"))
-        down_terms = (tl.dot(positive, down_b, input_precision="ieee")
-                      + tl.dot(negative, up_b, input_precision="ieee"))
-        out = tl.where(up_terms > 0.0, out + float("inf"), out)
-        out = tl.where(down_terms > 0.0, out - float("inf"), out)
-        out = tl.where(nan_terms > 0.0, float("nan"), out)
+        sign_a = tl.where(visible, tl.where(a32 > 0.0, 1.0, tl.where(a32 < 0.0, -1.0, 0.0)), 0.0)
+        sign_b = tl.where(b32 == float("inf"), 1.0, tl.where(b32 == float("-inf"), -1.0, 0.0))
+        code_b = tl.where(finite, 0.0, tl.where(b32 != b32, _NAN_WEIGHT, 1.0))
+        signs = tl.dot(sign_a, sign_b, input_precision="ieee")
+        hits = tl.dot(visible.to(tl.float32), code_b, input_precision="ieee")
+        nans = tl.floor(hits / _NAN_WEIGHT)
+        infs = hits - nans * _NAN_WEIGHT
+        out = tl.where(signs > 0.0, out + float("inf"), tl.where(signs < 0.0, out - float("inf"),
+                                                                  out))
+        out = tl.where((nans > 0.0) | (infs > tl.abs(signs)), float("nan"), out)
     return out
 
 

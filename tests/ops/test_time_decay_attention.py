@@ -14,7 +14,7 @@ from stseq import ops, reference
 from stseq.bench.time_decay_attention import sdpa_bias
 from stseq.ops.time_decay_attention import relative_times
 
-from case_edits import replace, set_element
+from case_edits import beyond_float64_seconds, overflowing_span, replace, set_element
 
 # The modules themselves (their packages re-export a function of the same name).
 CHUNKED = importlib.import_module("stseq.reference.time_decay_attention")
@@ -361,14 +361,8 @@ def test_triton_rejects_float64():
 BAD_PADDED = {
     "decreasing": (set_element("timestamps", (2, 5), EPOCH - 5),
                    r"non-decreasing within each sequence; row 2 decreases at position 5"),
-    "span overflow": (lambda c: (set_element("timestamps", (1, 0), -2**62)(c),
-                                 set_element("timestamps", (1, slice(4, None)), 2**62 + 1)(c)),
-                      r"span at most 2\^63 - 1 s within a sequence \(their gaps are int64\); "
-                      r"row 1, position 4 has 4611686018427387905"),
-    "beyond 2^53": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
-                               set_element("timestamps", (0, slice(6, None)), 2.0**53 + 2)(c)),
-                    r"within \+-2\^53 s, where float64 still resolves one second; row 0, "
-                    r"position 6"),
+    "span overflow": overflowing_span((1, 0), (1, slice(4, None)), "row 1, position 4"),
+    "beyond 2^53": beyond_float64_seconds((0, slice(6, None)), "row 0, position 6"),
     "float32 timestamps": (replace("timestamps", lambda c: c["timestamps"].float()),
                            r"timestamps must be int64 \(seconds\) or float64"),
     "timestamps shape": (replace("timestamps", lambda c: c["timestamps"][:, :4]),
@@ -414,14 +408,8 @@ BAD_JAGGED = {
     "nan": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
                        set_element("timestamps", 4, math.nan)(c)),
             r"timestamps must be finite; sequence 2, position 3 \(token 4\) has nan"),
-    "span overflow": (lambda c: (set_element("timestamps", 1, -2**62)(c),
-                                 set_element("timestamps", slice(7, None), 2**62 + 1)(c)),
-                      r"span at most 2\^63 - 1 s within a sequence \(their gaps are int64\); "
-                      r"sequence 2, position 6 \(token 7\) has 4611686018427387905"),
-    "beyond 2^53": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
-                               set_element("timestamps", slice(8, None), 2.0**53 + 2)(c)),
-                    r"within \+-2\^53 s, where float64 still resolves one second; sequence 2, "
-                    r"position 7 \(token 8\)"),
+    "span overflow": overflowing_span(1, slice(7, None), r"sequence 2, position 6 \(token 7\)"),
+    "beyond 2^53": beyond_float64_seconds(slice(8, None), r"sequence 2, position 7 \(token 8\)"),
     "timestamps length": (replace("timestamps", lambda c: c["timestamps"][:4]),
                           r"timestamps must have T = 10 entries"),
     "lengths with cu_seqlens": (replace("lengths", torch.tensor([1])),

@@ -14,6 +14,7 @@ from hypothesis import given, strategies as st
 
 from stseq import ops
 
+from case_edits import with_value
 from fuzzing import expect_named_error, record, run_isolated
 from test_time_decay_attention_masking import assert_matches_oracle
 
@@ -94,13 +95,9 @@ def test_valid_inputs_triton_match_oracle(drawn):
 # ---- one mutated argument at a time ----------------------------------------------------------
 
 
-def _set(name, value):
-    return lambda case: dict(case, **{name: value(case) if callable(value) else value})
-
-
 def _detached(name, change):
     """case[name] replaced by change(case[name] detached)."""
-    return _set(name, lambda case: change(case[name].detach()))
+    return with_value(name, lambda case: change(case[name].detach()))
 
 
 def _token(case):
@@ -177,8 +174,8 @@ MUTATIONS = {
     "q nan": (_poison("q", math.nan), None),
     "k inf": (_poison("k", math.inf), None),
     "v nan": (_poison("v", math.nan), None),
-    "timestamps float32": (_set("timestamps", lambda c: c["timestamps"].float()), "timestamps"),
-    "timestamps shape": (_set("timestamps", lambda c: torch.cat(
+    "timestamps float32": (with_value("timestamps", lambda c: c["timestamps"].float()), "timestamps"),
+    "timestamps shape": (with_value("timestamps", lambda c: torch.cat(
         [c["timestamps"], c["timestamps"].new_zeros(c["timestamps"].shape[:-1] + (1,))], -1)),
                          "timestamps"),
     "timestamps decreasing": (_time_edit(_decrease), "timestamps"),
@@ -187,40 +184,40 @@ MUTATIONS = {
     "timestamps span overflow": (_time_edit(_overflow, torch.int64), "timestamps"),
     "timestamps beyond 2^53": (_time_edit(lambda t, last, *_: t.__setitem__(last, 2.0**60),
                                           torch.float64), "timestamps"),
-    "decay heads": (_set("decay", lambda c: torch.zeros(_heads(c) + 1)), "decay"),
-    "decay integer": (_set("decay", lambda c: torch.zeros(_heads(c), dtype=torch.long)),
+    "decay heads": (with_value("decay", lambda c: torch.zeros(_heads(c) + 1)), "decay"),
+    "decay integer": (with_value("decay", lambda c: torch.zeros(_heads(c), dtype=torch.long)),
                       "decay"),
-    "time_bias heads": (_set("time_bias", lambda c: torch.zeros(_heads(c) + 1, 3)),
+    "time_bias heads": (with_value("time_bias", lambda c: torch.zeros(_heads(c) + 1, 3)),
                         "time_bias"),
-    "time_bias no buckets": (_set("time_bias", lambda c: torch.zeros(_heads(c), 0)),
+    "time_bias no buckets": (with_value("time_bias", lambda c: torch.zeros(_heads(c), 0)),
                              "time_bias"),
-    "lengths negative": (_padded_only(_set("lengths", lambda c: torch.full(
+    "lengths negative": (_padded_only(with_value("lengths", lambda c: torch.full(
         (c["q"].shape[0],), -1))), "lengths"),
-    "lengths past L": (_padded_only(_set("lengths", lambda c: torch.full(
+    "lengths past L": (_padded_only(with_value("lengths", lambda c: torch.full(
         (c["q"].shape[0],), c["q"].shape[2] + 1))), "lengths"),
-    "lengths float": (_padded_only(_set("lengths", lambda c: torch.ones(c["q"].shape[0]))),
+    "lengths float": (_padded_only(with_value("lengths", lambda c: torch.ones(c["q"].shape[0]))),
                       "lengths"),
-    "lengths meta": (_padded_only(_set("lengths", lambda c: torch.ones(
+    "lengths meta": (_padded_only(with_value("lengths", lambda c: torch.ones(
         c["q"].shape[0], dtype=torch.long, device="meta"))), "lengths"),
-    "lengths with cu_seqlens": (_jagged_only(_set("lengths", torch.ones(1, dtype=torch.long))),
+    "lengths with cu_seqlens": (_jagged_only(with_value("lengths", torch.ones(1, dtype=torch.long))),
                                 "lengths"),
-    "max_seqlen padded": (_padded_only(_set("max_seqlen", 4)), "max_seqlen"),
-    "cu_seqlens start": (_jagged_only(_set("cu_seqlens", lambda c: c["cu_seqlens"] + 1)),
+    "max_seqlen padded": (_padded_only(with_value("max_seqlen", 4)), "max_seqlen"),
+    "cu_seqlens start": (_jagged_only(with_value("cu_seqlens", lambda c: c["cu_seqlens"] + 1)),
                          "cu_seqlens"),
-    "cu_seqlens decreasing": (_jagged_only(_set("cu_seqlens", lambda c: torch.cat(
+    "cu_seqlens decreasing": (_jagged_only(with_value("cu_seqlens", lambda c: torch.cat(
         [c["cu_seqlens"][:1], c["cu_seqlens"][1:].flip(0)]) if len(c["cu_seqlens"]) > 2
         and c["cu_seqlens"][1] < c["cu_seqlens"][-1] else hypothesis.reject())), "cu_seqlens"),
-    "cu_seqlens float": (_jagged_only(_set("cu_seqlens", lambda c: c["cu_seqlens"].double())),
+    "cu_seqlens float": (_jagged_only(with_value("cu_seqlens", lambda c: c["cu_seqlens"].double())),
                          "cu_seqlens"),
     "max_seqlen short": (_jagged_only(lambda c: dict(c, max_seqlen=0) if c["q"].shape[0]
                                       else hypothesis.reject()), "max_seqlen"),
-    "window negative": (_set("window", -1), "window"),
-    "scale zero": (_set("scale", 0.0), "scale"),
-    "time_unit nan": (_set("time_unit", math.nan), "time_unit"),
-    "bucket_scale inf": (_set("bucket_scale", math.inf), "bucket_scale"),
-    "decay_fn": (_set("decay_fn", "exp"), "decay_fn"),
-    "bucketing": (_set("bucketing", "linear"), "bucketing"),
-    "backend": (_set("backend", "bogus"), "backend"),
+    "window negative": (with_value("window", -1), "window"),
+    "scale zero": (with_value("scale", 0.0), "scale"),
+    "time_unit nan": (with_value("time_unit", math.nan), "time_unit"),
+    "bucket_scale inf": (with_value("bucket_scale", math.inf), "bucket_scale"),
+    "decay_fn": (with_value("decay_fn", "exp"), "decay_fn"),
+    "bucketing": (with_value("bucketing", "linear"), "bucketing"),
+    "backend": (with_value("backend", "bogus"), "backend"),
 }
 
 

@@ -10,7 +10,7 @@ import torch
 import stseq
 from stseq import ops, reference
 
-from case_edits import replace, set_element
+from case_edits import beyond_float64_seconds, overflowing_span, replace, set_element
 
 TOLERANCE = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
              torch.bfloat16: dict(rtol=1e-2, atol=1e-2), torch.float16: dict(rtol=1e-2, atol=1e-3)}
@@ -285,15 +285,8 @@ BAD_INPUTS = {
     "inf timestamp": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
                                  set_element("timestamps", (0, 2), math.inf)(c)),
                       r"timestamps must be finite; row 0 has inf at position 2"),
-    "span overflow": (lambda c: (set_element("timestamps", (1, 0), -2**62)(c),
-                                 set_element("timestamps", (1, slice(3, None)), 2**62 + 1)(c)),
-                      r"span at most 2\^63 - 1 s within a sequence \(their gaps are int64\); "
-                      r"row 1, position 3 has 4611686018427387905, more than that after the "
-                      r"sequence's first event -4611686018427387904"),
-    "beyond 2^53": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
-                               set_element("timestamps", (2, slice(4, None)), 2.0**53 + 2)(c)),
-                    r"within \+-2\^53 s, where float64 still resolves one second; row 2, "
-                    r"position 4"),
+    "span overflow": overflowing_span((1, 0), (1, slice(3, None)), "row 1, position 3"),
+    "beyond 2^53": beyond_float64_seconds((2, slice(4, None)), "row 2, position 4"),
     "negative length": (set_element("lengths", 1, -1), r"lengths must be in \[0, L=6\]; lengths\[1\] = -1"),
     "length past L": (set_element("lengths", 2, 7), r"lengths must be in \[0, L=6\]; lengths\[2\] = 7"),
     "float32 timestamps": (replace("timestamps", lambda c: c["timestamps"].float()),

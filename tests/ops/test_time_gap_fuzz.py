@@ -12,8 +12,9 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from stseq import ops, reference
+from stseq import ops
 
+from case_edits import with_value
 from fuzzing import expect_named_error, record, run_isolated
 from test_time_gap import TOLERANCE, assert_close_to_scale
 
@@ -108,10 +109,6 @@ def _edit_row(case, edit, dtype=None):
     return dict(case, timestamps=timestamps)
 
 
-def _set(name, value):
-    return lambda case: dict(case, **{name: value(case) if callable(value) else value})
-
-
 def _decrease(values):
     values[-1] = values[-2] - 1
     return values
@@ -129,12 +126,12 @@ def _with_coordinates(case):
 # name -> (mutation of a valid case, the argument its error names; None: still valid, the
 # answer must match the reference)
 MUTATIONS = {
-    "timestamps float32": (_set("timestamps", lambda c: c["timestamps"].float()), "timestamps"),
-    "timestamps int32": (_set("timestamps", lambda c: c["timestamps"].int()), "timestamps"),
-    "timestamps rank 1": (_set("timestamps", lambda c: c["timestamps"].flatten()), "timestamps"),
-    "timestamps rank 3": (_set("timestamps", lambda c: c["timestamps"][..., None]), "timestamps"),
-    "timestamps list": (_set("timestamps", lambda c: c["timestamps"].tolist()), "timestamps"),
-    "timestamps meta": (_set("timestamps", lambda c: c["timestamps"].to("meta")), "timestamps"),
+    "timestamps float32": (with_value("timestamps", lambda c: c["timestamps"].float()), "timestamps"),
+    "timestamps int32": (with_value("timestamps", lambda c: c["timestamps"].int()), "timestamps"),
+    "timestamps rank 1": (with_value("timestamps", lambda c: c["timestamps"].flatten()), "timestamps"),
+    "timestamps rank 3": (with_value("timestamps", lambda c: c["timestamps"][..., None]), "timestamps"),
+    "timestamps list": (with_value("timestamps", lambda c: c["timestamps"].tolist()), "timestamps"),
+    "timestamps meta": (with_value("timestamps", lambda c: c["timestamps"].to("meta")), "timestamps"),
     "timestamps decreasing": (lambda c: _edit_row(c, _decrease), "timestamps"),
     "timestamps nan": (lambda c: _edit_row(c, lambda v: v.index_fill(0, v.new_tensor(
         [1], dtype=torch.long), math.nan), torch.float64), "timestamps"),
@@ -143,37 +140,37 @@ MUTATIONS = {
     "timestamps span overflow": (lambda c: _edit_row(c, _overflow, torch.int64), "timestamps"),
     "timestamps beyond 2^53": (lambda c: _edit_row(c, lambda v: v - v[0] + 2.0**53 + 2,
                                                     torch.float64), "timestamps"),
-    "timestamps stride-0": (_set("timestamps", lambda c: c["timestamps"][:1].expand_as(
+    "timestamps stride-0": (with_value("timestamps", lambda c: c["timestamps"][:1].expand_as(
         c["timestamps"])), None),
-    "timestamps non-contiguous": (_set("timestamps", lambda c: c["timestamps"].t().contiguous(
+    "timestamps non-contiguous": (with_value("timestamps", lambda c: c["timestamps"].t().contiguous(
         ).t()), None),
-    "table stride-0": (_set("time_weight", lambda c: c["time_weight"][..., :1, :].expand_as(
+    "table stride-0": (with_value("time_weight", lambda c: c["time_weight"][..., :1, :].expand_as(
         c["time_weight"])), None),
-    "table non-contiguous": (_set("time_weight", lambda c: c["time_weight"].transpose(
+    "table non-contiguous": (with_value("time_weight", lambda c: c["time_weight"].transpose(
         -1, -2).contiguous().transpose(-1, -2)), None),
-    "table nan and inf": (_set("time_weight", lambda c: c["time_weight"].detach().index_fill(
+    "table nan and inf": (with_value("time_weight", lambda c: c["time_weight"].detach().index_fill(
         -1, torch.tensor([0]), math.nan).index_fill(-2, torch.tensor([0]), math.inf
         ).requires_grad_()), None),
-    "table integer": (_set("time_weight", lambda c: c["time_weight"].detach().long()),
+    "table integer": (with_value("time_weight", lambda c: c["time_weight"].detach().long()),
                       "time_weight"),
-    "table rank 1": (_set("time_weight", lambda c: c["time_weight"].detach().flatten()),
+    "table rank 1": (with_value("time_weight", lambda c: c["time_weight"].detach().flatten()),
                      "time_weight"),
-    "table meta": (_set("time_weight", lambda c: c["time_weight"].detach().to("meta")),
+    "table meta": (with_value("time_weight", lambda c: c["time_weight"].detach().to("meta")),
                    "time_weight"),
     "table lags": (lambda c: dict(c, window=c["time_weight"].shape[0] + 1)
                    if c["time_weight"].dim() == 3 else hypothesis.reject(), "time_weight"),
-    "lengths float": (_set("lengths", lambda c: torch.ones(c["timestamps"].shape[0])),
+    "lengths float": (with_value("lengths", lambda c: torch.ones(c["timestamps"].shape[0])),
                       "lengths"),
-    "lengths negative": (_set("lengths", lambda c: torch.full((c["timestamps"].shape[0],), -1)),
+    "lengths negative": (with_value("lengths", lambda c: torch.full((c["timestamps"].shape[0],), -1)),
                          "lengths"),
-    "lengths past L": (_set("lengths", lambda c: torch.full((c["timestamps"].shape[0],),
+    "lengths past L": (with_value("lengths", lambda c: torch.full((c["timestamps"].shape[0],),
                                                             c["timestamps"].shape[1] + 1)),
                        "lengths"),
-    "lengths one more row": (_set("lengths", lambda c: torch.zeros(c["timestamps"].shape[0] + 1,
+    "lengths one more row": (with_value("lengths", lambda c: torch.zeros(c["timestamps"].shape[0] + 1,
                                                                    dtype=torch.long)), "lengths"),
-    "lengths rank 2": (_set("lengths", lambda c: torch.zeros(c["timestamps"].shape[0], 1,
+    "lengths rank 2": (with_value("lengths", lambda c: torch.zeros(c["timestamps"].shape[0], 1,
                                                              dtype=torch.long)), "lengths"),
-    "lengths meta": (_set("lengths", lambda c: torch.zeros(c["timestamps"].shape[0],
+    "lengths meta": (with_value("lengths", lambda c: torch.zeros(c["timestamps"].shape[0],
                                                            dtype=torch.long, device="meta")),
                      "lengths"),
     "coordinates alone": (lambda c: {k: v for k, v in _with_coordinates(c).items()
@@ -186,15 +183,15 @@ MUTATIONS = {
         "coordinates"].long()), "coordinates"),
     "distance table dtype": (lambda c: dict(_with_coordinates(c), distance_weight=c[
         "distance_weight"].detach().to(torch.float16)), "distance_weight"),
-    "window 0": (_set("window", 0), "window"),
-    "window float": (_set("window", 2.0), "window"),
-    "time_unit 0": (_set("time_unit", 0.0), "time_unit"),
-    "time_unit nan": (_set("time_unit", math.nan), "time_unit"),
-    "time_scale negative": (_set("time_scale", -1.0), "time_scale"),
-    "time_scale string": (_set("time_scale", "1"), "time_scale"),
-    "distance_scale inf": (_set("distance_scale", math.inf), "distance_scale"),
-    "bucketing": (_set("bucketing", "sqrt"), "bucketing"),
-    "backend": (_set("backend", "bogus"), "backend"),
+    "window 0": (with_value("window", 0), "window"),
+    "window float": (with_value("window", 2.0), "window"),
+    "time_unit 0": (with_value("time_unit", 0.0), "time_unit"),
+    "time_unit nan": (with_value("time_unit", math.nan), "time_unit"),
+    "time_scale negative": (with_value("time_scale", -1.0), "time_scale"),
+    "time_scale string": (with_value("time_scale", "1"), "time_scale"),
+    "distance_scale inf": (with_value("distance_scale", math.inf), "distance_scale"),
+    "bucketing": (with_value("bucketing", "sqrt"), "bucketing"),
+    "backend": (with_value("backend", "bogus"), "backend"),
 }
 
 
