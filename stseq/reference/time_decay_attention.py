@@ -497,9 +497,10 @@ def _exact_masking(q, k, others, rate, time_bias, scale, time_hi):
     ``others``: v, and the output gradient in backward), or scores that could reach
     SCORE_BOUND (bounded by scale * D * max|q| * max|k| + max rate * (max gap + 1) +
     max|time_bias|, phi(gap) <= gap + 1 for every decay_fn). One host synchronisation."""
-    def peak(x):
-        return x.abs().amax().double() if x is not None and x.numel() else torch.zeros(
-            (), dtype=torch.float64, device=q.device)
+    def peak(x):  # max |x| (NaN if x holds one); aminmax: one pass, no |x| copy
+        if x is None or x.numel() == 0:
+            return torch.zeros((), dtype=torch.float64, device=q.device)
+        return torch.stack(torch.aminmax(x)).double().abs().amax()
 
     bound = scale * q.shape[-1] * peak(q) * peak(k) + peak(time_bias)
     if rate is not None:
