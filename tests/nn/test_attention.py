@@ -163,6 +163,20 @@ def test_compile_fullgraph_module(backend):
         torch.testing.assert_close(grad, parameter.grad)
 
 
+def test_compile_fullgraph_drop_in_call():
+    torch._dynamo.reset()
+    attention = stseq.nn.TimeDecayMultiheadAttention(32, 2, batch_first=True, num_buckets=4)
+    x, timestamps, lengths = sequences(2, 10)
+    padding = torch.arange(10) >= lengths[:, None]
+
+    def call(x):
+        return attention(x, x, x, key_padding_mask=padding, need_weights=False, is_causal=True,
+                         timestamps=timestamps)[0]
+
+    out = torch.compile(call, fullgraph=True, backend="aot_eager")(x)
+    torch.testing.assert_close(out, call(x))
+
+
 BAD_OPTIONS = {
     "heads": (dict(embed_dim=30, num_heads=4), r"embed_dim \(30\) must be a multiple of num_heads"),
     "head size": (dict(embed_dim=32, num_heads=4),

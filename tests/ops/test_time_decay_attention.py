@@ -296,6 +296,17 @@ def test_opcheck(implementation, jagged):
                           (grad, *args[:3], out, lse, *args[3:]))
 
 
+@pytest.mark.parametrize("implementation", ["reference", "triton"])
+def test_opcheck_backward_without_learnable_bias_inputs(implementation):
+    # rate and time_bias None: the backward returns two empty gradients, which must not alias.
+    case = random_case(2, 2, 7, 16)
+    args = list(op_arguments(case, implementation))
+    args[5] = args[6] = None
+    out, lse = torch.ops.stseq.time_decay_attention(*args)
+    torch.library.opcheck(torch.ops.stseq.time_decay_attention_backward.default,
+                          (torch.randn_like(out), *args[:3], out, lse, *args[3:]))
+
+
 def test_triton_and_reference_paths_agree_on_lse():
     case = random_case(3, 2, 25, 16, table=True)
     triton_out, triton_lse = torch.ops.stseq.time_decay_attention(*op_arguments(case, "triton"))

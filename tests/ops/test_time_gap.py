@@ -268,6 +268,32 @@ def test_module_shapes_and_last_bucket():
     torch.testing.assert_close(out[0, 3], module.time_weight[31] + module.distance_weight[0])
 
 
+BAD_MODULE_OPTIONS = {
+    "max_gap 0": (dict(max_gap=0), r"max_gap must be a finite number > 0 \(in time_unit\), got 0"),
+    "max_gap -1": (dict(max_gap=-1), r"max_gap must be a finite number > 0"),
+    "max_gap nan": (dict(max_gap=math.nan), r"max_gap must be a finite number > 0"),
+    "time_unit 0": (dict(time_unit=0), r"time_unit must be a finite number > 0 \(seconds per "
+                                       r"time unit\), got 0"),
+    "num_buckets 0": (dict(num_buckets=0), r"num_buckets must be an int >= 1, got 0"),
+    "num_buckets float": (dict(num_buckets=8.0), r"num_buckets must be an int >= 1, got 8.0"),
+    "embedding_dim": (dict(embedding_dim=0), r"embedding_dim must be an int >= 1, got 0"),
+    "window": (dict(window=0), r"window must be an int >= 1, got 0"),
+    "bucketing": (dict(bucketing="sqrt"), r"bucketing must be one of \('log', 'linear'\)"),
+    "distance_buckets": (dict(distance_buckets=-1), r"distance_buckets must be an int >= 0"),
+    "max_distance": (dict(distance_buckets=4, max_distance=0.0),
+                     r"max_distance must be a finite number > 0 \(km\), got 0.0"),
+    "backend": (dict(backend="cudnn"), r"backend must be one of"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_MODULE_OPTIONS))
+def test_module_options_are_checked_in_the_constructor(name):
+    options, message = BAD_MODULE_OPTIONS[name]
+    # max_gap=0, time_unit=0 and max_gap=-1 raised ZeroDivisionError / "math domain error".
+    with pytest.raises(ValueError, match=message):
+        stseq.nn.TimeGapEmbedding(**{"num_buckets": 8, "embedding_dim": 4, **options})
+
+
 def test_module_requires_coordinates_exactly_with_distance_table():
     with pytest.raises(ValueError, match="needs coordinates"):
         stseq.nn.TimeGapEmbedding(8, 4, distance_buckets=3)(torch.tensor([[0, 1]]))
