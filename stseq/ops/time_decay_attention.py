@@ -82,7 +82,7 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
                                   window)
     implementation = _implementation(backend, q)
     time_hi, time_lo = relative_times(timestamps, time_unit, lengths=lengths,
-                                      cu_seqlens=cu_seqlens)
+                                      cu_seqlens=cu_seqlens, float64=q.dtype == torch.float64)
     accumulate = torch.float64 if q.dtype == torch.float64 else torch.float32
     rate = F.softplus(decay.to(accumulate)) if decay is not None else None
     out, _ = torch.ops.stseq.time_decay_attention(
@@ -113,11 +113,12 @@ def time_decay_attention_weights(q, k, timestamps, decay, *, causal=True, length
                              bucket_scale=bucket_scale, window=window)
 
 
-def relative_times(timestamps, time_unit, *, lengths=None, cu_seqlens=None):
+def relative_times(timestamps, time_unit, *, lengths=None, cu_seqlens=None, float64=False):
     """Each token's time since its sequence's first event, in ``time_unit``s, as a float32 pair
     (hi, lo) with hi + lo equal to it to about 2^-48 relative: (hi_i - hi_j) + (lo_i - lo_j) is
     the gap of two tokens to float32 precision of the gap itself. The subtraction is done in
-    int64 (exact) or float64; padding gets 0.
+    int64 (exact) or float64; padding gets 0. With ``float64`` (float64 q, k, v: the chunked
+    path) hi is the float64 time itself and lo 0, so that gaps keep float64 precision.
 
     timestamps [B, L] (with lengths [B]) or [T] (with cu_seqlens [B + 1]) -> two [B, L] / [T].
 
@@ -135,6 +136,8 @@ def relative_times(timestamps, time_unit, *, lengths=None, cu_seqlens=None):
         token = torch.arange(timestamps.shape[0], device=timestamps.device)
         sequence = torch.searchsorted(cu_seqlens[1:], token, right=True)  # [T]
         elapsed = (timestamps - timestamps[cu_seqlens[sequence]]).double() / time_unit
+    if float64:
+        return elapsed, torch.zeros_like(elapsed)
     hi = elapsed.float()
     return hi, (elapsed - hi.double()).float()
 

@@ -118,20 +118,31 @@ def _overflow(values):  # non-decreasing, first to last more than 2^63 - 1 s
     return torch.cat([values.new_tensor([-2**62]), values[1:] - values[1] + 2**62 + 1])
 
 
+def _timestamps(change):
+    """A new case with the timestamps changed by ``change(timestamps)``."""
+    return with_value("timestamps", lambda case: change(case["timestamps"]))
+
+
+def _lengths(make):
+    """A new case with lengths ``make(B, L)``."""
+    return with_value("lengths", lambda case: make(*case["timestamps"].shape))
+
+
 def _with_coordinates(case):
-    hypothesis.assume("coordinates" in case and case["timestamps"].numel() > 0)
+    """The case, if it has coordinates at a real event (else hypothesis skips it)."""
+    hypothesis.assume("coordinates" in case and _longest_row(case)[1] >= 1)
     return case
 
 
 # name -> (mutation of a valid case, the argument its error names; None: still valid, the
 # answer must match the reference)
 MUTATIONS = {
-    "timestamps float32": (with_value("timestamps", lambda c: c["timestamps"].float()), "timestamps"),
-    "timestamps int32": (with_value("timestamps", lambda c: c["timestamps"].int()), "timestamps"),
-    "timestamps rank 1": (with_value("timestamps", lambda c: c["timestamps"].flatten()), "timestamps"),
-    "timestamps rank 3": (with_value("timestamps", lambda c: c["timestamps"][..., None]), "timestamps"),
-    "timestamps list": (with_value("timestamps", lambda c: c["timestamps"].tolist()), "timestamps"),
-    "timestamps meta": (with_value("timestamps", lambda c: c["timestamps"].to("meta")), "timestamps"),
+    "timestamps float32": (_timestamps(lambda t: t.float()), "timestamps"),
+    "timestamps int32": (_timestamps(lambda t: t.int()), "timestamps"),
+    "timestamps rank 1": (_timestamps(lambda t: t.flatten()), "timestamps"),
+    "timestamps rank 3": (_timestamps(lambda t: t[..., None]), "timestamps"),
+    "timestamps list": (_timestamps(lambda t: t.tolist()), "timestamps"),
+    "timestamps meta": (_timestamps(lambda t: t.to("meta")), "timestamps"),
     "timestamps decreasing": (lambda c: _edit_row(c, _decrease), "timestamps"),
     "timestamps nan": (lambda c: _edit_row(c, lambda v: v.index_fill(0, v.new_tensor(
         [1], dtype=torch.long), math.nan), torch.float64), "timestamps"),
@@ -140,10 +151,8 @@ MUTATIONS = {
     "timestamps span overflow": (lambda c: _edit_row(c, _overflow, torch.int64), "timestamps"),
     "timestamps beyond 2^53": (lambda c: _edit_row(c, lambda v: v - v[0] + 2.0**53 + 2,
                                                     torch.float64), "timestamps"),
-    "timestamps stride-0": (with_value("timestamps", lambda c: c["timestamps"][:1].expand_as(
-        c["timestamps"])), None),
-    "timestamps non-contiguous": (with_value("timestamps", lambda c: c["timestamps"].t().contiguous(
-        ).t()), None),
+    "timestamps stride-0": (_timestamps(lambda t: t[:1].expand_as(t)), None),
+    "timestamps non-contiguous": (_timestamps(lambda t: t.t().contiguous().t()), None),
     "table stride-0": (with_value("time_weight", lambda c: c["time_weight"][..., :1, :].expand_as(
         c["time_weight"])), None),
     "table non-contiguous": (with_value("time_weight", lambda c: c["time_weight"].transpose(
@@ -159,20 +168,16 @@ MUTATIONS = {
                    "time_weight"),
     "table lags": (lambda c: dict(c, window=c["time_weight"].shape[0] + 1)
                    if c["time_weight"].dim() == 3 else hypothesis.reject(), "time_weight"),
-    "lengths float": (with_value("lengths", lambda c: torch.ones(c["timestamps"].shape[0])),
-                      "lengths"),
-    "lengths negative": (with_value("lengths", lambda c: torch.full((c["timestamps"].shape[0],), -1)),
-                         "lengths"),
-    "lengths past L": (with_value("lengths", lambda c: torch.full((c["timestamps"].shape[0],),
-                                                            c["timestamps"].shape[1] + 1)),
+    "lengths float": (_lengths(lambda batch, _: torch.ones(batch)), "lengths"),
+    "lengths negative": (_lengths(lambda batch, _: torch.full((batch,), -1)), "lengths"),
+    "lengths past L": (_lengths(lambda batch, seq_len: torch.full((batch,), seq_len + 1)),
                        "lengths"),
-    "lengths one more row": (with_value("lengths", lambda c: torch.zeros(c["timestamps"].shape[0] + 1,
-                                                                   dtype=torch.long)), "lengths"),
-    "lengths rank 2": (with_value("lengths", lambda c: torch.zeros(c["timestamps"].shape[0], 1,
-                                                             dtype=torch.long)), "lengths"),
-    "lengths meta": (with_value("lengths", lambda c: torch.zeros(c["timestamps"].shape[0],
-                                                           dtype=torch.long, device="meta")),
-                     "lengths"),
+    "lengths one more row": (_lengths(lambda batch, _: torch.zeros(batch + 1, dtype=torch.long)),
+                             "lengths"),
+    "lengths rank 2": (_lengths(lambda batch, _: torch.zeros(batch, 1, dtype=torch.long)),
+                       "lengths"),
+    "lengths meta": (_lengths(lambda batch, _: torch.zeros(batch, dtype=torch.long,
+                                                            device="meta")), "lengths"),
     "coordinates alone": (lambda c: {k: v for k, v in _with_coordinates(c).items()
                                      if k != "distance_weight"}, "coordinates"),
     "latitude 91": (lambda c: dict(_with_coordinates(c), coordinates=c["coordinates"].index_fill(
