@@ -47,8 +47,9 @@ GROUP_PADDING = 1 << 16
 # that its probability is exactly 0 beside one that is not masked.
 MASKED = -1e30
 # Scores this large could defeat the additive MASKED; with them (or a NaN/inf in any input of a
-# group) the chunked path masks exactly: masked scores are set, not added to, and products skip
-# the masked pairs (see _exact_masking).
+# group) the chunked path masks exactly: masked scores are set to -inf, not added to (so that a
+# query whose every score is -inf gets NaN, as from torch's softmax), and products skip the
+# masked pairs (see _exact_masking).
 SCORE_BOUND = 1e25
 
 
@@ -539,7 +540,7 @@ def _forward_group(group, q, k, v, time_hi, time_lo, rate, time_bias, scale, opt
             _block(q_, b0, b1, q0, q1), _block(k_, b0, b1, k0, k1).transpose(1, 2), alpha=scale)
         allowed = bias.allowed(step, heads) if exact else None  # [b * H, Q, K]
         if exact:
-            scores.masked_fill_(~allowed, MASKED)
+            scores.masked_fill_(~allowed, -math.inf)  # a query whose scores are all -inf: NaN
         top = scores.amax(-1, keepdim=True)  # [b * H, Q, 1]
         weights = torch.softmax(scores, -1, out=workspace.get("weights", scores.shape))
         # The largest probability is 1 / sum(exp(scores - top)).
@@ -590,7 +591,7 @@ def _backward_group(group, grad, q, k, v, out, time_hi, time_lo, rate, time_bias
             _block(q_, b0, b1, q0, q1), _block(k_, b0, b1, k0, k1).transpose(1, 2), alpha=scale)
         allowed = bias.allowed(step, heads) if exact else None  # [b * H, Q, K]
         if exact:
-            scores.masked_fill_(~allowed, MASKED)
+            scores.masked_fill_(~allowed, -math.inf)  # a query whose scores are all -inf: NaN
         weights = torch.softmax(scores, -1, out=workspace.get("weights", scores.shape))  # P
         if exact:
             weights.masked_fill_(~allowed, 0.0)

@@ -258,7 +258,9 @@ def _forward_kernel(
         acc = acc * alpha[:, None] + _dot_visible(p.to(v.dtype), v, allowed, DOT_PRECISION)
         m_i = m_new
 
-    has_key = l_i != 0.0  # false for padded queries; NaN (a NaN score) stays NaN
+    # Every real query attends to itself at least; l_i = 0 there means all its scores were
+    # -inf, which makes NaN as in torch's softmax. Padded queries get 0.
+    has_key = rows
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * _LN2, 0.0)
     # Padded rows of the padded layout get zeros; the jagged layout stops at the sequence's end.

@@ -196,3 +196,19 @@ def test_hidden_nonfinite_key_matches_sdpa(backend, value):
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert torch.equal(out.isnan(), expected.isnan()) and expected[0, :, 3].isnan().all()
     torch.testing.assert_close(out[0, :, :3], expected[0, :, :3])
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_query_whose_every_visible_score_is_minus_inf_gives_nan(backend):
+    # torch's softmax over scores that are all -inf is NaN; a masked key must not stand in for
+    # them (the chunked path's finite mask value did, the kernels returned 0).
+    q, k, v = torch.randn(3, 1, 1, 4, 16, generator=torch.Generator().manual_seed(0)).unbind(0)
+    q[..., 0] = 1.0
+    k[0, 0, 0] = 0.0
+    k[0, 0, 0, 0] = -math.inf  # key 0 scores -inf with every query; query 0 sees only key 0
+    timestamps = torch.zeros(1, 4, dtype=torch.long)
+    out = ops.time_decay_attention(q, k, v, timestamps, None, backend=backend)
+    expected = reference.time_decay_attention(q.double(), k.double(), v.double(), timestamps,
+                                              None)
+    assert out[0, 0, 0].isnan().all() and out[0, 0, 1:].isfinite().all()
+    assert_same_values(out, expected, torch.float32)
