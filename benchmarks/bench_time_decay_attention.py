@@ -31,18 +31,18 @@ DTYPE = {"cpu": torch.float32, "cuda": torch.bfloat16}
 RUNNERS = ("stseq", "sdpa_bias", "sdpa_no_bias", "flex", "stseq_no_decay")
 
 
-def _call(runner, case, ours, backward):
-    if runner == "stseq":
-        return (suite.stseq_forward_backward if backward else suite.stseq_forward)(ours)
-    if runner == "stseq_no_decay":  # the same kernel at rate 0, the no-bias ceiling's twin
-        no_decay = torch.full_like(case["decay"], -1e4).requires_grad_()
-        call = suite.stseq_forward_backward if backward else suite.stseq_forward
-        return call(dict(case, decay=no_decay))
-    if runner == "sdpa_bias":
-        return (suite.sdpa_bias_forward_backward if backward else suite.sdpa_bias_forward)(case)
-    if runner == "sdpa_no_bias":
-        return suite.sdpa_no_bias(case, backward)
-    return suite.flex(case, backward)
+def _runner(name, case, ours):
+    """fn(backward) of one runner on a case (``ours``: stseq's layout of it)."""
+    if name in ("stseq", "stseq_no_decay"):  # the latter: rate 0, the no-bias ceiling's twin
+        inputs = ours if name == "stseq" else suite.at_rate_zero(ours)
+        return lambda backward: (suite.stseq_forward_backward if backward
+                                 else suite.stseq_forward)(inputs)
+    if name == "sdpa_bias":
+        return lambda backward: (suite.sdpa_bias_forward_backward if backward
+                                 else suite.sdpa_bias_forward)(case)
+    if name == "sdpa_no_bias":
+        return lambda backward: suite.sdpa_no_bias(case, backward)
+    return suite.flex_runner(case)
 
 
 # What each runner is checked against: the materialised bias, or the other side of the no-bias
@@ -60,17 +60,16 @@ def test_time_decay_attention(benchmark, device, shape, mode, runner):
     if device.type == "cpu" and runner in ("sdpa_no_bias", "flex", "stseq_no_decay"):
         pytest.skip("the no-bias and FlexAttention peers run on CUDA (Flex has no CPU backward)")
     spec = SHAPES[device.type][shape]
-    if runner in ("sdpa_no_bias", "flex", "stseq_no_decay") and spec.get("jagged"):
-        pytest.skip("the no-bias and FlexAttention peers run on full-length batches")
     batch, heads, length = spec["batch"], spec["heads"], spec["seq_len"]
     if runner == "sdpa_bias" and batch * heads * length * length > 2**31:
         pytest.skip("the materialised [B, H, L, L] bias does not fit")
     case = suite.make_inputs(**spec, dtype=DTYPE[device.type], device=device)
     ours = suite.as_jagged(case) if spec.get("jagged") else case
     backward = mode == "forward+backward"
+    run = _runner(runner, case, ours)
 
     def call():
-        result = _call(runner, case, ours, backward)
+        result = run(backward)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return result
@@ -78,7 +77,7 @@ def test_time_decay_attention(benchmark, device, shape, mode, runner):
     result = benchmark(call)
     if runner in EXPECTED and (EXPECTED[runner] != "sdpa_bias"
                                or batch * heads * length * length <= 2**31):
-        error = measure.max_relative_error(result, _call(EXPECTED[runner], case, ours, backward))
+        error = measure.max_relative_error(result, _runner(EXPECTED[runner], case, ours)(backward))
         benchmark.extra_info["max_error"] = error
         assert error <= 5e-2 if DTYPE[device.type] == torch.bfloat16 else error <= 1e-5
     benchmark.extra_info["peak_mib"] = measure.peak_memory_mb(call, device)

@@ -7,6 +7,7 @@
 //   lo   = floor(pos) clipped to [0, NB-1];  w_hi = pos - lo when interpolating (0 otherwise)
 //   row  = (1 - w_hi) * table[k][lo] + w_hi * table[k][lo + 1]
 // The distance term does the same with the haversine distance (km) between the two events.
+// timestamp_fault: the data check of each timestamp, the same on both backends.
 #pragma once
 
 #include <cmath>
@@ -55,6 +56,32 @@ STSEQ_HOST_DEVICE inline double haversine_km(double lat1, double lon1, double la
              cos(lat1 * kRadiansPerDegree) * cos(lat2 * kRadiansPerDegree) * sin_dlon * sin_dlon;
   a = a < 0.0 ? 0.0 : (a > 1.0 ? 1.0 : a);
   return 2.0 * kEarthRadiusKm * asin(sqrt(a));
+}
+
+// What is wrong with the timestamp `value` of a row, if anything (`previous`: the one before it,
+// when `has_previous`; `first`: the row's first). float64 must be finite and within +-2^53 s,
+// where it still resolves one second; int64 may be at most 2^63 - 1 s after the row's first
+// event, so that every gap of the row fits in int64; both never decrease.
+enum class TimestampFault : int { kNone, kNonFinite, kOutOfRange, kDecreasing, kSpanOverflow };
+
+STSEQ_HOST_DEVICE inline TimestampFault timestamp_fault(double value, double previous,
+                                                        double /*first*/, bool has_previous) {
+  constexpr double kFloat64Seconds = 9007199254740992.0;  // 2^53
+  const double magnitude = fabs(value);
+  if (!(magnitude < HUGE_VAL)) return TimestampFault::kNonFinite;  // NaN or +-inf
+  if (magnitude > kFloat64Seconds) return TimestampFault::kOutOfRange;
+  if (has_previous && value < previous) return TimestampFault::kDecreasing;
+  return TimestampFault::kNone;
+}
+
+STSEQ_HOST_DEVICE inline TimestampFault timestamp_fault(int64_t value, int64_t previous,
+                                                        int64_t first, bool has_previous) {
+  constexpr int64_t kInt64Max = 9223372036854775807LL;
+  if (has_previous && value < previous) return TimestampFault::kDecreasing;
+  // value - first > kInt64Max <=> first < value - kInt64Max, computable for value >= 0; for
+  // value < 0 the gap to any first <= value is at most value - INT64_MIN <= kInt64Max.
+  if (value >= 0 && first < value - kInt64Max) return TimestampFault::kSpanOverflow;
+  return TimestampFault::kNone;
 }
 
 // Number of lags averaged at position t of a row with `length` valid events: 0 for padding and

@@ -1,6 +1,7 @@
 // Host-side argument handling of time_gap_embedding, shared by the CPU and CUDA entry points:
-// shape/dtype/device checks (every index a kernel forms stays inside its tensor) and the
-// problem description the kernels read.
+// shape/dtype/device checks (every index a kernel forms stays inside its tensor), the messages
+// of the data checks (lengths in range, timestamp_fault; worded as stseq/ops/checks.py words
+// them) and the problem description the kernels read.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -105,6 +106,36 @@ inline Problem check_args(const at::Tensor& timestamps, const at::Tensor& time_w
                              distance_scale, mode, interpolate);
   }
   return p;
+}
+
+inline void raise_length_fault(int64_t row, int64_t length, int64_t seq_len) {
+  TORCH_CHECK_VALUE(false, "lengths must be in [0, L=", seq_len, "]; lengths[", row, "] = ",
+                    length);
+}
+
+// The ValueError of the fault timestamp_fault found at (row, position).
+template <typename ts_t>
+void raise_timestamp_fault(TimestampFault fault, int64_t row, int64_t position, ts_t value,
+                           ts_t previous, ts_t first) {
+  switch (fault) {
+    case TimestampFault::kNone:
+      return;
+    case TimestampFault::kNonFinite:
+      TORCH_CHECK_VALUE(false, "timestamps must be finite; row ", row, " has ", value,
+                        " at position ", position);
+    case TimestampFault::kOutOfRange:
+      TORCH_CHECK_VALUE(false, "timestamps must be within +-2^53 s, where float64 still "
+                        "resolves one second; row ", row, ", position ", position, " has ",
+                        value, " (pass int64 seconds)");
+    case TimestampFault::kDecreasing:
+      TORCH_CHECK_VALUE(false, "timestamps must be non-decreasing within each sequence; row ",
+                        row, " decreases at position ", position, " (", previous, " -> ",
+                        value, ")");
+    case TimestampFault::kSpanOverflow:
+      TORCH_CHECK_VALUE(false, "timestamps must span at most 2^63 - 1 s within a sequence "
+                        "(their gaps are int64); row ", row, ", position ", position, " has ",
+                        value, ", more than that after the sequence's first event ", first);
+  }
 }
 
 // The upstream gradient of the forward's [B, L, D] output.

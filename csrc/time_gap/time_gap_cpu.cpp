@@ -1,6 +1,7 @@
 // CPU kernels of stseq::time_gap_embedding: forward parallel over the batch, backward parallel
 // over embedding columns so that every table gradient is summed in one fixed order
-// (bitwise reproducible whatever the thread count). No [B, L, W, D] intermediate.
+// (bitwise reproducible whatever the thread count). No [B, L, W, D] intermediate. Both first
+// check the values (lengths in range, time_gap::timestamp_fault), as the Python layer does.
 #include "time_gap/time_gap_cpu.h"
 
 #include <ATen/Dispatch.h>
@@ -30,6 +31,23 @@ struct Inputs {
     return lengths ? std::clamp<int64_t>(lengths[b], 0, seq_len) : seq_len;
   }
 };
+
+// Raises the ValueError of the first row (then position) whose length or timestamp is bad.
+template <typename ts_t>
+void check_values(const Inputs<ts_t>& in, int64_t batch, int64_t seq_len) {
+  for (int64_t b = 0; b < batch; ++b) {
+    if (in.lengths != nullptr && (in.lengths[b] < 0 || in.lengths[b] > seq_len)) {
+      time_gap::raise_length_fault(b, in.lengths[b], seq_len);
+    }
+    const ts_t* row = in.timestamps + b * seq_len;  // [L]
+    const int64_t length = in.length(b, seq_len);
+    for (int64_t t = 0; t < length; ++t) {
+      const ts_t previous = row[t > 0 ? t - 1 : 0];
+      time_gap::raise_timestamp_fault(time_gap::timestamp_fault(row[t], previous, row[0], t > 0),
+                                      b, t, row[t], previous, row[0]);
+    }
+  }
+}
 
 template <typename ts_t>
 BucketWeight time_bucket(const Inputs<ts_t>& in, const Problem& p, int64_t i, int64_t k) {
@@ -158,8 +176,8 @@ void dispatch_timestamps(const at::Tensor& timestamps, F&& body) {
 
 void check_cpu_dtype(const at::Tensor& weight) {
   TORCH_CHECK_VALUE(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kDouble,
-                    "time_gap_embedding on CPU supports float32 and float64 tables, got ",
-                    weight.scalar_type());
+                    "time_weight must be float32 or float64 on CPU (float16 and bfloat16 tables "
+                    "run on CUDA), got ", weight.scalar_type());
 }
 
 }  // namespace
@@ -187,6 +205,7 @@ at::Tensor time_gap_embedding_cpu(const at::Tensor& timestamps, const at::Tensor
       using ts_t = decltype(ts_tag);
       const Inputs<ts_t> in{ts.data_ptr<ts_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr,
                             coords.defined() ? coords.data_ptr<double>() : nullptr};
+      check_values(in, p.batch, p.seq_len);
       forward_kernel<ts_t, scalar_t>(in, p, tw.data_ptr<scalar_t>(),
                                      dw.defined() ? dw.data_ptr<scalar_t>() : nullptr,
                                      out.data_ptr<scalar_t>());
@@ -220,6 +239,7 @@ std::tuple<at::Tensor, at::Tensor> time_gap_embedding_backward_cpu(
       using ts_t = decltype(ts_tag);
       const Inputs<ts_t> in{ts.data_ptr<ts_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr,
                             coords.defined() ? coords.data_ptr<double>() : nullptr};
+      check_values(in, p.batch, p.seq_len);
       const auto time_slots = contributions<ts_t, acc_t>(in, p, p.time, time_bucket<ts_t>);
       scatter_contributions(time_slots, g.data_ptr<scalar_t>(), p.window, p.dim,
                             grad_time.data_ptr<scalar_t>());

@@ -19,6 +19,10 @@
 //      one per warp, and the four partial sums are added in a fixed order, so the result is
 //      bitwise the same on every run.
 // Temporaries are O(B * L * W) (keys, perm, coefficients); nothing of size B * L * W * D.
+//
+// Both first check the values as the CPU does (lengths in range, time_gap::timestamp_fault):
+// one thread per (row, slot), the smallest faulty slot by an integer atomicMin, read back with
+// one synchronisation (skipped while a CUDA graph is captured), then described on the host.
 
 #include "time_gap/time_gap_cuda.h"
 
@@ -26,6 +30,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -361,6 +366,61 @@ void table_gradient(const Windows& windows, int64_t positions, const GapTable<Ga
 }
 
 // ---------------------------------------------------------------------------------------------
+// Data checks
+
+// Slot b * (L + 1) checks lengths[b], slot b * (L + 1) + 1 + t position t of row b (row-major,
+// as the CPU scans); *first_fault becomes the smallest faulty slot.
+template <typename ts_t>
+__global__ void find_fault_kernel(const ts_t* timestamps /* [B, L] */,
+                                  const int64_t* lengths /* [B] or nullptr */, int64_t batch,
+                                  int64_t seq_len, unsigned long long* first_fault) {
+  const int64_t slots = batch * (seq_len + 1);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; s < slots;
+       s += stride) {
+    const int64_t b = s / (seq_len + 1);
+    const int64_t t = s % (seq_len + 1) - 1;
+    const int64_t given = lengths != nullptr ? lengths[b] : seq_len;
+    bool fault = given < 0 || given > seq_len;
+    if (t >= 0) {
+      const ts_t* row = timestamps + b * seq_len;
+      fault = t < min(max(given, int64_t{0}), seq_len) &&
+              time_gap::timestamp_fault(row[t], row[t > 0 ? t - 1 : 0], row[0], t > 0) !=
+                  time_gap::TimestampFault::kNone;
+    }
+    if (fault) atomicMin(first_fault, static_cast<unsigned long long>(s));
+  }
+}
+
+// Raises the ValueError of the first row (then position) whose length or timestamp is bad.
+template <typename ts_t>
+void check_values(const at::Tensor& ts /* [B, L] */, const at::Tensor& len /* [B] or undefined */) {
+  const int64_t batch = ts.size(0), seq_len = ts.size(1);
+  if (batch == 0 || c10::cuda::currentStreamCaptureStatusMayInitCtx() !=
+                        c10::cuda::CaptureStatus::None) {
+    return;
+  }
+  constexpr int64_t kNoFault = std::numeric_limits<int64_t>::max();
+  const at::Tensor first_fault = at::full({1}, kNoFault, ts.options().dtype(at::kLong));
+  const int64_t slots = batch * (seq_len + 1);
+  find_fault_kernel<ts_t><<<grid_blocks(slots, kEntryThreads, kMaxGridX), kEntryThreads, 0,
+                            c10::cuda::getCurrentCUDAStream()>>>(
+      ts.data_ptr<ts_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, batch, seq_len,
+      reinterpret_cast<unsigned long long*>(first_fault.data_ptr<int64_t>()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int64_t slot = first_fault.item<int64_t>();
+  if (slot == kNoFault) return;
+  const int64_t b = slot / (seq_len + 1), t = slot % (seq_len + 1) - 1;
+  if (t < 0) time_gap::raise_length_fault(b, len[b].item<int64_t>(), seq_len);
+  const at::Tensor row = ts[b].cpu();  // [L]
+  const ts_t* values = row.data_ptr<ts_t>();
+  const ts_t previous = values[t > 0 ? t - 1 : 0];
+  time_gap::raise_timestamp_fault(
+      time_gap::timestamp_fault(values[t], previous, values[0], t > 0), b, t, values[t],
+      previous, values[0]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Host helpers
 
 void check_cuda(const at::Tensor& t, const char* name) {
@@ -382,8 +442,7 @@ void check_cuda_dtype(const at::Tensor& weight) {
   const at::ScalarType type = weight.scalar_type();
   TORCH_CHECK_VALUE(type == at::kFloat || type == at::kDouble || type == at::kHalf ||
                         type == at::kBFloat16,
-                    "time_gap_embedding on CUDA supports float32, float64, float16 and bfloat16 "
-                    "tables, got ",
+                    "time_weight must be float32, float64, float16 or bfloat16 on CUDA, got ",
                     type);
 }
 
@@ -434,6 +493,7 @@ at::Tensor time_gap_embedding_cuda(const at::Tensor& timestamps, const at::Tenso
                                   "time_gap_embedding_cuda", [&] {
     dispatch_timestamps(ts, [&](auto ts_tag) {
       using ts_t = decltype(ts_tag);
+      check_values<ts_t>(ts, len);
       const ForwardParams<ts_t, scalar_t> params{
           windows_of(p, len), p.batch * p.seq_len, p.dim, time_table<ts_t>(p, ts),
           tw.data_ptr<scalar_t>(), distance_table(p, coords),
@@ -478,6 +538,7 @@ std::tuple<at::Tensor, at::Tensor> time_gap_embedding_backward_cuda(
                                   "time_gap_embedding_backward_cuda", [&] {
     dispatch_timestamps(ts, [&](auto ts_tag) {
       using ts_t = decltype(ts_tag);
+      check_values<ts_t>(ts, len);
       table_gradient<scalar_t>(windows, positions, time_table<ts_t>(p, ts), g, grad_time);
     });
     if (p.has_distance) {

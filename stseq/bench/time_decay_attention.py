@@ -2,13 +2,18 @@
 reference path on CPU) against its peers, forward and forward+backward (always including the
 decay gradient):
 
-- SDPA with the same bias materialised as [B, H, L, L] (``PEER``; same math), every device;
-- on CUDA also SDPA without any bias (the ceiling; stseq then runs with a decay rate of exactly 0
-  so that both compute the same thing) and FlexAttention with the equivalent ``score_mod`` and a
-  learnable decay.
+- SDPA with the same bias materialised as [B, H, L, L] (``PEER``; same math), every shape;
+- on the GPU shapes also SDPA without any bias (the ceiling: flash when causal; stseq then runs
+  with a decay rate of exactly 0 so that both compute the same thing) and FlexAttention with the
+  equivalent ``score_mod``, a learnable decay and its block mask built once per case.
 
-CPU runs float32; CUDA runs bfloat16 (the issue's targets) and float32.
+A jagged case runs stseq on [T, H, D] with cu_seqlens and the peers on the padded batch with its
+lengths (the ceiling on the whole padded batch). CPU runs float32; CUDA runs bfloat16 (the
+issue's targets) and float32. Inputs are built on first use, so the case list can be made without
+the device (the dry run of tests/test_bench_cases.py).
 """
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +25,16 @@ from stseq.reference.time_decay_attention import (HSTU_BUCKET_SCALE, decay_phi, 
 
 PEER = "SDPA + materialised bias"
 DTYPES = {"cpu": (torch.float32,), "cuda": (torch.bfloat16, torch.float32)}
-PEERS = {"sdpa_bias": PEER, "sdpa_no_bias": "SDPA without bias (fused)",
+PEERS = {"sdpa_bias": PEER, "sdpa_no_bias": "SDPA without bias (fused; ceiling)",
          "flex": "FlexAttention score_mod"}
 # The issue's CPU target: B=32, H=4, L=200, D=32, forward+backward at least as fast as the peer
 # (padded, and jagged with lengths spread from 10 to L).
 _CPU = dict(batch=32, heads=4, seq_len=200, head_dim=32)
 QUICK = [_CPU, dict(_CPU, jagged=True)]
 _GPU = dict(batch=64, heads=4, device="cuda")
+# The issue's GPU target: L=1024 forward+backward, padded and jagged.
+QUICK += [dict(_GPU, batch=16, seq_len=1024, head_dim=64),
+          dict(_GPU, batch=16, seq_len=1024, head_dim=64, jagged=True)]
 FULL = ([_CPU, dict(_CPU, decay_fn="log1p"), dict(_CPU, num_buckets=32), dict(_CPU, causal=False),
          dict(_CPU, jagged=True), dict(batch=8, heads=4, seq_len=1024, head_dim=64)]
         + [dict(_GPU, seq_len=length, head_dim=dim) for length in (200, 1024, 4096)
@@ -159,52 +167,73 @@ def sdpa_bias_forward_backward(case):
 
 
 def sdpa_no_bias(case, backward):
-    """SDPA without any bias (is_causal, every sequence full) -> out, or q, k, v gradients plus
-    a zero decay gradient (stseq's is 0 at rate 0)."""
+    """SDPA without any bias on the whole padded batch (is_causal: flash) -> out (zeros at padded
+    queries), or the gradients of q, k, v plus a zero decay gradient (stseq's is 0 at rate 0).
+    Causal, it equals stseq at rate 0 also with lengths: a query inside its row sees no padding."""
+    valid = _valid(case)
+
+    def attend():
+        out = F.scaled_dot_product_attention(case["q"], case["k"], case["v"],
+                                             is_causal=case["causal"])
+        return out if valid is None else out * valid
+
     if not backward:
         with torch.no_grad():
-            return F.scaled_dot_product_attention(case["q"], case["k"], case["v"],
-                                                  is_causal=case["causal"])
-    out = F.scaled_dot_product_attention(case["q"], case["k"], case["v"],
-                                         is_causal=case["causal"])
+            return attend()
+    out = attend()
     grads = torch.autograd.grad(out, [case["q"], case["k"], case["v"]],
                                 grad_outputs=torch.ones_like(out))
     return grads + (torch.zeros_like(case["decay"]),)
 
 
+def at_rate_zero(case):
+    """The case with a decay whose rate softplus(-1e4) is exactly 0 (the no-bias comparison)."""
+    return dict(case, decay=torch.full_like(case["decay"], -1e4).requires_grad_())
+
+
 _COMPILED = {}  # flex_attention compiled once per process
 
 
-def _flex_call(case):
+def flex_runner(case):
+    """FlexAttention with the decay as a score_mod (the learnable rate captured) and a block mask
+    of causality and the case's lengths, built once -> fn(backward) giving out (zeros at padded
+    queries) or the gradients of q, k, v and decay (the decay's through Flex's atomic adds)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     batch, _, seq_len, _ = case["q"].shape
     hi, _ = relative_times(case["timestamps"], case["time_unit"])  # [B, L] float32
-    rate = F.softplus(case["decay"])
     phi = {"abs": lambda x: x, "log1p": torch.log1p, "sqrt": torch.sqrt}[case["decay_fn"]]
+    lengths = case["lengths"]
+    if lengths is None:
+        lengths = torch.full((batch,), seq_len, device=hi.device)
+    causal, valid = case["causal"], _valid(case)
 
-    def score_mod(score, b, h, q_idx, kv_idx):
-        return score - rate[h] * phi(torch.abs(hi[b, q_idx] - hi[b, kv_idx]))
+    def mask_mod(b, h, q_idx, kv_idx):
+        inside = (q_idx < lengths[b]) & (kv_idx < lengths[b])
+        return inside & (kv_idx <= q_idx) if causal else inside
 
-    def causal(b, h, q_idx, kv_idx):
-        return kv_idx <= q_idx
+    def score_mod_of(decay):
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score - F.softplus(decay[h]) * phi(torch.abs(hi[b, q_idx] - hi[b, kv_idx]))
+        return score_mod
 
-    mask = create_block_mask(causal, batch, None, seq_len, seq_len,
-                             device=case["q"].device) if case["causal"] else None
+    mask = create_block_mask(mask_mod, batch, None, seq_len, seq_len, device=hi.device)
+    score_mods = {True: score_mod_of(case["decay"]), False: score_mod_of(case["decay"].detach())}
     if "flex" not in _COMPILED:
         _COMPILED["flex"] = torch.compile(flex_attention)
-    return _COMPILED["flex"](case["q"], case["k"], case["v"], score_mod=score_mod,
-                             block_mask=mask)
 
+    def attend(backward):
+        q, k, v = (case[name] if backward else case[name].detach() for name in ("q", "k", "v"))
+        out = _COMPILED["flex"](q, k, v, score_mod=score_mods[backward], block_mask=mask)
+        return out if valid is None else out * valid
 
-def flex(case, backward):
-    """FlexAttention with the decay as a score_mod (learnable rate captured) -> out or the
-    gradients of q, k, v and decay (the decay's through Flex's atomic adds)."""
-    if not backward:
-        with torch.no_grad():
-            return _flex_call(case)
-    out = _flex_call(case)
-    return torch.autograd.grad(out, parameters(case), grad_outputs=torch.ones_like(out))
+    def run(backward):
+        if not backward:
+            with torch.no_grad():
+                return attend(False)
+        out = attend(True)
+        return torch.autograd.grad(out, parameters(case), grad_outputs=torch.ones_like(out))
+    return run
 
 
 def _label(shape):
@@ -213,31 +242,37 @@ def _label(shape):
 
 def cases(grid, device, dtype):
     """(name, shape, stseq_fn, peer_fn, peer) for every shape of the grid meant for ``device``
-    (entries with ``device="cuda"`` run on CUDA only, the others on the CPU only). The
-    materialised peer is left out where its [B, H, L, L] bias alone would pass 2^31 elements
-    (B=64, L=4096: 8 GiB in bfloat16, built through float32)."""
+    (entries with ``device="cuda"`` run on CUDA only, the others on the CPU only)."""
     for shape in grid:
-        if shape.get("device", "cpu") != device.type:
-            continue
-        case = make_inputs(**{**shape, "device": device}, dtype=dtype)
-        ours = as_jagged(case) if shape.get("jagged") else case
-        label = _label(shape)
-        batch, heads, seq_len, _ = case["q"].shape
-        if batch * heads * seq_len * seq_len <= 2**31:
-            yield ("time_decay_attention forward", label, lambda: stseq_forward(ours),
-                   lambda: sdpa_bias_forward(case), PEER)
-            yield ("time_decay_attention forward+backward", label,
-                   lambda: stseq_forward_backward(ours), lambda: sdpa_bias_forward_backward(case),
-                   PEER)
-        if device.type != "cuda" or shape.get("jagged") or case["time_bias"] is not None:
-            continue
-        no_decay = torch.full_like(case["decay"], -1e4).requires_grad_()  # softplus -> 0
-        for backward in (False, True):
-            mode = "forward+backward" if backward else "forward"
-            call = stseq_forward_backward if backward else stseq_forward
-            yield (f"time_decay_attention {mode}", label,
-                   lambda call=call: call(dict(case, decay=no_decay)),
-                   lambda backward=backward: sdpa_no_bias(case, backward),
+        if shape.get("device", "cpu") == device.type:
+            yield from shape_cases(shape, device, dtype)
+
+
+def shape_cases(shape, device, dtype):
+    """The cases of one shape on ``device``, forward and forward+backward: against SDPA with the
+    bias (left out where its [B, H, L, L] bias alone would pass 2^31 elements: B=64, L=4096 is
+    8 GiB in bfloat16, built through float32), and for a GPU shape (``device="cuda"``) without
+    a bucket table also against the no-bias ceiling (causal shapes) and FlexAttention. Inputs
+    are built on first use."""
+    spec = {key: value for key, value in shape.items() if key != "device"}
+    case = functools.cache(lambda: make_inputs(**spec, device=device, dtype=dtype))
+    ours = functools.cache(lambda: as_jagged(case()) if shape.get("jagged") else case())
+    ours_at_rate_zero = functools.cache(lambda: at_rate_zero(ours()))
+    flex_fn = functools.cache(lambda: flex_runner(case()))
+    label = _label(shape)
+    gpu_peers = shape.get("device") == "cuda" and not shape.get("num_buckets")
+    fits = shape["batch"] * shape["heads"] * shape["seq_len"] ** 2 <= 2**31
+    for backward in (False, True):
+        name = f"time_decay_attention {'forward+backward' if backward else 'forward'}"
+        call = stseq_forward_backward if backward else stseq_forward
+        if fits:
+            bias_peer = sdpa_bias_forward_backward if backward else sdpa_bias_forward
+            yield (name, label, lambda call=call: call(ours()),
+                   lambda bias_peer=bias_peer: bias_peer(case()), PEER)
+        if gpu_peers and shape.get("causal", True):
+            yield (name, label, lambda call=call: call(ours_at_rate_zero()),
+                   lambda backward=backward: sdpa_no_bias(case(), backward),
                    PEERS["sdpa_no_bias"])
-            yield (f"time_decay_attention {mode}", label, lambda call=call: call(case),
-                   lambda backward=backward: flex(case, backward), PEERS["flex"])
+        if gpu_peers:
+            yield (name, label, lambda call=call: call(ours()),
+                   lambda backward=backward: flex_fn()(backward), PEERS["flex"])

@@ -7,16 +7,36 @@ from torch import nn
 
 from stseq import ops
 from stseq.backends import BACKENDS
+from stseq.ops.checks import check_choice, check_int, check_positive
+from stseq.ops.time_gap import BUCKETINGS
 
 SECONDS_PER_YEAR = 365 * 86400
 
 
-def _bucket_scale(num_buckets, max_value, bucketing):
-    """Scale that puts ``max_value`` at the start of the last bucket."""
+def _bucket_scale(num_buckets, max_value, bucketing, name):
+    """Scale that puts ``max_value`` (option ``name``) at the start of the last bucket."""
     if num_buckets == 1:
         return 1.0
     reach = math.log1p(max_value) if bucketing == "log" else max_value
-    return (num_buckets - 1) / reach
+    scale = (num_buckets - 1) / reach
+    if not math.isfinite(scale):
+        raise ValueError(f"{name} = {max_value!r} is too small to spread {num_buckets} buckets")
+    return scale
+
+
+def _check_options(num_buckets, embedding_dim, window, bucketing, max_gap, time_unit,
+                   distance_buckets, max_distance, backend):
+    """The constructor's options, each named in its error."""
+    check_int(num_buckets, "num_buckets", 1)
+    check_int(embedding_dim, "embedding_dim", 1)
+    check_int(window, "window", 1)
+    check_choice(bucketing, "bucketing", BUCKETINGS)
+    check_positive(time_unit, "time_unit", "seconds per time unit")
+    if max_gap is not None:
+        check_positive(max_gap, "max_gap", "in time_unit")
+    check_int(distance_buckets, "distance_buckets", 0)
+    check_positive(max_distance, "max_distance", "km")
+    check_choice(backend, "backend", BACKENDS)
 
 
 class TimeGapEmbedding(nn.Module):
@@ -53,24 +73,22 @@ class TimeGapEmbedding(nn.Module):
                  distance_buckets=0, max_distance=1000.0, backend="auto", device=None,
                  dtype=None):
         super().__init__()
-        if num_buckets < 1 or embedding_dim < 1 or window < 1:
-            raise ValueError("num_buckets, embedding_dim and window must be >= 1, got "
-                             f"{num_buckets}, {embedding_dim}, {window}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        _check_options(num_buckets, embedding_dim, window, bucketing, max_gap, time_unit,
+                       distance_buckets, max_distance, backend)
         if max_gap is None:
             max_gap = SECONDS_PER_YEAR / time_unit
         factory = {"device": device, "dtype": dtype}
         self.num_buckets, self.embedding_dim, self.window = num_buckets, embedding_dim, window
         self.bucketing, self.time_unit, self.interpolate = bucketing, time_unit, interpolate
         self.backend = backend
-        self.time_scale = _bucket_scale(num_buckets, max_gap, bucketing)
+        self.time_scale = _bucket_scale(num_buckets, max_gap, bucketing, "max_gap")
         time_shape = (window, num_buckets, embedding_dim) if lag_specific else (num_buckets,
                                                                                embedding_dim)
         self.time_weight = nn.Parameter(torch.empty(time_shape, **factory))
         self.distance_buckets = distance_buckets
         if distance_buckets > 0:
-            self.distance_scale = _bucket_scale(distance_buckets, max_distance, bucketing)
+            self.distance_scale = _bucket_scale(distance_buckets, max_distance, bucketing,
+                                                "max_distance")
             shape = time_shape[:-2] + (distance_buckets, embedding_dim)
             self.distance_weight = nn.Parameter(torch.empty(shape, **factory))
         else:

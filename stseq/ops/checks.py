@@ -1,15 +1,66 @@
 """Argument checks shared by the ops that take event sequences.
 
+Option checks (numbers, ints, choices) serve the ops and the modules' constructors alike.
 Static checks (type, rank, dtype, device) always run. Data checks (lengths in range, timestamps
-finite and non-decreasing within each sequence, coordinates in range) read the values: they run
-eagerly with a single device synchronisation and are skipped while ``torch.compile`` traces
-(the native kernels stay memory-safe on any values). Every error is a ``ValueError`` naming the
-argument and, for data errors, the row and position.
+finite and non-decreasing within each sequence, their gaps representable, coordinates in
+range) read the values: they run eagerly with a single device synchronisation and are skipped
+while ``torch.compile`` traces (the native kernels stay memory-safe on any values). Every error
+is a ``ValueError`` naming the argument and, for data errors, the row and position.
 """
+
+import math
 
 import torch
 
 TIMESTAMP_DTYPES = (torch.int64, torch.float64)
+INT64_MAX = 2**63 - 1
+# float64 resolves one second up to 2^53 s (about 285 million years) from 0.
+FLOAT64_SECONDS = 2.0**53
+
+
+def timestamp_range_faults(timestamps, first, valid):
+    """Masks like ``timestamps`` of the values whose gaps cannot be represented: float64 beyond
+    +-2^53 s (the gaps lose whole seconds), and int64 whose gap to their sequence's first event
+    ``first`` (broadcastable to ``timestamps``) passes 2^63 - 1 (the subtraction would wrap).
+    Only ``valid`` positions count; the arithmetic itself never overflows."""
+    if timestamps.dtype.is_floating_point:
+        return (timestamps.abs() > FLOAT64_SECONDS) & valid
+    # t - first > INT64_MAX <=> first < t - INT64_MAX, computable for t >= 0; for t < 0 the gap
+    # to any first <= t is at most t - INT64_MIN <= INT64_MAX. (first > t is a decrease.)
+    return (timestamps >= 0) & (first < timestamps.clamp(min=0) - INT64_MAX) & valid
+
+
+def timestamp_range_error(where, value, first):
+    """The ValueError of a value flagged by :func:`timestamp_range_faults` at ``where`` (e.g.
+    "row 2, position 5")."""
+    if isinstance(value, float):
+        return ValueError(f"timestamps must be within +-2^53 s, where float64 still resolves one "
+                          f"second; {where} has {value} (pass int64 seconds)")
+    return ValueError(f"timestamps must span at most 2^63 - 1 s within a sequence (their gaps "
+                      f"are int64); {where} has {value}, more than that after the sequence's "
+                      f"first event {first}")
+
+
+def check_positive(value, name, unit=""):
+    """``value`` is a finite real number > 0 (``unit`` names what it counts, e.g. "seconds")."""
+    real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and value > 0):
+        unit = f" ({unit})" if unit else ""
+        raise ValueError(f"{name} must be a finite number > 0{unit}, got {value!r}")
+
+
+def check_int(value, name, minimum, maximum=None):
+    """``value`` is an int (not a bool) in [minimum, maximum]."""
+    if (not isinstance(value, int) or isinstance(value, bool) or value < minimum
+            or (maximum is not None and value > maximum)):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an int {bound}, got {value!r}")
+
+
+def check_choice(value, name, choices):
+    """``value`` is one of the strings ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def check_tensor(value, name, *, rank, shape, device=None):
@@ -56,7 +107,7 @@ def check_sequences(timestamps, lengths=None, coordinates=None):
                              f"(latitude, longitude in degrees), got {tuple(coordinates.shape)}")
         if not coordinates.dtype.is_floating_point:
             raise ValueError(f"coordinates must be a floating-point tensor, got {coordinates.dtype}")
-    if not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and timestamps.device.type != "meta":  # values exist
         _check_sequence_values(timestamps, lengths, coordinates)
     return batch, seq_len
 
@@ -72,7 +123,9 @@ def _check_sequence_values(timestamps, lengths, coordinates):
         valid = positions < lengths[:, None]  # [B, L]
     nonfinite = ~torch.isfinite(timestamps) & valid if timestamps.dtype.is_floating_point else None
     decreasing = (timestamps[:, 1:] < timestamps[:, :-1]) & valid[:, 1:]  # [B, L-1]
-    conditions = [bad_lengths, decreasing] + ([nonfinite] if nonfinite is not None else [])
+    out_of_range = timestamp_range_faults(timestamps, timestamps[:, :1], valid)  # [B, L]
+    conditions = [bad_lengths, decreasing, out_of_range] + ([nonfinite] if nonfinite is not None
+                                                            else [])
     if coordinates is not None:
         latitude, longitude = coordinates[..., 0], coordinates[..., 1]
         coord_nonfinite = ~torch.isfinite(coordinates).all(-1) & valid
@@ -93,6 +146,10 @@ def _check_sequence_values(timestamps, lengths, coordinates):
         before, after = timestamps[row, position].item(), timestamps[row, position + 1].item()
         raise ValueError("timestamps must be non-decreasing within each sequence; row "
                          f"{row} decreases at position {position + 1} ({before} -> {after})")
+    if out_of_range.any():
+        row, position = _first(out_of_range)
+        raise timestamp_range_error(f"row {row}, position {position}",
+                                    timestamps[row, position].item(), timestamps[row, 0].item())
     if coord_nonfinite.any():
         row, position = _first(coord_nonfinite)
         raise ValueError(f"coordinates must be finite; row {row}, position {position} has "

@@ -9,21 +9,25 @@ log-sum-exp of each query, and both recompute the probabilities in backward. The
 tested against is ``stseq.reference.time_decay_attention``.
 """
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from stseq.backends import current_backend, resolve
-from stseq.ops.checks import TIMESTAMP_DTYPES, check_sequences, check_tensor
+from stseq.ops.checks import (TIMESTAMP_DTYPES, check_choice, check_int, check_positive,
+                              check_sequences, check_tensor, timestamp_range_error,
+                              timestamp_range_faults)
 from stseq.reference.time_decay_attention import (BUCKETINGS, DECAY_FNS, HSTU_BUCKET_SCALE,
+                                                  attention_weights,
                                                   time_decay_attention_backward,
                                                   time_decay_attention_forward)
 
 OP = "time_decay_attention"
 HEAD_DIMS = (16, 128)
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Seconds; 2^63 s / 1e-18 s ~ 9e36 time units, inside float32's range (3.4e38).
+MIN_TIME_UNIT = 1e-18
 
 
 def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=None,
@@ -78,7 +82,7 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
                                   window)
     implementation = _implementation(backend, q)
     time_hi, time_lo = relative_times(timestamps, time_unit, lengths=lengths,
-                                      cu_seqlens=cu_seqlens)
+                                      cu_seqlens=cu_seqlens, float64=q.dtype == torch.float64)
     accumulate = torch.float64 if q.dtype == torch.float64 else torch.float32
     rate = F.softplus(decay.to(accumulate)) if decay is not None else None
     out, _ = torch.ops.stseq.time_decay_attention(
@@ -88,11 +92,33 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
     return out
 
 
-def relative_times(timestamps, time_unit, *, lengths=None, cu_seqlens=None):
+def time_decay_attention_weights(q, k, timestamps, decay, *, causal=True, lengths=None,
+                                 scale=None, decay_fn="abs", time_unit=1.0, time_bias=None,
+                                 bucketing="log", bucket_scale=HSTU_BUCKET_SCALE, window=None):
+    """The probabilities [B, H, L, L] that :func:`time_decay_attention` (padded layout, same
+    arguments less v) weights the values with, materialised: O(L^2) memory, for inspection
+    (``need_weights``) rather than training. 0 at masked pairs and for padded queries.
+
+    Example::
+
+        q, k = torch.randn(2, 2, 4, 50, 32).unbind(0)             # [B, H, L, D]
+        ts = 1_700_000_000 + torch.randint(0, 3600, (2, 50)).cumsum(1)
+        weights = time_decay_attention_weights(q, k, ts, torch.zeros(4))  # [2, 4, 50, 50]
+    """
+    _check_arguments(q, k, k, timestamps, decay, lengths, None, None, scale, decay_fn, time_unit,
+                     time_bias, bucketing, bucket_scale, window)
+    return attention_weights(q, k, timestamps, decay, causal=causal, lengths=lengths,
+                             scale=scale, decay_fn=decay_fn, time_unit=time_unit,
+                             time_bias=time_bias, bucketing=bucketing,
+                             bucket_scale=bucket_scale, window=window)
+
+
+def relative_times(timestamps, time_unit, *, lengths=None, cu_seqlens=None, float64=False):
     """Each token's time since its sequence's first event, in ``time_unit``s, as a float32 pair
     (hi, lo) with hi + lo equal to it to about 2^-48 relative: (hi_i - hi_j) + (lo_i - lo_j) is
     the gap of two tokens to float32 precision of the gap itself. The subtraction is done in
-    int64 (exact) or float64; padding gets 0.
+    int64 (exact) or float64; padding gets 0. With ``float64`` (float64 q, k, v: the chunked
+    path) hi is the float64 time itself and lo 0, so that gaps keep float64 precision.
 
     timestamps [B, L] (with lengths [B]) or [T] (with cu_seqlens [B + 1]) -> two [B, L] / [T].
 
@@ -110,6 +136,8 @@ def relative_times(timestamps, time_unit, *, lengths=None, cu_seqlens=None):
         token = torch.arange(timestamps.shape[0], device=timestamps.device)
         sequence = torch.searchsorted(cu_seqlens[1:], token, right=True)  # [T]
         elapsed = (timestamps - timestamps[cu_seqlens[sequence]]).double() / time_unit
+    if float64:
+        return elapsed, torch.zeros_like(elapsed)
     hi = elapsed.float()
     return hi, (elapsed - hi.double()).float()
 
@@ -129,17 +157,6 @@ def _implementation(backend, q):
 
 
 # ---- argument checks -----------------------------------------------------------------------
-
-
-def _check_positive(value, name):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not (ok and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_int(value, name, minimum):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _check_qkv(q, k, v, jagged):
@@ -181,15 +198,16 @@ def _check_parameters(decay, time_bias, heads, device):
 
 def _check_options(scale, decay_fn, time_unit, bucketing, bucket_scale, window):
     if scale is not None:
-        _check_positive(scale, "scale")
-    if decay_fn not in DECAY_FNS:
-        raise ValueError(f"decay_fn must be one of {DECAY_FNS}, got {decay_fn!r}")
-    _check_positive(time_unit, "time_unit")
-    if bucketing not in BUCKETINGS:
-        raise ValueError(f"bucketing must be one of {BUCKETINGS}, got {bucketing!r}")
-    _check_positive(bucket_scale, "bucket_scale")
+        check_positive(scale, "scale")
+    check_choice(decay_fn, "decay_fn", DECAY_FNS)
+    check_positive(time_unit, "time_unit")
+    if time_unit < MIN_TIME_UNIT:
+        raise ValueError(f"time_unit must be >= {MIN_TIME_UNIT} s (gaps of up to 2^63 s in "
+                         f"smaller units pass float32's range), got {time_unit!r}")
+    check_choice(bucketing, "bucketing", BUCKETINGS)
+    check_positive(bucket_scale, "bucket_scale")
     if window is not None:
-        _check_int(window, "window", 0)
+        check_int(window, "window", 0)
 
 
 def _check_arguments(q, k, v, timestamps, decay, lengths, cu_seqlens, max_seqlen, scale,
@@ -224,7 +242,7 @@ def _check_arguments(q, k, v, timestamps, decay, lengths, cu_seqlens, max_seqlen
         raise ValueError(f"cu_seqlens must be an int32 or int64 [B + 1] tensor, got "
                          f"{cu_seqlens.dtype} {tuple(cu_seqlens.shape)}")
     if max_seqlen is not None:
-        _check_int(max_seqlen, "max_seqlen", 0)
+        check_int(max_seqlen, "max_seqlen", 0)
     if torch.compiler.is_compiling():
         if max_seqlen is None:
             raise ValueError("max_seqlen is required under torch.compile")
@@ -255,19 +273,23 @@ def _check_jagged_values(timestamps, cu_seqlens, max_seqlen):
     token = torch.arange(total, device=timestamps.device)
     sequence = torch.searchsorted(cu_seqlens[1:], token, right=True)  # [T]
     position = token - cu_seqlens[sequence]
+    first = timestamps[cu_seqlens[sequence]]  # [T]: each token's sequence's first event
     nonfinite = ~torch.isfinite(timestamps) if timestamps.dtype.is_floating_point else None
     decreasing = torch.zeros_like(token, dtype=torch.bool)
     decreasing[1:] = (timestamps[1:] < timestamps[:-1]) & (position[1:] > 0)
-    for bad, what in ((nonfinite, "must be finite"),
-                      (decreasing, "must be non-decreasing within each sequence")):
+    out_of_range = timestamp_range_faults(timestamps, first, torch.ones_like(decreasing))
+    for bad in (nonfinite, decreasing, out_of_range):
         if bad is not None and bad.any():
             index = int(torch.nonzero(bad)[0])
             where = (f"sequence {sequence[index].item()}, position {position[index].item()} "
                      f"(token {index})")
+            value = timestamps[index].item()
             if bad is nonfinite:
-                raise ValueError(f"timestamps {what}; {where} has {timestamps[index].item()}")
-            raise ValueError(f"timestamps {what}; {where} decreases "
-                             f"({timestamps[index - 1].item()} -> {timestamps[index].item()})")
+                raise ValueError(f"timestamps must be finite; {where} has {value}")
+            if bad is decreasing:
+                raise ValueError(f"timestamps must be non-decreasing within each sequence; "
+                                 f"{where} decreases ({timestamps[index - 1].item()} -> {value})")
+            raise timestamp_range_error(where, value, first[index].item())
     return longest if max_seqlen is None else max_seqlen
 
 
@@ -312,9 +334,9 @@ def _attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v:
         grad, q, k, v, out, lse, time_hi, time_lo, rate, time_bias, lengths, cu_seqlens,
         max_seqlen, causal, scale, decay_fn, bucketing, bucket_scale,
         None if window < 0 else window)
-    empty = q.new_empty(0)
-    return (grad_q, grad_k, grad_v, grad_rate if grad_rate is not None else empty,
-            grad_bias if grad_bias is not None else empty)
+    # A fresh empty tensor for each absent input: a custom op's outputs may not alias.
+    return (grad_q, grad_k, grad_v, grad_rate if grad_rate is not None else q.new_empty(0),
+            grad_bias if grad_bias is not None else q.new_empty(0))
 
 
 def _lse_dtype(q):

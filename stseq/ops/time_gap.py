@@ -11,7 +11,7 @@ import torch
 from stseq import reference
 from stseq._native import NATIVE
 from stseq.backends import resolve
-from stseq.ops.checks import check_sequences, check_tensor
+from stseq.ops.checks import check_choice, check_int, check_positive, check_sequences, check_tensor
 
 BUCKETINGS = ("log", "linear")
 
@@ -81,11 +81,6 @@ def _check_table(weight, name, window, dim, device):
         raise ValueError(f"{name} has embedding size {weight.shape[-1]} but time_weight has {dim}")
 
 
-def _check_positive(value, name):
-    if not (isinstance(value, (int, float)) and value > 0 and value != float("inf")):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
 def _check_arguments(timestamps, time_weight, lengths, coordinates, distance_weight, window,
                      time_unit, time_scale, distance_scale, bucketing):
     """Check every argument; return the window W."""
@@ -95,8 +90,7 @@ def _check_arguments(timestamps, time_weight, lengths, coordinates, distance_wei
         if time_weight.dim() != 3:
             raise ValueError("window is required when time_weight is a shared [NB, D] table")
         window = time_weight.shape[0]
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    check_int(window, "window", 1)
     dim = time_weight.shape[-1]
     _check_table(time_weight, "time_weight", window, dim, timestamps.device)
     if (coordinates is None) != (distance_weight is None):
@@ -106,11 +100,10 @@ def _check_arguments(timestamps, time_weight, lengths, coordinates, distance_wei
         if distance_weight.dtype != time_weight.dtype:
             raise ValueError(f"distance_weight must have the dtype of time_weight "
                              f"({time_weight.dtype}), got {distance_weight.dtype}")
-    _check_positive(time_unit, "time_unit")
-    _check_positive(time_scale, "time_scale")
-    _check_positive(distance_scale, "distance_scale")
-    if bucketing not in BUCKETINGS:
-        raise ValueError(f"bucketing must be one of {BUCKETINGS}, got {bucketing!r}")
+    check_positive(time_unit, "time_unit")
+    check_positive(time_scale, "time_scale")
+    check_positive(distance_scale, "distance_scale")
+    check_choice(bucketing, "bucketing", BUCKETINGS)
     return window
 
 

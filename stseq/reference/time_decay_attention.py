@@ -1,5 +1,8 @@
 """Reference attention with a time-decay bias (see ``stseq.ops.time_decay_attention``).
 
+(Longer than a file should be: the chunked path lives here beside the oracle until the planned
+restructuring gives the fast PyTorch-level paths their own folder; see DESIGN.md.)
+
 Two pure-PyTorch implementations:
 
 - :func:`time_decay_attention`, the oracle: materialises the [B, H, L, L] bias from float64 time
@@ -43,6 +46,11 @@ GROUP_PADDING = 1 << 16
 # masked gets finite (unused) probabilities instead of NaN, and far enough below any real score
 # that its probability is exactly 0 beside one that is not masked.
 MASKED = -1e30
+# Scores this large could defeat the additive MASKED; with them (or a NaN/inf in any input of a
+# group) the chunked path masks exactly: masked scores are set to -inf, not added to (so that a
+# query whose every score is -inf gets NaN, as from torch's softmax), and products skip the
+# masked pairs (see _exact_masking).
+SCORE_BOUND = 1e25
 
 
 def decay_phi(gap, decay_fn):
@@ -53,9 +61,12 @@ def decay_phi(gap, decay_fn):
 
 
 def time_bucket(gap, num_buckets, bucketing, bucket_scale):
-    """Bucket of a gap >= 0: ``min(NB - 1, floor(bucket_scale * f(gap)))``, f = log1p or sqrt."""
+    """Bucket of a gap >= 0: ``min(NB - 1, floor(bucket_scale * f(gap)))``, f = log1p or sqrt;
+    NaN (only from a direct call of the op with NaN times) goes to the last bucket, as in the
+    Triton kernels."""
     value = torch.log1p(gap) if bucketing == "log" else torch.sqrt(gap)
-    return (bucket_scale * value).floor().clamp(max=num_buckets - 1).long()
+    position = (bucket_scale * value).floor()
+    return torch.where(position < num_buckets - 1, position, num_buckets - 1).clamp(min=0).long()
 
 
 def _allowed(query_positions, key_positions, lengths, causal, window):
@@ -93,7 +104,10 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
 
     Same signature and semantics as :func:`stseq.ops.time_decay_attention` (arguments already
     checked there). Gaps are taken in the timestamps' own dtype (exact for int64) and divided
-    in float64; padded queries give zeros.
+    in float64; padded queries give zeros. Masked pairs (causal, window, padding) never enter
+    the arithmetic: both factors of every product are masked before they meet (products over
+    [B, H, L, L, D]), so a NaN or inf in a key or value that a query cannot see reaches neither
+    that query's output nor any gradient.
 
     Example::
 
@@ -102,6 +116,9 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
                                    torch.zeros(2), time_unit=3600.0)  # [1, 2, 5, 16]
     """
     if cu_seqlens is not None:  # jagged [T, H, D]: pad, attend, drop the padding
+        if max_seqlen is None:
+            max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if len(cu_seqlens) > 1 else 0
+
         def pad(x):
             return pad_jagged(x, cu_seqlens, max_seqlen)[0]
 
@@ -111,6 +128,34 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
             scale=scale, decay_fn=decay_fn, time_unit=time_unit, time_bias=time_bias,
             bucketing=bucketing, bucket_scale=bucket_scale, window=window)
         return out.transpose(1, 2)[pad_jagged(timestamps, cu_seqlens, max_seqlen)[1]]
+    allowed, bias, scale = _pairs(q, timestamps, decay, causal, lengths, scale, decay_fn,
+                                  time_unit, time_bias, bucketing, bucket_scale, window)
+    scores = scale * _masked_pair_product(q[:, :, :, None], k[:, :, None], allowed) + bias
+    weights = _softmax_over_allowed(scores, allowed)  # [B, H, L, L]
+    return _masked_pair_product(weights[..., None], v[:, :, None], allowed, reduce=-2)
+
+
+def attention_weights(q, k, timestamps, decay, *, causal=True, lengths=None, scale=None,
+                      decay_fn="abs", time_unit=1.0, time_bias=None, bucketing="log",
+                      bucket_scale=HSTU_BUCKET_SCALE, window=None):
+    """The attention probabilities [B, H, L, L] of the padded layout (q, k [B, H, L, D]; other
+    arguments as :func:`time_decay_attention`), materialised with one matrix product: 0 at
+    masked pairs and in the rows of padded queries.
+
+    Example::
+
+        q = k = torch.randn(1, 2, 5, 16)
+        weights = attention_weights(q, k, torch.tensor([[0, 60, 120, 3600, 7200]]),
+                                    torch.zeros(2), time_unit=3600.0)  # [1, 2, 5, 5]
+    """
+    allowed, bias, scale = _pairs(q, timestamps, decay, causal, lengths, scale, decay_fn,
+                                  time_unit, time_bias, bucketing, bucket_scale, window)
+    return _softmax_over_allowed(scale * q @ k.transpose(-1, -2) + bias, allowed)
+
+
+def _pairs(q, timestamps, decay, causal, lengths, scale, decay_fn, time_unit, time_bias,
+           bucketing, bucket_scale, window):
+    """(allowed [B, 1, L, L] bool, bias [B, H, L, L] or a 0 scalar, scale) of a padded batch."""
     batch, heads, seq_len, head_dim = q.shape
     scale = head_dim ** -0.5 if scale is None else scale
     if lengths is None:
@@ -125,12 +170,25 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
     if time_bias is not None:
         bucket = time_bucket(gap, time_bias.shape[1], bucketing, bucket_scale)  # [B, L, L]
         bias = bias + time_bias[:, bucket].transpose(0, 1).to(q.dtype)  # [B, H, L, L]
-    scores = scale * q @ k.transpose(-1, -2) + bias  # [B, H, L, L]
-    has_key = allowed.any(-1, keepdim=True)  # padded queries attend to nothing
+    return allowed, bias, scale
+
+
+def _softmax_over_allowed(scores, allowed):
+    """Softmax of [B, H, L, L] scores over the allowed keys; rows with none (padded queries)
+    are 0."""
+    has_key = allowed.any(-1, keepdim=True)
     scores = torch.where(allowed, scores, float("-inf"))
-    scores = torch.where(has_key, scores, 0.0)
-    weights = torch.where(allowed, torch.softmax(scores, -1), 0.0)
-    return weights @ v
+    weights = torch.softmax(torch.where(has_key, scores, 0.0), -1)
+    return torch.where(allowed, weights, 0.0)
+
+
+def _masked_pair_product(a, b, allowed, reduce=-1):
+    """sum over ``reduce`` of a * b ([B, H, L, L, D] by broadcasting) with both factors zeroed
+    at the pairs outside ``allowed`` [B, 1, L, L] before they meet: neither the product nor its
+    gradients see a masked value."""
+    pair = allowed[..., None]
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    return (torch.where(pair, a, zero) * torch.where(pair, b, zero)).sum(reduce)
 
 
 # ---- the chunked path ----------------------------------------------------------------------
@@ -236,15 +294,17 @@ def _valid_positions(lengths, device):
 
 
 def _groups(q, lengths, cu_seqlens, causal):
-    """The batch's sequences in groups of similar length (see :func:`_length_groups`)."""
+    """The batch's sequences in groups of similar length (see :func:`_length_groups`). Lengths
+    and offsets are clamped into the tensors, as the Triton kernels clamp them (the op's
+    callers check them; a direct call of the op must not read garbage)."""
     heads = q.shape[1]
     if cu_seqlens is not None:
-        offsets = cu_seqlens.tolist()
+        offsets = cu_seqlens.clamp(0, q.shape[0]).cummax(0).values.tolist()
         sizes = [end - start for start, end in zip(offsets, offsets[1:])]
         return [_JaggedGroup(sequences, offsets, sizes, q.device)
                 for sequences in _length_groups(sizes, heads, causal)]
     batch, _, seq_len, _ = q.shape
-    sizes = [seq_len] * batch if lengths is None else lengths.tolist()
+    sizes = [seq_len] * batch if lengths is None else lengths.clamp(0, seq_len).tolist()
     return [_PaddedGroup(rows, sizes, seq_len, q.device)
             for rows in _length_groups(sizes, heads, causal)]
 
@@ -380,6 +440,21 @@ class _Bias:
                 key_mask, mask, out=self.workspace.get("mask", (b1 - b0, q1 - q0, k1 - k0)))
         return None if mask is None else mask[:, None]
 
+    def allowed(self, step, heads):
+        """[b * H, Q, K] bool: the pairs of the step that attend (causal, window, query and key
+        inside the row's length); for the exact masking."""
+        b0, b1, q0, q1, k0, k1 = step
+        device = self.hi.device
+        query = torch.arange(q0, q1, device=device)[:, None]
+        key = torch.arange(k0, k1, device=device)[None, :]
+        length = self.length_tensor[b0:b1, None, None]
+        allowed = (query < length) & (key < length)  # [b, Q, K]
+        if self.causal:
+            allowed = allowed & (key <= query)
+        if self.window is not None:
+            allowed = allowed & ((query - key).abs() <= self.window)
+        return allowed[:, None].expand(-1, heads, -1, -1).reshape(-1, q1 - q0, k1 - k0)
+
     def _gap(self, step):
         """[b, Q, K] |t_i - t_j| / time_unit from the (hi, lo) split: exact to the rounding of
         the gap itself."""
@@ -418,6 +493,37 @@ class _Bias:
         return bias, phi, bucket
 
 
+def _exact_masking(q, k, others, rate, time_bias, scale, time_hi):
+    """Whether a group needs the exact masking: a NaN/inf in any of its inputs (q, k, and the
+    ``others``: v, and the output gradient in backward), or scores that could reach
+    SCORE_BOUND (bounded by scale * D * max|q| * max|k| + max rate * (max gap + 1) +
+    max|time_bias|, phi(gap) <= gap + 1 for every decay_fn). One host synchronisation."""
+    def peak(x):  # max |x| (NaN if x holds one); aminmax: one pass, no |x| copy
+        if x is None or x.numel() == 0:
+            return torch.zeros((), dtype=torch.float64, device=q.device)
+        return torch.stack(torch.aminmax(x)).double().abs().amax()
+
+    bound = scale * q.shape[-1] * peak(q) * peak(k) + peak(time_bias)
+    if rate is not None:
+        bound = bound + peak(rate) * (peak(time_hi) + 1)
+    finite = torch.stack([peak(x) for x in others]).isfinite().all()
+    return not bool(finite & (bound < SCORE_BOUND))
+
+
+def _masked_product(a, b, allowed, workspace):
+    """a @ b ([N, M, K] @ [N, K, D]) where ``a`` is 0 outside ``allowed`` [N, M, K] and the NaN/inf
+    of ``b`` may meet only the allowed entries of ``a`` (0 * inf would make NaN): the product of
+    the finite values, plus the non-finite values' terms taken over the allowed pairs only."""
+    finite = torch.isfinite(b)
+    if finite.all():
+        return _product(a, b, workspace)
+    out = torch.bmm(a, torch.where(finite, b, 0.0))
+    keys = torch.nonzero(~finite.all(-1).all(0))[:, 0]  # rows of b holding a NaN/inf
+    meet = allowed[:, :, keys, None] & ~finite[:, None, keys]  # [N, M, J, D]
+    terms = torch.where(meet, a[:, :, keys, None] * b[:, None, keys], 0.0)
+    return out.add_(terms.sum(2))
+
+
 def _forward_group(group, q, k, v, time_hi, time_lo, rate, time_bias, scale, options,
                    position_masks, workspace):
     """One group's (out [g, H, Lg, D], lse [g, H, Lg]) in the compute dtype, 0 at padding."""
@@ -425,19 +531,25 @@ def _forward_group(group, q, k, v, time_hi, time_lo, rate, time_bias, scale, opt
     rows, heads, seq_len, head_dim = q_.shape
     bias = _Bias(group.gather_times(time_hi), group.gather_times(time_lo), group.lengths, rate,
                  time_bias, options, position_masks, workspace)
+    exact = _exact_masking(q_, k_, (v_,), rate, time_bias, scale, bias.hi)
     out = torch.empty_like(q_)  # [g, H, Lg, D]; positions no step writes are padding
     lse = torch.empty(rows, heads, seq_len, 1, dtype=q_.dtype, device=q.device)
     for step in _steps(heads, group.lengths, options[0], options[4]):
         b0, b1, q0, q1, k0, k1 = step
         scores = bias.tile(step, heads)[0].view(-1, q1 - q0, k1 - k0).baddbmm_(
             _block(q_, b0, b1, q0, q1), _block(k_, b0, b1, k0, k1).transpose(1, 2), alpha=scale)
+        allowed = bias.allowed(step, heads) if exact else None  # [b * H, Q, K]
+        if exact:
+            scores.masked_fill_(~allowed, -math.inf)  # a query whose scores are all -inf: NaN
         top = scores.amax(-1, keepdim=True)  # [b * H, Q, 1]
         weights = torch.softmax(scores, -1, out=workspace.get("weights", scores.shape))
-        _block(out, b0, b1, q0, q1).copy_(_product(weights, _block(v_, b0, b1, k0, k1),
-                                                   workspace))
         # The largest probability is 1 / sum(exp(scores - top)).
         lse[b0:b1, :, q0:q1] = (top - weights.amax(-1, keepdim=True).log_()).view(
             b1 - b0, heads, q1 - q0, 1)
+        values = _block(v_, b0, b1, k0, k1)
+        _block(out, b0, b1, q0, q1).copy_(
+            _masked_product(weights.masked_fill_(~allowed, 0.0), values, allowed, workspace)
+            if exact else _product(weights, values, workspace))
     if group.valid is not None:
         padding = ~group.valid[:, None, :, None]
         out.masked_fill_(padding, 0.0)
@@ -466,23 +578,36 @@ def _backward_group(group, grad, q, k, v, out, time_hi, time_lo, rate, time_bias
     v_one = _with_column(v_, torch.ones(rows, heads, seq_len, dtype=q_.dtype, device=q.device))
     bias = _Bias(group.gather_times(time_hi), group.gather_times(time_lo), group.lengths, rate,
                  time_bias, options, position_masks, workspace)
+    exact = _exact_masking(q_, k_, (v_, grad_), rate, time_bias, scale, bias.hi)
+
+    def product(a, b, allowed):  # a @ b, over the allowed pairs only when exact
+        return _masked_product(a, b, allowed, workspace) if exact else _product(a, b, workspace)
+
     grad_q, grad_k, grad_v = (torch.zeros_like(q_) for _ in range(3))  # [g, H, Lg, D]
     for step in _steps(heads, group.lengths, options[0], options[4]):
         b0, b1, q0, q1, k0, k1 = step
         tile, phi, bucket = bias.tile(step, heads)
         scores = tile.view(-1, q1 - q0, k1 - k0).baddbmm_(
             _block(q_, b0, b1, q0, q1), _block(k_, b0, b1, k0, k1).transpose(1, 2), alpha=scale)
+        allowed = bias.allowed(step, heads) if exact else None  # [b * H, Q, K]
+        if exact:
+            scores.masked_fill_(~allowed, -math.inf)  # a query whose scores are all -inf: NaN
         weights = torch.softmax(scores, -1, out=workspace.get("weights", scores.shape))  # P
-        _block(grad_v, b0, b1, k0, k1).add_(_product(weights.transpose(1, 2),
-                                                     _block(grad_, b0, b1, q0, q1), workspace))
+        if exact:
+            weights.masked_fill_(~allowed, 0.0)
+        allowed_t = allowed.transpose(1, 2) if exact else None
+        _block(grad_v, b0, b1, k0, k1).add_(product(weights.transpose(1, 2),
+                                                    _block(grad_, b0, b1, q0, q1), allowed_t))
         grad_scores = torch.bmm(_block(grad_delta, b0, b1, q0, q1),
                                 _block(v_one, b0, b1, k0, k1).transpose(1, 2), out=scores
                                 ).mul_(weights)  # P (dP - delta) [b * H, Q, K]
+        if exact:
+            grad_scores.masked_fill_(~allowed, 0.0)
         # Each query's keys are all in its step: its gradient is written once.
-        _block(grad_q, b0, b1, q0, q1).copy_(_product(grad_scores, _block(k_, b0, b1, k0, k1),
-                                                      workspace))
-        _block(grad_k, b0, b1, k0, k1).add_(_product(grad_scores.transpose(1, 2),
-                                                     _block(q_, b0, b1, q0, q1), workspace),
+        _block(grad_q, b0, b1, q0, q1).copy_(product(grad_scores, _block(k_, b0, b1, k0, k1),
+                                                     allowed))
+        _block(grad_k, b0, b1, k0, k1).add_(product(grad_scores.transpose(1, 2),
+                                                    _block(q_, b0, b1, q0, q1), allowed_t),
                                             alpha=scale)
         per_row = grad_scores.view(b1 - b0, heads, -1)  # [b, H, Q * K]
         if grad_rate is not None:  # d s / d rate = -phi

@@ -36,7 +36,8 @@ def _bucketize(gap, num_buckets, scale, bucketing, interpolate):
 
 def _lookup(table, lo, w_hi, window):
     """Rows of ``table`` ([W, NB, D] per lag or [NB, D] shared) for buckets lo [B, L, W]:
-    (1 - w_hi) * table[lo] + w_hi * table[lo + 1] -> [B, L, W, D]."""
+    (1 - w_hi) * table[lo] + w_hi * table[lo + 1] -> [B, L, W, D]; table[lo] alone where
+    w_hi = 0 (a NaN/inf in the unused row must not come in as 0 * inf)."""
     num_buckets = table.shape[-2]
     hi = (lo + 1).clamp(max=num_buckets - 1)
     if table.dim() == 3:
@@ -45,7 +46,7 @@ def _lookup(table, lo, w_hi, window):
     else:
         rows_lo, rows_hi = table[lo], table[hi]
     w_hi = w_hi.to(table.dtype).unsqueeze(-1)
-    return (1 - w_hi) * rows_lo + w_hi * rows_hi
+    return torch.where(w_hi == 0, rows_lo, (1 - w_hi) * rows_lo + w_hi * rows_hi)
 
 
 def time_gap_embedding(timestamps, time_weight, *, lengths=None, coordinates=None,

@@ -1,5 +1,7 @@
 """Triton kernels of ``time_decay_attention``: flash-style attention whose time-decay bias is
-computed inside the kernel from per-token times, never stored as [L, L].
+computed inside the kernel from per-token times, never stored as [L, L]. (One file past the
+usual length: the three kernels share their tile math and the launchers that feed them, which
+read best together.)
 
 - ``_forward_kernel``: grid (B * H, query blocks); online softmax over the key blocks a query
   block can reach; writes out and the log-sum-exp of each query.
@@ -10,7 +12,9 @@ computed inside the kernel from per-token times, never stored as [L, L].
 - ``_query_kernel``: grid (B * H, query blocks); accumulates dQ over the key blocks.
 
 The partial sums are reduced by a second, small pass (``torch.sum`` over programs): no atomics,
-so gradients are bitwise reproducible. Scores are kept in log2 units (``exp2``); the time gap of
+so gradients are bitwise reproducible. Masked pairs (causal, window, padding) never enter the
+arithmetic: masked scores and dS are set, not multiplied, and the products with V, dO, K and Q
+keep a NaN/inf of a masked row out of the rows that cannot see it (``_dot_visible``). Scores are kept in log2 units (``exp2``); the time gap of
 a pair comes from the float32 (hi, lo) split of each token's time since its sequence's first
 event, which keeps the gap itself to float32 precision however long the sequence.
 
@@ -28,6 +32,9 @@ LOG2E = 1.4426950408889634
 # The same constants as seen from inside the kernels.
 _LOG2E = tl.constexpr(LOG2E)
 _LN2 = tl.constexpr(0.6931471805599453)
+# A NaN's weight in _dot_visible's count of a tile's non-finite terms: above any inf count
+# (<= BLOCK_N <= 256), and NAN_WEIGHT * 256 + 256 < 2^24 keeps the float32 sums exact.
+_NAN_WEIGHT = tl.constexpr(4096.0)
 DECAY_FN_CODES = {None: 0, "abs": 1, "log1p": 2, "sqrt": 3}
 BUCKETING_CODES = {None: 0, "log": 1, "sqrt": 2}
 
@@ -103,7 +110,10 @@ def _bucket(gap, bucket_scale, num_buckets, BUCKETING: tl.constexpr):
         value = _log1p(gap)
     else:
         value = tl.sqrt_rn(gap)
-    return tl.minimum((value * bucket_scale).to(tl.int32), num_buckets - 1)
+    # Clamped before the conversion (NaN and inf have no int32 value): never outside the table.
+    position = value * bucket_scale
+    position = tl.where(position < num_buckets - 1, position, num_buckets - 1)  # NaN: last
+    return tl.maximum(position, 0.0).to(tl.int32)
 
 
 @triton.jit
@@ -127,6 +137,33 @@ def _allowed(rows, cols, length, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.co
     if HAS_WINDOW:
         allowed = allowed & (tl.abs(rows[:, None] - cols[None, :]) <= window)
     return allowed
+
+
+@triton.jit
+def _dot_visible(a, b, visible, DOT_PRECISION: tl.constexpr):
+    """a @ b (float32 [M, D]) for a [M, N] that is 0 outside ``visible`` [M, N], where the NaN/inf
+    of b [N, D] may meet only the visible entries of a (0 * inf would make NaN). The finite
+    values go through one dot; only a tile holding a NaN/inf takes two more (exact 0/1 counts,
+    float32): per output, the visible non-finite terms' signed sum ``signs`` (+1 for a * +inf,
+    -1 for a * -inf, 0 for 0 * inf or NaN * inf) and ``hits`` (1 per inf, NAN_WEIGHT per NaN).
+    IEEE arithmetic gives +-inf when every inf term has one sign (|signs| = the inf count, and
+    no NaN), else NaN."""
+    b32 = b.to(tl.float32)
+    finite = tl.abs(b32) < float("inf")  # False for NaN and +-inf
+    out = tl.dot(a, tl.where(finite, b, 0.0).to(b.dtype), input_precision=DOT_PRECISION)
+    if tl.min(finite.to(tl.int32)) == 0:
+        a32 = a.to(tl.float32)
+        sign_a = tl.where(visible, tl.where(a32 > 0.0, 1.0, tl.where(a32 < 0.0, -1.0, 0.0)), 0.0)
+        sign_b = tl.where(b32 == float("inf"), 1.0, tl.where(b32 == float("-inf"), -1.0, 0.0))
+        code_b = tl.where(finite, 0.0, tl.where(b32 != b32, _NAN_WEIGHT, 1.0))
+        signs = tl.dot(sign_a, sign_b, input_precision="ieee")
+        hits = tl.dot(visible.to(tl.float32), code_b, input_precision="ieee")
+        nans = tl.floor(hits / _NAN_WEIGHT)
+        infs = hits - nans * _NAN_WEIGHT
+        out = tl.where(signs > 0.0, out + float("inf"), tl.where(signs < 0.0, out - float("inf"),
+                                                                  out))
+        out = tl.where((nans > 0.0) | (infs > tl.abs(signs)), float("nan"), out)
+    return out
 
 
 @triton.jit
@@ -209,8 +246,8 @@ def _forward_kernel(
         s = tl.dot(q, k, input_precision=DOT_PRECISION) * scale2
         s += _bias2(_gap(hi_m, lo_m, hi_n, lo_n), rate2, table_row, bucket_scale, num_buckets,
                     DECAY_FN, BUCKETING)
-        s = tl.where(_allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW), s,
-                     float("-inf"))
+        allowed = _allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW)
+        s = tl.where(allowed, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet
         alpha = tl.exp2(m_i - m_safe)
@@ -218,10 +255,12 @@ def _forward_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + offs_n[:, None] * stride_vt + offs_d[None, :],
                     mask=cols[:, None] & dims[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        acc = acc * alpha[:, None] + _dot_visible(p.to(v.dtype), v, allowed, DOT_PRECISION)
         m_i = m_new
 
-    has_key = l_i > 0.0  # false for padded queries
+    # Every real query attends to itself at least; l_i = 0 there means all its scores were
+    # -inf, which makes NaN as in torch's softmax. Padded queries get 0.
+    has_key = rows
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * _LN2, 0.0)
     # Padded rows of the padded layout get zeros; the jagged layout stops at the sequence's end.
@@ -294,10 +333,11 @@ def _key_value_kernel(
         s_t += _bias2(gap_t, rate2, table_row, bucket_scale, num_buckets, DECAY_FN, BUCKETING)
         allowed_t = tl.trans(_allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW))
         p_t = tl.where(allowed_t, tl.exp2(s_t - lse2[None, :]), 0.0)  # P^T [BLOCK_N, BLOCK_M]
-        grad_v += tl.dot(p_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
+        grad_v += _dot_visible(p_t.to(grad_out.dtype), grad_out, allowed_t, DOT_PRECISION)
         grad_p_t = tl.dot(v, tl.trans(grad_out), input_precision=DOT_PRECISION)
-        grad_s_t = p_t * (grad_p_t - delta[None, :])  # dS^T, natural-log units
-        grad_k += tl.dot(grad_s_t.to(q_t.dtype), tl.trans(q_t), input_precision=DOT_PRECISION)
+        # dS^T, natural-log units; set (not multiplied) to 0 where masked: dP may be NaN there.
+        grad_s_t = tl.where(allowed_t, p_t * (grad_p_t - delta[None, :]), 0.0)
+        grad_k += _dot_visible(grad_s_t.to(q_t.dtype), tl.trans(q_t), allowed_t, DOT_PRECISION)
         if DECAY_FN != 0:
             rate_sum += tl.sum(grad_s_t * _phi(gap_t, DECAY_FN), 1)
         if BUCKETING != 0:
@@ -383,8 +423,8 @@ def _query_kernel(
         allowed = _allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW)
         p = tl.where(allowed, tl.exp2(s - lse2[:, None]), 0.0)  # [BLOCK_M, BLOCK_N]
         grad_p = tl.dot(grad_out, v_t, input_precision=DOT_PRECISION)
-        grad_s = p * (grad_p - delta[:, None])
-        grad_q += tl.dot(grad_s.to(k_t.dtype), tl.trans(k_t), input_precision=DOT_PRECISION)
+        grad_s = tl.where(allowed, p * (grad_p - delta[:, None]), 0.0)
+        grad_q += _dot_visible(grad_s.to(k_t.dtype), tl.trans(k_t), allowed, DOT_PRECISION)
 
     stored = offs_m < (length if JAGGED else seq_len)
     gq_base = GRAD_Q + head * stride_qb + h * stride_qh + start * stride_qt
@@ -411,9 +451,10 @@ class _Launch:
     def __init__(self, q, time_hi, rate, time_bias, lengths, cu_seqlens, max_seqlen, causal,
                  scale, decay_fn, bucketing, bucket_scale, window):
         self.jagged = cu_seqlens is not None
-        if self.jagged:
-            self.batch, self.seq_len = cu_seqlens.shape[0] - 1, max_seqlen
+        if self.jagged:  # no sequence is longer than all the tokens
             self.total, self.heads, self.head_dim = q.shape
+            self.batch, self.seq_len = cu_seqlens.shape[0] - 1, max(0, min(max_seqlen,
+                                                                            self.total))
         else:
             self.batch, self.heads, self.seq_len, self.head_dim = q.shape
             self.total = self.batch * self.seq_len
@@ -427,7 +468,9 @@ class _Launch:
             self.lengths = self.cu_seqlens = torch.zeros(1, dtype=torch.int32, device=q.device)
         self.scale = scale
         self.bucket_scale = bucket_scale
-        self.window = window or 0
+        # A window of L - 1 or more limits nothing; keeping it below L keeps the kernels' int32
+        # position arithmetic (query + block + window) from overflowing.
+        self.window = min(window or 0, self.seq_len)
         self.constants = dict(
             SEQ_BUCKET=triton.next_power_of_2(max(self.seq_len, 1)), HEAD_DIM=self.head_dim,
             BLOCK_D=max(16, triton.next_power_of_2(self.head_dim)), CAUSAL=causal,

@@ -1,6 +1,6 @@
 """TimeDecayMultiheadAttention and TimeDecayTransformerBlock: parity with the torch modules they
-generalise (decay rate 0, copied weights), padded vs jagged, initial decay rates, the decay's
-effect, torch.compile(fullgraph=True) and bad arguments."""
+generalise (decay rate 0, nn.MultiheadAttention's state dict and call), padded vs jagged, initial
+decay rates, the decay's effect, torch.compile(fullgraph=True) and bad arguments."""
 
 import math
 
@@ -32,26 +32,58 @@ def torch_masks(lengths, seq_len):
     return causal, ~valid_rows(lengths, seq_len)
 
 
-@pytest.mark.parametrize("backend", ["reference", "triton"])
-def test_matches_multihead_attention_without_decay(backend):
-    attention = stseq.nn.TimeDecayMultiheadAttention(32, 2, backend=backend)
+def swapped_in(peer, backend="reference", **options):
+    """A TimeDecayMultiheadAttention with the peer's options and weights and no decay."""
+    attention = stseq.nn.TimeDecayMultiheadAttention(
+        peer.embed_dim, peer.num_heads, batch_first=peer.batch_first, backend=backend, **options)
+    missing, unexpected = attention.load_state_dict(peer.state_dict(), strict=False)
+    assert missing == ["decay"] and unexpected == []
     with torch.no_grad():
         attention.decay.fill_(-200.0)  # softplus(-200) = 0 in float32: no time bias
-    peer = nn.MultiheadAttention(32, 2, batch_first=True)
-    peer.load_state_dict({"in_proj_weight": attention.in_proj.weight,
-                          "in_proj_bias": attention.in_proj.bias,
-                          "out_proj.weight": attention.out_proj.weight,
-                          "out_proj.bias": attention.out_proj.bias})
+    return attention
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_drop_in_for_multihead_attention_without_decay(backend, batch_first):
+    peer = nn.MultiheadAttention(32, 2, batch_first=batch_first)
+    attention = swapped_in(peer, backend)
     x, timestamps, lengths = sequences()
-    out = attention(x, timestamps, lengths)
     causal, padding = torch_masks(lengths, x.shape[1])
-    expected, _ = peer(x, x, x, attn_mask=causal, key_padding_mask=padding, need_weights=False)
+    x_in = x if batch_first else x.transpose(0, 1).contiguous()
+    out, weights = attention(x_in, x_in, x_in, key_padding_mask=padding, attn_mask=causal,
+                             timestamps=timestamps)
+    expected, expected_weights = peer(x_in, x_in, x_in, key_padding_mask=padding,
+                                      attn_mask=causal)
+    if not batch_first:
+        out, expected = out.transpose(0, 1), expected.transpose(0, 1)
     valid = valid_rows(lengths, x.shape[1])
     torch.testing.assert_close(out[valid], expected[valid], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weights[valid], expected_weights[valid], rtol=1e-5, atol=1e-6)
     out[valid].square().sum().backward()
     expected[valid].square().sum().backward()
-    torch.testing.assert_close(attention.in_proj.weight.grad, peer.in_proj_weight.grad,
+    torch.testing.assert_close(attention.in_proj_weight.grad, peer.in_proj_weight.grad,
                                rtol=1e-4, atol=1e-5)
+
+
+def test_distinct_query_key_value_and_per_head_weights():
+    peer = nn.MultiheadAttention(32, 2, batch_first=True)
+    attention = swapped_in(peer, causal=False)
+    x, timestamps, _ = sequences()
+    key, value = x.flip(-1), 2 * x
+    out, weights = attention(x, key, value, average_attn_weights=False, timestamps=timestamps)
+    expected, expected_weights = peer(x, key, value, average_attn_weights=False)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weights, expected_weights, rtol=1e-5, atol=1e-6)
+
+
+def test_old_checkpoint_keys_unchanged():
+    # The block's checkpoints (SASRec, TimeSASRec) keep their keys.
+    block = stseq.nn.TimeDecayTransformerBlock(32, 2, num_buckets=4)
+    names = [name for name in block.state_dict() if name.startswith("attention.")]
+    assert names == ["attention.decay", "attention.time_bias", "attention.in_proj.weight",
+                     "attention.in_proj.bias", "attention.out_proj.weight",
+                     "attention.out_proj.bias"]
 
 
 def test_block_matches_pre_norm_transformer_encoder_layer():
@@ -80,15 +112,17 @@ def test_block_matches_pre_norm_transformer_encoder_layer():
 
 
 def test_jagged_matches_padded():
-    attention = stseq.nn.TimeDecayMultiheadAttention(32, 2, num_buckets=8)
+    attention = stseq.nn.TimeDecayMultiheadAttention(32, 2, num_buckets=8, batch_first=True)
     with torch.no_grad():
         attention.time_bias.normal_()
     x, timestamps, lengths = sequences()
     valid = valid_rows(lengths, x.shape[1])
     cu_seqlens = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    out = attention(x[valid], timestamps[valid], cu_seqlens=cu_seqlens,
-                    max_seqlen=x.shape[1])
-    torch.testing.assert_close(out, attention(x, timestamps, lengths)[valid])
+    tokens = x[valid]
+    out, _ = attention(tokens, tokens, tokens, need_weights=False, timestamps=timestamps[valid],
+                       cu_seqlens=cu_seqlens, max_seqlen=x.shape[1])
+    padded, _ = attention(x, x, x, need_weights=False, timestamps=timestamps, lengths=lengths)
+    torch.testing.assert_close(out, padded[valid])
 
 
 def test_initial_decay_rates_are_geometric():
@@ -101,12 +135,12 @@ def test_initial_decay_rates_are_geometric():
 
 def test_fast_decay_attends_to_the_latest_event():
     # A huge rate: each query sees only the keys at zero gap, here itself.
-    attention = stseq.nn.TimeDecayMultiheadAttention(32, 2, bias=False)
+    attention = stseq.nn.TimeDecayMultiheadAttention(32, 2, bias=False, batch_first=True)
     with torch.no_grad():
         attention.decay.fill_(50.0)
     x, _, _ = sequences(1, 6)
     timestamps = EPOCH + 3600 * torch.arange(6)[None]
-    out = attention(x, timestamps)
+    out, _ = attention(x, x, x, is_causal=True, need_weights=False, timestamps=timestamps)
     values = attention.in_proj(x)[..., 64:]  # v of every position [1, L, E]
     torch.testing.assert_close(out, attention.out_proj(values), rtol=1e-5, atol=1e-6)
 
@@ -129,19 +163,81 @@ def test_compile_fullgraph_module(backend):
         torch.testing.assert_close(grad, parameter.grad)
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="must be a multiple of num_heads"):
-        stseq.nn.TimeDecayMultiheadAttention(30, 4)
-    with pytest.raises(ValueError, match="backend must be one of"):
-        stseq.nn.TimeDecayMultiheadAttention(32, 2, backend="flash")
-    with pytest.raises(ValueError, match="activation must be"):
+def test_compile_fullgraph_drop_in_call():
+    torch._dynamo.reset()
+    attention = stseq.nn.TimeDecayMultiheadAttention(32, 2, batch_first=True, num_buckets=4)
+    x, timestamps, lengths = sequences(2, 10)
+    padding = torch.arange(10) >= lengths[:, None]
+
+    def call(x):
+        return attention(x, x, x, key_padding_mask=padding, need_weights=False, is_causal=True,
+                         timestamps=timestamps)[0]
+
+    out = torch.compile(call, fullgraph=True, backend="aot_eager")(x)
+    torch.testing.assert_close(out, call(x))
+
+
+BAD_OPTIONS = {
+    "heads": (dict(embed_dim=30, num_heads=4), r"embed_dim \(30\) must be a multiple of num_heads"),
+    "head size": (dict(embed_dim=32, num_heads=4),
+                  r"head size embed_dim / num_heads = 32 / 4 = 8 must be in \[16, 128\] "
+                  r"\(the kernel's range\); num_heads in \[1, 2\] fit"),
+    "zero heads": (dict(num_heads=0), r"num_heads must be an int >= 1, got 0"),
+    "dropout": (dict(dropout=1.0), r"dropout must be a number in \[0, 1\), got 1.0"),
+    "kdim": (dict(kdim=16), r"kdim must be None or embed_dim \(32\)"),
+    "bias kv": (dict(add_bias_kv=True), r"add_bias_kv and add_zero_attn are not supported"),
+    "decay_fn": (dict(decay_fn="exp"), r"decay_fn must be one of"),
+    "time_unit": (dict(time_unit=0), r"time_unit must be a finite number > 0"),
+    "num_buckets": (dict(num_buckets=-1), r"num_buckets must be an int >= 0, got -1"),
+    "bucketing": (dict(bucketing="linear"), r"bucketing must be one of"),
+    "bucket_scale": (dict(bucket_scale=-2.0), r"bucket_scale must be a finite number > 0"),
+    "window": (dict(window=-1), r"window must be an int >= 0, got -1"),
+    "backend": (dict(backend="flash"), r"backend must be one of"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_OPTIONS))
+def test_bad_options_raise_at_construction(name):
+    options, message = BAD_OPTIONS[name]
+    with pytest.raises(ValueError, match=message):
+        stseq.nn.TimeDecayMultiheadAttention(**{"embed_dim": 32, "num_heads": 2, **options})
+
+
+def test_block_checks_its_options():
+    with pytest.raises(ValueError, match="activation must be one of"):
         stseq.nn.TimeDecayTransformerBlock(32, 2, activation="tanh")
-    attention = stseq.nn.TimeDecayMultiheadAttention(32, 2)
-    x, timestamps, _ = sequences()
-    with pytest.raises(ValueError, match=r"x must have shape \[B, L, 32\]"):
-        attention(x[..., :16], timestamps)
-    with pytest.raises(ValueError, match=r"head dim D = q.shape\[-1\] must be in \[16, 128\]"):
-        stseq.nn.TimeDecayMultiheadAttention(32, 4)(x, timestamps)
+    with pytest.raises(ValueError, match="head size embed_dim / num_heads = 32 / 4 = 8"):
+        stseq.nn.TimeDecayTransformerBlock(32, 4)
+
+
+def test_bad_calls_raise_in_the_layers_terms():
+    attention = stseq.nn.TimeDecayMultiheadAttention(32, 2, batch_first=True)
+    x, timestamps, lengths = sequences()
+
+    def call(query, key=None, value=None, **options):
+        key = query if key is None else key
+        return attention(query, key, query if value is None else value,
+                         **{"timestamps": timestamps, "need_weights": False, **options})
+
+    with pytest.raises(ValueError, match=r"unbatched query \(12, 32\) is not supported: add a "
+                                         r"batch dimension \(query.unsqueeze\(0\)\)"):
+        call(x[0], timestamps=timestamps[0])
+    with pytest.raises(ValueError, match=r"query must have shape \[B, L, E\] with E = "
+                                         r"embed_dim = 32, got \(3, 12, 16\)"):
+        call(x[..., :16])
+    with pytest.raises(ValueError, match=r"key must have the shape of query \(3, 12, 32\)"):
+        call(x, key=x[:, :5])
+    with pytest.raises(ValueError, match="attn_mask must be None or the causal mask"):
+        call(x, attn_mask=torch.ones(12, 12, dtype=torch.bool).tril(-1))
+    scattered = torch.zeros(3, 12, dtype=torch.bool)
+    scattered[1, 4] = True
+    with pytest.raises(ValueError, match="key_padding_mask must mark a suffix of each row "
+                                         r"\(right padding; the kernel takes lengths\): row 1"):
+        call(x, key_padding_mask=scattered)
+    with pytest.raises(TypeError, match=r"key_padding_mask must be a bool tensor \[B, L\]"):
+        call(x, key_padding_mask=scattered.float())
+    with pytest.raises(ValueError, match="not two of them"):
+        call(x, key_padding_mask=scattered, lengths=lengths)
     with pytest.raises(ValueError, match="non-decreasing"):
-        attention(x, timestamps.flip(1))
-    assert math.isfinite(attention(x, timestamps).sum().item())
+        call(x, timestamps=timestamps.flip(1))
+    assert math.isfinite(call(x)[0].sum().item())

@@ -14,7 +14,7 @@ from stseq import ops, reference
 from stseq.bench.time_decay_attention import sdpa_bias
 from stseq.ops.time_decay_attention import relative_times
 
-from case_edits import replace, set_element
+from case_edits import beyond_float64_seconds, overflowing_span, replace, set_element
 
 # The modules themselves (their packages re-export a function of the same name).
 CHUNKED = importlib.import_module("stseq.reference.time_decay_attention")
@@ -296,6 +296,17 @@ def test_opcheck(implementation, jagged):
                           (grad, *args[:3], out, lse, *args[3:]))
 
 
+@pytest.mark.parametrize("implementation", ["reference", "triton"])
+def test_opcheck_backward_without_learnable_bias_inputs(implementation):
+    # rate and time_bias None: the backward returns two empty gradients, which must not alias.
+    case = random_case(2, 2, 7, 16)
+    args = list(op_arguments(case, implementation))
+    args[5] = args[6] = None
+    out, lse = torch.ops.stseq.time_decay_attention(*args)
+    torch.library.opcheck(torch.ops.stseq.time_decay_attention_backward.default,
+                          (torch.randn_like(out), *args[:3], out, lse, *args[3:]))
+
+
 def test_triton_and_reference_paths_agree_on_lse():
     case = random_case(3, 2, 25, 16, table=True)
     triton_out, triton_lse = torch.ops.stseq.time_decay_attention(*op_arguments(case, "triton"))
@@ -361,6 +372,8 @@ def test_triton_rejects_float64():
 BAD_PADDED = {
     "decreasing": (set_element("timestamps", (2, 5), EPOCH - 5),
                    r"non-decreasing within each sequence; row 2 decreases at position 5"),
+    "span overflow": overflowing_span((1, 0), (1, slice(4, None)), "row 1, position 4"),
+    "beyond 2^53": beyond_float64_seconds((0, slice(6, None)), "row 0, position 6"),
     "float32 timestamps": (replace("timestamps", lambda c: c["timestamps"].float()),
                            r"timestamps must be int64 \(seconds\) or float64"),
     "timestamps shape": (replace("timestamps", lambda c: c["timestamps"][:, :4]),
@@ -383,6 +396,8 @@ BAD_PADDED = {
     "decay_fn": (replace("decay_fn", "exp"), r"decay_fn must be one of"),
     "bucketing": (replace("bucketing", "linear"), r"bucketing must be one of"),
     "time unit": (replace("time_unit", 0.0), r"time_unit must be a finite number > 0"),
+    # 2^40 s in units of 1e-300 s is inf: NaN gaps, once read outside the bucket table.
+    "tiny time unit": (replace("time_unit", 1e-300), r"time_unit must be >= 1e-18 s"),
     "scale": (replace("scale", math.nan), r"scale must be a finite number > 0"),
     "window": (replace("window", -1), r"window must be an int >= 0, got -1"),
     "max_seqlen padded": (replace("max_seqlen", 9), r"max_seqlen goes with cu_seqlens"),
@@ -404,6 +419,8 @@ BAD_JAGGED = {
     "nan": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
                        set_element("timestamps", 4, math.nan)(c)),
             r"timestamps must be finite; sequence 2, position 3 \(token 4\) has nan"),
+    "span overflow": overflowing_span(1, slice(7, None), r"sequence 2, position 6 \(token 7\)"),
+    "beyond 2^53": beyond_float64_seconds(slice(8, None), r"sequence 2, position 7 \(token 8\)"),
     "timestamps length": (replace("timestamps", lambda c: c["timestamps"][:4]),
                           r"timestamps must have T = 10 entries"),
     "lengths with cu_seqlens": (replace("lengths", torch.tensor([1])),

@@ -10,7 +10,7 @@ import torch
 import stseq
 from stseq import ops, reference
 
-from case_edits import replace, set_element
+from case_edits import beyond_float64_seconds, overflowing_span, replace, set_element
 
 TOLERANCE = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
              torch.bfloat16: dict(rtol=1e-2, atol=1e-2), torch.float16: dict(rtol=1e-2, atol=1e-3)}
@@ -268,6 +268,32 @@ def test_module_shapes_and_last_bucket():
     torch.testing.assert_close(out[0, 3], module.time_weight[31] + module.distance_weight[0])
 
 
+BAD_MODULE_OPTIONS = {
+    "max_gap 0": (dict(max_gap=0), r"max_gap must be a finite number > 0 \(in time_unit\), got 0"),
+    "max_gap -1": (dict(max_gap=-1), r"max_gap must be a finite number > 0"),
+    "max_gap nan": (dict(max_gap=math.nan), r"max_gap must be a finite number > 0"),
+    "time_unit 0": (dict(time_unit=0), r"time_unit must be a finite number > 0 \(seconds per "
+                                       r"time unit\), got 0"),
+    "num_buckets 0": (dict(num_buckets=0), r"num_buckets must be an int >= 1, got 0"),
+    "num_buckets float": (dict(num_buckets=8.0), r"num_buckets must be an int >= 1, got 8.0"),
+    "embedding_dim": (dict(embedding_dim=0), r"embedding_dim must be an int >= 1, got 0"),
+    "window": (dict(window=0), r"window must be an int >= 1, got 0"),
+    "bucketing": (dict(bucketing="sqrt"), r"bucketing must be one of \('log', 'linear'\)"),
+    "distance_buckets": (dict(distance_buckets=-1), r"distance_buckets must be an int >= 0"),
+    "max_distance": (dict(distance_buckets=4, max_distance=0.0),
+                     r"max_distance must be a finite number > 0 \(km\), got 0.0"),
+    "backend": (dict(backend="cudnn"), r"backend must be one of"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_MODULE_OPTIONS))
+def test_module_options_are_checked_in_the_constructor(name):
+    options, message = BAD_MODULE_OPTIONS[name]
+    # max_gap=0, time_unit=0 and max_gap=-1 raised ZeroDivisionError / "math domain error".
+    with pytest.raises(ValueError, match=message):
+        stseq.nn.TimeGapEmbedding(**{"num_buckets": 8, "embedding_dim": 4, **options})
+
+
 def test_module_requires_coordinates_exactly_with_distance_table():
     with pytest.raises(ValueError, match="needs coordinates"):
         stseq.nn.TimeGapEmbedding(8, 4, distance_buckets=3)(torch.tensor([[0, 1]]))
@@ -285,6 +311,8 @@ BAD_INPUTS = {
     "inf timestamp": (lambda c: (replace("timestamps", c["timestamps"].double())(c),
                                  set_element("timestamps", (0, 2), math.inf)(c)),
                       r"timestamps must be finite; row 0 has inf at position 2"),
+    "span overflow": overflowing_span((1, 0), (1, slice(3, None)), "row 1, position 3"),
+    "beyond 2^53": beyond_float64_seconds((2, slice(4, None)), "row 2, position 4"),
     "negative length": (set_element("lengths", 1, -1), r"lengths must be in \[0, L=6\]; lengths\[1\] = -1"),
     "length past L": (set_element("lengths", 2, 7), r"lengths must be in \[0, L=6\]; lengths\[2\] = 7"),
     "float32 timestamps": (replace("timestamps", lambda c: c["timestamps"].float()),
@@ -349,27 +377,68 @@ def test_bad_input_raises_naming_the_argument(name, backend):
 
 def test_native_rejects_half_tables_on_cpu():
     case = random_case(2, 4, 2, dtype=torch.float16)
-    with pytest.raises(ValueError, match="supports float32 and float64 tables, got Half"):
+    with pytest.raises(ValueError, match="time_weight must be float32 or float64 on CPU"):
         ops.time_gap_embedding(**case, backend="native")
 
 
+def direct_call(timestamps, table, lengths=None, backward=False):
+    """torch.ops.stseq.time_gap_embedding(_backward), bypassing the Python checks."""
+    options = (2, 1.0, 1.0, 1.0, "log", True)
+    if backward:
+        grad = torch.ones(*timestamps.shape, table.shape[-1], dtype=table.dtype)
+        return torch.ops.stseq.time_gap_embedding_backward(grad, timestamps, table, lengths,
+                                                           None, None, *options)
+    return torch.ops.stseq.time_gap_embedding(timestamps, table, lengths, None, None, *options)
+
+
 def test_direct_op_call_is_memory_safe_on_any_values():
-    # torch.ops bypasses the Python checks: the kernel clamps lengths and buckets instead of
-    # reading out of bounds, and its own shape checks name the argument.
-    timestamps = torch.tensor([[5, 3, -100, 7], [0, 2**40, 1, 0]])
+    # torch.ops bypasses the Python checks: gaps of any size stay inside the table, and the
+    # kernels' own shape checks name the argument.
+    timestamps = torch.tensor([[-2**62, -5, 0, 2**62 - 1], [0, 2**40, 2**40, 2**41]])
     table = torch.randn(2, 4, 3, dtype=torch.float64)
-    out = torch.ops.stseq.time_gap_embedding(timestamps, table, torch.tensor([9, -3]), None, None,
-                                             2, 1.0, 1.0, 1.0, "log", True)
+    out = direct_call(timestamps, table, torch.tensor([4, 0]))
     assert torch.isfinite(out).all() and out[1].abs().sum() == 0
+    torch.testing.assert_close(out[0, 3], table[:, 3].mean(0))  # both gaps in the last bucket
     with pytest.raises(ValueError, match="coordinates must have shape"):
         torch.ops.stseq.time_gap_embedding(timestamps, table, None, torch.zeros(2, 4, 3),
                                            table, 2, 1.0, 1.0, 1.0, "log", False)
     with pytest.raises(ValueError, match="lengths must have B=2 entries"):
-        torch.ops.stseq.time_gap_embedding(timestamps, table, torch.tensor([1]), None, None,
-                                           2, 1.0, 1.0, 1.0, "log", False)
+        direct_call(timestamps, table, torch.tensor([1]))
     with pytest.raises(ValueError, match="grad must have shape"):
         torch.ops.stseq.time_gap_embedding_backward(torch.zeros(2, 4, 5), timestamps, table, None,
                                                     None, None, 2, 1.0, 1.0, 1.0, "log", False)
+
+
+# Values the C++ checks refuse on their own (a direct op call, forward and backward), with the
+# Python layer's wording.
+BAD_VALUES_NATIVE = {
+    "span overflow": (torch.tensor([[-2**62, 0, 2**62, 2**62 + 10]]), None,
+                      r"span at most 2\^63 - 1 s within a sequence \(their gaps are int64\); "
+                      r"row 0, position 2 has 4611686018427387904"),
+    "decreasing": (torch.tensor([[0, 5, 3, 9]]), None,
+                   r"non-decreasing within each sequence; row 0 decreases at position 2 "
+                   r"\(5 -> 3\)"),
+    "nan": (torch.tensor([[0.0, 1.0, math.nan, 3.0]], dtype=torch.float64), None,
+            r"timestamps must be finite; row 0 has nan at position 2"),
+    "beyond 2^53": (torch.tensor([[0.0, 1.0, 2.0**53 + 2, 2.0**54]], dtype=torch.float64), None,
+                    r"within \+-2\^53 s, where float64 still resolves one second; row 0, "
+                    r"position 2"),
+    "length past L": (torch.tensor([[0, 1, 2, 3]]), torch.tensor([5]),
+                      r"lengths must be in \[0, L=4\]; lengths\[0\] = 5"),
+    "negative length": (torch.tensor([[0, 1, 2, 3]]), torch.tensor([-1]),
+                        r"lengths must be in \[0, L=4\]; lengths\[0\] = -1"),
+}
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("name", list(BAD_VALUES_NATIVE))
+def test_direct_op_call_checks_values(name, backward):
+    timestamps, lengths, message = BAD_VALUES_NATIVE[name]
+    table = torch.randn(2, 4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=message):
+        direct_call(timestamps, table, lengths, backward)
+    # Past a row's length nothing is checked.
+    direct_call(timestamps, table, torch.tensor([2]), backward)
 
 
 def _float32_twin(case):
