@@ -98,10 +98,16 @@ def run_isolated(target, cases, *, timeout=300):
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "cases.pt")
         torch.save(cases, path)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        # The child imports the stseq this process imported (the installed build, with its _C),
+        # not a source checkout that happens to be on sys.path or the working directory: its
+        # folder goes first, and the child runs in the temporary folder.
+        import stseq
+        installed = os.path.dirname(os.path.dirname(os.path.abspath(stseq.__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [installed, *(os.path.abspath(p) for p in sys.path if p)]))
         try:
             child = subprocess.run([sys.executable, "-c", _CHILD, target, path], env=env,
-                                   capture_output=True, text=True, timeout=timeout)
+                                   cwd=folder, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as expired:
             pytest.fail(f"{target}: the child interpreter hung ({timeout} s); "
                         f"last output: {(expired.stdout or '')[-500:]}")

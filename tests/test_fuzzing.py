@@ -10,6 +10,10 @@ from fuzzing import expect_named_error, record, run_isolated, TALLY
 
 def child_case(kind, value):
     """Run by the child interpreter of run_isolated."""
+    if kind == "which-stseq":
+        import stseq
+        from stseq import _native
+        return [os.path.abspath(stseq.__file__), _native.NATIVE is not None]
     if kind == "crash":
         os.abort()
     if kind == "raise":
@@ -22,6 +26,15 @@ def test_run_isolated_reports_each_case():
                            [{"kind": "ok", "value": torch.ones(3)}, {"kind": "raise", "value": -1}])
     assert results[0] == {"index": 0, "outcome": "returned", "value": 3.0}
     assert results[1]["outcome"] == "raised" and results[1]["type"] == "ValueError"
+
+
+def test_the_child_imports_the_same_stseq():
+    # CI installs stseq and runs pytest from the checkout root: a child that imported the source
+    # folder (no _C) instead saw no native ops at all.
+    import stseq
+    [result] = run_isolated("test_fuzzing:child_case", [{"kind": "which-stseq", "value": 0}])
+    from stseq import _native
+    assert result["value"] == [os.path.abspath(stseq.__file__), _native.NATIVE is not None]
 
 
 def test_run_isolated_fails_the_test_on_a_crash():
