@@ -13,7 +13,8 @@ OPS = {"time_gap_embedding": ("native",), "lstm": ("native",), "gru": ("native",
        "time_lstm": ("native",), "tlstm": ("native",), "time_decay_gru": ("native",),
        "time_decay_attention": ("triton",)}
 # Op -> devices where ``auto`` runs the reference although other kernels are usable there (on
-# the CPU the Triton interpreter is a test vehicle; the chunked reference path is the fast one).
+# the CPU the Triton interpreter is a test vehicle; the chunked CPU path, stseq.cpu.attention, which
+# backend "reference" runs for this op, is the fast one).
 AUTO_RUNS_REFERENCE = {"time_decay_attention": ("cpu",)}
 
 

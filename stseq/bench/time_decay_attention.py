@@ -1,5 +1,5 @@
 """Benchmark cases of ``time_decay_attention`` (the default backend: Triton on CUDA, the chunked
-reference path on CPU) against its peers, forward and forward+backward (always including the
+CPU path on CPU) against its peers, forward and forward+backward (always including the
 decay gradient):
 
 - SDPA with the same bias materialised as [B, H, L, L] (``PEER``; same math), every shape;
@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from stseq import ops
-from stseq.ops.time_decay_attention import relative_times
-from stseq.reference.time_decay_attention import (HSTU_BUCKET_SCALE, decay_phi, pad_jagged,
-                                                  time_bucket)
+from stseq.ops.attention import HSTU_BUCKET_SCALE, relative_times
+from stseq.reference.attention import decay_phi, pad_jagged, time_bucket
 
 PEER = "SDPA + materialised bias"
 DTYPES = {"cpu": (torch.float32,), "cuda": (torch.bfloat16, torch.float32)}

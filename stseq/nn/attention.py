@@ -10,8 +10,8 @@ from torch import nn
 from stseq import ops
 from stseq.backends import BACKENDS
 from stseq.ops.checks import check_choice, check_int, check_positive
-from stseq.ops.time_decay_attention import HEAD_DIMS, time_decay_attention_weights
-from stseq.reference.time_decay_attention import BUCKETINGS, DECAY_FNS, HSTU_BUCKET_SCALE
+from stseq.ops.attention import (BUCKETINGS, DECAY_FNS, HEAD_DIMS, HSTU_BUCKET_SCALE,
+                                 time_decay_attention_weights)
 
 # Decay rates (per time_unit) of the first and last head at initialisation.
 INITIAL_RATES = (1.0, 1.0 / 64)

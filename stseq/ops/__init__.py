@@ -2,7 +2,7 @@
 the native kernel, the Triton kernel or the pure-PyTorch reference."""
 
 from stseq.ops.rnn import gru, lstm
-from stseq.ops.time_decay_attention import time_decay_attention
+from stseq.ops.attention import time_decay_attention
 from stseq.ops.time_gap import time_gap_embedding
 from stseq.ops.time_rnn import time_decay_gru, time_lstm, tlstm
 

@@ -2,7 +2,7 @@
 tests compare kernels against. Written for clarity, not speed; imports only torch."""
 
 from stseq.reference.rnn import gru, lstm
-from stseq.reference.time_decay_attention import time_decay_attention
+from stseq.reference.attention import time_decay_attention
 from stseq.reference.time_gap import haversine_km, time_gap_embedding
 from stseq.reference.time_rnn import time_decay_gru, time_lstm, tlstm
 

@@ -1,5 +1,5 @@
 """time_decay_attention: the Triton kernels (through the interpreter on CPU) and the chunked
-reference path against the float64 oracle, forward and every gradient; the oracle against an
+CPU path (stseq.cpu.attention) against the float64 oracle, forward and every gradient; the oracle against an
 independent SDPA with a materialised bias; exact values at epoch-scale timestamps; padding;
 gradcheck, opcheck, determinism and every bad input."""
 
@@ -12,13 +12,13 @@ import torch
 import stseq
 from stseq import ops, reference
 from stseq.bench.time_decay_attention import sdpa_bias
-from stseq.ops.time_decay_attention import relative_times
+from stseq.ops.attention import relative_times
 
 from case_edits import beyond_float64_seconds, overflowing_span, replace, set_element
 
 # The modules themselves (their packages re-export a function of the same name).
-CHUNKED = importlib.import_module("stseq.reference.time_decay_attention")
-OP_MODULE = importlib.import_module("stseq.ops.time_decay_attention")
+CHUNKED = importlib.import_module("stseq.cpu.attention")
+OP_MODULE = importlib.import_module("stseq.ops.attention")
 
 EPOCH = 1_700_000_000
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2,
@@ -515,7 +515,7 @@ COMPILE_FOR_HOPPER = r"""
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from stseq.triton import time_decay_attention as kernels
+from stseq.triton import attention as kernels
 
 POINTERS = {"LENGTHS": "*i64", "CU_SEQLENS": "*i64"}
 DATA = ("Q", "K", "V", "OUT", "GRAD", "GRAD_Q", "GRAD_K", "GRAD_V")
@@ -558,3 +558,16 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     result = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
+
+
+def test_oracle_defaults_are_the_ops():
+    # reference/ imports only torch, so the oracle spells the op's default bucket scale itself.
+    import inspect
+
+    from stseq.reference import attention as oracle
+
+    for name in ("time_decay_attention", "attention_weights"):
+        default = inspect.signature(getattr(oracle, name)).parameters["bucket_scale"].default
+        assert default == OP_MODULE.HSTU_BUCKET_SCALE
+    assert (inspect.signature(OP_MODULE.time_decay_attention).parameters["bucket_scale"].default
+            == OP_MODULE.HSTU_BUCKET_SCALE)

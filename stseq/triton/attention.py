@@ -496,7 +496,7 @@ def time_decay_attention_forward(q, k, v, time_hi, time_lo, rate, time_bias, len
                                  window):
     """Launch the forward kernel -> (out like q, lse [B, H, L] or [T, H] float32).
 
-    Same contract as ``stseq.reference.time_decay_attention.time_decay_attention_forward``.
+    Same contract as ``stseq.cpu.attention.time_decay_attention_forward``.
     q, k, v: float32, bfloat16 or float16 on a CUDA device (or on the CPU
     under ``TRITON_INTERPRET=1``).
 

@@ -3,10 +3,11 @@
 Triton op ``torch.ops.stseq.time_decay_attention`` (registered here with
 ``torch.library.custom_op``, a fake impl for ``torch.compile`` and an autograd formula whose
 backward is the op ``torch.ops.stseq.time_decay_attention_backward``). Its ``implementation``
-argument runs the Triton kernels (``stseq.triton.time_decay_attention``) or the chunked
-pure-PyTorch path (``stseq.reference.time_decay_attention``); both return the output and the
-log-sum-exp of each query, and both recompute the probabilities in backward. The oracle both are
-tested against is ``stseq.reference.time_decay_attention``.
+argument runs the Triton kernels (``stseq.triton.attention``) or the chunked CPU path
+(``stseq.cpu.attention``, what the "reference" backend runs for this op); both return the output
+and the log-sum-exp of each query, and both recompute the probabilities in backward. The oracle
+both are tested against is ``stseq.reference.attention``. The op's options (``DECAY_FNS``,
+``BUCKETINGS``, ``HSTU_BUCKET_SCALE``) are defined here.
 """
 
 from typing import Optional
@@ -18,12 +19,14 @@ from stseq.backends import current_backend, resolve
 from stseq.ops.checks import (TIMESTAMP_DTYPES, check_choice, check_int, check_positive,
                               check_sequences, check_tensor, timestamp_range_error,
                               timestamp_range_faults)
-from stseq.reference.time_decay_attention import (BUCKETINGS, DECAY_FNS, HSTU_BUCKET_SCALE,
-                                                  attention_weights,
-                                                  time_decay_attention_backward,
-                                                  time_decay_attention_forward)
+from stseq.cpu.attention import time_decay_attention_backward, time_decay_attention_forward
+from stseq.reference.attention import attention_weights
 
 OP = "time_decay_attention"
+DECAY_FNS = ("abs", "log1p", "sqrt")
+BUCKETINGS = ("log", "sqrt")
+# HSTU's relative time buckets: floor(ln(gap) / 0.301).
+HSTU_BUCKET_SCALE = 1 / 0.301
 HEAD_DIMS = (16, 128)
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Seconds; 2^63 s / 1e-18 s ~ 9e36 time units, inside float32's range (3.4e38).
@@ -64,7 +67,7 @@ def time_decay_attention(q, k, v, timestamps, decay, *, causal=True, lengths=Non
             None; bucketing "log" or "sqrt"; bucket_scale: buckets per unit of f(gap) (the
             default 1 / 0.301 is HSTU's).
         window: attend only to keys at most this many positions away (None: no limit).
-        backend: "auto" (Triton on CUDA, the chunked reference path on CPU), "triton" or
+        backend: "auto" (Triton on CUDA, the chunked CPU path on CPU), "triton" or
             "reference" (see ``stseq.use_backend``).
 
     Returns:
@@ -144,7 +147,8 @@ def relative_times(timestamps, time_unit, *, lengths=None, cu_seqlens=None, floa
 
 def _implementation(backend, q):
     """"triton" or "reference" for ``q``. ``auto`` runs Triton on CUDA only: on the CPU the
-    Triton interpreter is a test vehicle, and the chunked reference path is the fast one."""
+    Triton interpreter is a test vehicle, and the chunked CPU path (``stseq.cpu.attention``,
+    run for "reference") is the fast one."""
     choice = resolve(OP, backend, q.device, native=False, triton=True)
     automatic = backend in (None, "auto") and current_backend() == "auto"
     if choice == "triton" and automatic and (q.device.type != "cuda"
@@ -299,8 +303,8 @@ def _check_jagged_values(timestamps, cu_seqlens, max_seqlen):
 def _kernels(implementation):
     """(forward, backward) functions of ``implementation``: "triton" or "reference"."""
     if implementation == "triton":
-        from stseq.triton.time_decay_attention import (time_decay_attention_backward as backward,
-                                                       time_decay_attention_forward as forward)
+        from stseq.triton.attention import (time_decay_attention_backward as backward,
+                                            time_decay_attention_forward as forward)
 
         return forward, backward
     return time_decay_attention_forward, time_decay_attention_backward
