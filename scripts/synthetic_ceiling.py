@@ -83,7 +83,7 @@ def main():
     same = test.query_times - interactions.timestamps[before] <= simulation.SESSION_GAP
     parts = {"all": test, "in-session": test.select(np.nonzero(same)[0]),
              "new-session": test.select(np.nonzero(~same)[0])}
-    ceiling = {name: oracle.expected_metrics(part, (10,))["NDCG@10"]
+    ceiling = {name: stseq.eval.oracle_metrics(oracle, part, (10,))["NDCG@10"]
                for name, part in parts.items()}
     print(f"{'':34s}" + "".join(f"{name:>14s}" for name in parts))
     print(f"{'targets':34s}" + "".join(f"{len(part):14d}" for part in parts.values()))
@@ -96,7 +96,7 @@ def main():
         scorers[path] = model.eval().score
     for label, score in scorers.items():
         with torch.no_grad():
-            fractions = [oracle.expected_metrics(part, (10,), score=score)["NDCG@10"]
+            fractions = [stseq.eval.oracle_metrics(oracle, part, (10,), score=score)["NDCG@10"]
                          / ceiling[name] for name, part in parts.items()]
         print(f"{label[-34:]:34s}" + "".join(f"{value:14.3f}" for value in fractions))
 

@@ -11,7 +11,8 @@ the raw ids. Every source below produces it.
   rhythm_strength=1.0, spatial_strength=1.0, seed=0, ...) -> SyntheticData``
   (``.interactions``, ``.oracle``): sessions with item-to-item transitions, long-term category
   interests, daily/weekly rhythms and distance decay on a map; ``oracle.probabilities(targets)``
-  is the true next-item distribution and ``oracle.expected_metrics(targets, ks)`` the ceiling.
+  is the true next-item distribution (``stseq.eval.oracle_metrics(oracle, targets, ks)``: the
+  ceiling).
 - Loaders (``**preprocess`` = ``min_user_events``, ``min_item_events``, ``deduplicate``,
   ``time_range``): ``load_recbole`` (.inter), ``load_movielens`` (ratings.dat / ratings.csv),
   ``load_snap_checkins`` (Gowalla, Brightkite), ``load_foursquare`` (TSMC2014),
@@ -43,7 +44,7 @@ Example::
 
     markov = stseq.eval.MarkovChain(split.train)            # a scoring function Batch -> [B, N]
     result = stseq.eval.evaluate(markov, split.interactions, split.test, ks=(10,))
-    ceiling = data.oracle.expected_metrics(split.test, ks=(10,))
+    ceiling = stseq.eval.oracle_metrics(data.oracle, split.test, ks=(10,))
     print(result["NDCG@10"], result.fraction_of(ceiling)["NDCG@10"])
 """
 

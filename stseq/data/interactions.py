@@ -178,6 +178,19 @@ class Interactions:
         """[num_items] int64 events per item."""
         return np.bincount(self.items, minlength=self.num_items)
 
+    def transition_counts(self):
+        """(keys, counts): the distinct transitions ``i -> j`` between consecutive events of a
+        user as sorted int64 keys ``i * num_items + j``, and how often each occurs.
+
+        Example::
+
+            keys, counts = split.train.transition_counts()
+            previous, following = keys // split.train.num_items, keys % split.train.num_items
+        """
+        follows = np.diff(self.event_users()) == 0  # consecutive events of one user
+        pairs = self.items[:-1][follows] * self.num_items + self.items[1:][follows]
+        return np.unique(pairs, return_counts=True)
+
     def item_coordinates(self):
         """[num_items, 2] float64 mean (latitude, longitude) of each item's events (NaN for
         items without events); None without coordinates."""

@@ -31,10 +31,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from stseq.data.batching import make_batch, score_batch
 from stseq.data.interactions import Interactions
 from stseq.data.splits import Targets
-from stseq.eval.metrics import check_ks, expected_metrics
 
 START_TIME = 1_704_067_200  # 2024-01-01 00:00 UTC, a Monday
 DAY = 86_400
@@ -77,7 +75,8 @@ class Oracle:
     """The generator's true next-item distribution.
 
     ``probabilities(targets)`` gives it for targets of ``interactions`` (the event at each
-    target position); ``expected_metrics`` the expected HR@K / NDCG@K / ... of ranking by it;
+    target position); ``stseq.eval.oracle_metrics`` the expected HR@K / NDCG@K / ... of ranking
+    by it;
     and the oracle is itself a scoring function, ``oracle(batch) -> [B, num_items]``, usable
     with ``stseq.eval.evaluate`` (it reads the user, last item, last time and query time of
     each row, so rows must come from ``interactions``).
@@ -86,7 +85,7 @@ class Oracle:
 
         data = stseq.data.synthetic(seed=0)
         split = stseq.data.leave_one_out(data.interactions)
-        ceiling = data.oracle.expected_metrics(split.test, ks=(10,))   # {"NDCG@10": ..., ...}
+        ceiling = stseq.eval.oracle_metrics(data.oracle, split.test, ks=(10,))  # {"NDCG@10": ...}
     """
 
     session_strength: float
@@ -167,45 +166,6 @@ class Oracle:
         return self.next_item_probabilities(targets.users, self.interactions.items[before],
                                             self.interactions.timestamps[before],
                                             targets.query_times)
-
-    def expected_metrics(self, targets, ks=(10, 20), *, score=None, pessimistic=False,
-                         max_length=50, batch_size=256, device=None):
-        """Mean expected HR@K, NDCG@K, Recall@K, Precision@K, F1@K and MRR over next-item
-        ``targets`` when each next item is drawn from the true distribution, ranking by it (the
-        oracle's ceiling) or by a scoring function ``score`` (``Batch -> [B, num_items]``, fed
-        the last ``max_length`` events as in ``stseq.eval.evaluate``, batches sent to
-        ``device``). A model's expected metrics are free of the sampling noise of the realised
-        targets, so comparing them with the ceiling is exact for the given histories. Computed
-        in chunks of ``batch_size``.
-
-        Example::
-
-            ceiling = data.oracle.expected_metrics(split.test, ks=(10,))
-            markov = data.oracle.expected_metrics(split.test, ks=(10,),
-                                                  score=stseq.eval.MarkovChain(split.train))
-            markov["NDCG@10"] / ceiling["NDCG@10"]
-        """
-        ks = check_ks(ks)
-        if (not isinstance(targets, Targets) or len(targets) == 0
-                or (targets.num_relevant != 1).any()):
-            raise ValueError("expected metrics need non-empty next-item targets (one relevant "
-                             "item each)")
-        totals = {}
-        for start in range(0, len(targets), batch_size):
-            chunk = targets.select(slice(start, start + batch_size))
-            scores = None
-            if score is not None:
-                batch = make_batch(self.interactions, chunk.users,
-                                   np.maximum(chunk.positions - max_length, 0), chunk.positions,
-                                   chunk.query_times)
-                if device is not None:
-                    batch = batch.to(device)
-                scores = score_batch(score, batch, self.num_items).cpu()
-            values = expected_metrics(torch.from_numpy(self.probabilities(chunk)), ks,
-                                      scores=scores, pessimistic=pessimistic)
-            for name, value in values.items():
-                totals[name] = totals.get(name, 0.0) + float(value.sum())
-        return {name: total / len(targets) for name, total in totals.items()}
 
     def __call__(self, batch):
         """Scores for a ``stseq.data.Batch`` of ``self.interactions``: [B, N] probabilities."""

@@ -10,7 +10,8 @@
   -> Recommendations(users, items, scores)``.
 - ``MostPopular(train)``, ``MarkovChain(train)``: baseline scoring functions.
 - ``metrics``: ``relevant_positions``, ``ranking_metrics``, ``expected_metrics`` (the oracle's
-  expected values from true probabilities).
+  expected values from true probabilities); ``oracle_metrics(oracle, targets, ks)``: those
+  values over targets of the synthetic data, the ceiling a model is compared with.
 
 Example::
 
@@ -22,8 +23,9 @@ Example::
 
 from stseq.eval.baselines import MarkovChain, MostPopular
 from stseq.eval.metrics import expected_metrics, metric_names, ranking_metrics, relevant_positions
+from stseq.eval.oracle import oracle_metrics
 from stseq.eval.protocol import EvaluationResult, Recommendations, evaluate, recommend
 
 __all__ = ["EvaluationResult", "MarkovChain", "MostPopular", "Recommendations", "evaluate",
-           "expected_metrics", "metric_names", "ranking_metrics", "recommend",
+           "expected_metrics", "metric_names", "oracle_metrics", "ranking_metrics", "recommend",
            "relevant_positions"]

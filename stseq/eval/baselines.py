@@ -7,20 +7,6 @@ import torch
 from stseq.data.splits import ranges
 
 
-def transition_counts(train):
-    """(keys, counts): the distinct transitions ``i -> j`` between consecutive events of a user
-    in ``train`` as sorted int64 keys ``i * num_items + j``, and how often each occurs.
-
-    Example::
-
-        keys, counts = transition_counts(split.train)
-        previous, following = keys // split.train.num_items, keys % split.train.num_items
-    """
-    follows = np.diff(train.event_users()) == 0  # consecutive events of one user
-    pairs = train.items[:-1][follows] * train.num_items + train.items[1:][follows]
-    return np.unique(pairs, return_counts=True)
-
-
 class MostPopular:
     """Scores every item by its number of training events, the same for every user.
 
@@ -50,7 +36,7 @@ class MarkovChain:
 
     def __init__(self, train):
         self.num_items = train.num_items
-        keys, counts = transition_counts(train)
+        keys, counts = train.transition_counts()
         self.next_items = keys % self.num_items  # CSR rows by previous item
         self.counts = counts.astype(np.float32)
         self.row_offsets = np.searchsorted(keys // self.num_items, np.arange(self.num_items + 1))

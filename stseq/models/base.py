@@ -13,7 +13,6 @@ from torch import nn
 
 import stseq.nn
 from stseq.backends import BACKENDS
-from stseq.eval.baselines import transition_counts
 
 HOUR = 3600
 DAY = 86_400
@@ -281,7 +280,7 @@ class TransitionPrior(nn.Module):
         if train.num_items != self.num_items:
             raise ValueError(f"train has {train.num_items} items but the prior was built for "
                              f"{self.num_items}")
-        keys, counts = transition_counts(train)
+        keys, counts = train.transition_counts()
         device = self.keys.device
         self.keys = torch.from_numpy(keys).to(device)
         self.counts = torch.from_numpy(counts).float().to(device)

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from stseq import data as datasets
-from stseq.eval import evaluate
+from stseq.eval import evaluate, oracle_metrics
 from stseq.models import MODELS, build_model
 from stseq.train.checkpoint import (CheckpointError, data_differences, load_checkpoint,
                                     split_fingerprint)
@@ -143,9 +143,9 @@ def restore_model(state, train):
 
 def expected_fractions(oracle, targets, score, *, max_length, device=None):
     """name -> a scorer's expected metric / the oracle's, at K = 10, over ``targets``."""
-    ceiling = oracle.expected_metrics(targets, ks=(10,))
-    achieved = oracle.expected_metrics(targets, ks=(10,), score=score, max_length=max_length,
-                                       device=device)
+    ceiling = oracle_metrics(oracle, targets, ks=(10,))
+    achieved = oracle_metrics(oracle, targets, ks=(10,), score=score, max_length=max_length,
+                              device=device)
     return {name: achieved[name] / ceiling[name] for name in TABLE_METRICS}
 
 

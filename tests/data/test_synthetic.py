@@ -10,7 +10,7 @@ import torch
 
 from stseq.data import (SESSION_GAP, Targets, global_split, leave_one_out, make_batch,
                         synthetic)
-from stseq.eval import MarkovChain, MostPopular, evaluate
+from stseq.eval import MarkovChain, MostPopular, evaluate, oracle_metrics
 
 OFF = dict(session_strength=0.0, interest_strength=0.0, rhythm_strength=0.0, spatial_strength=0.0)
 ON = dict(session_strength=0.7, interest_strength=1.0, rhythm_strength=1.0, spatial_strength=1.0)
@@ -127,7 +127,7 @@ def test_oracle_scoring_function_matches_its_probabilities_and_realised_metrics(
     batch = make_batch(data.interactions, part.users, np.maximum(part.positions - 50, 0),
                        part.positions, part.query_times)
     assert torch.allclose(data.oracle(batch), torch.from_numpy(data.oracle.probabilities(part)))
-    expected = data.oracle.expected_metrics(split.test, ks=(10,))
+    expected = oracle_metrics(data.oracle, split.test, ks=(10,))
     realised = evaluate(data.oracle, split.interactions, split.test, ks=(10,))
     assert len(split.test) > 2500
     for name in ("HR@10", "NDCG@10", "MRR"):
@@ -141,8 +141,8 @@ def ceiling_and_baselines(data, short_only=False):
         before = data.interactions.offsets[targets.users] + targets.positions - 1
         targets = targets.select(targets.query_times - data.interactions.timestamps[before]
                                  <= SESSION_GAP)
-    oracle = data.oracle.expected_metrics(targets, ks=(10,))["NDCG@10"]
-    popular, markov = (data.oracle.expected_metrics(targets, ks=(10,), score=model(split.train))
+    oracle = oracle_metrics(data.oracle, targets, ks=(10,))["NDCG@10"]
+    popular, markov = (oracle_metrics(data.oracle, targets, ks=(10,), score=model(split.train))
                        ["NDCG@10"] for model in (MostPopular, MarkovChain))
     return oracle, popular, markov
 
