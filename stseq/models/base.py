@@ -346,6 +346,7 @@ class TransitionMixture:
 
     def __init__(self, prior, gate, beta, previous, targets):
         self.prior, self.beta = prior, beta  # beta []
+        self._seen = None  # prior.seen(previous), computed on first use
         self.previous, self.targets = previous, targets
         totals = prior.totals(previous)  # [M]
         if targets is not None:  # the target's own transition is in the training counts
@@ -367,6 +368,27 @@ class TransitionMixture:
         if self.targets is None:
             return counts
         return (counts - (columns == self.targets[rows]).to(counts.dtype)).clamp(min=0)
+
+    def log_probs_at(self, log_softmax, columns):
+        """[M, K] log-probabilities of the mixture at the items ``columns`` [M, K], from the
+        model's log-softmax over all N items at them (``score - item_logsumexp``): the fused
+        full-softmax loss, no [M, N] needed."""
+        rows = torch.arange(len(log_softmax), device=log_softmax.device)[:, None]
+        counts = self._left_out(self.prior.counts_at(self.previous, columns), columns, rows)
+        return self._mixed(log_softmax + self.log_rest[:, None], counts, rows)
+
+    def log_probs_range(self, log_softmax, start):
+        """[M, C] log-probabilities of the mixture over the items start .. start + C - 1, from
+        the model's log-softmax over all N items at them: chunked full ranking."""
+        if self._seen is None:
+            self._seen = self.prior.seen(self.previous)
+        rows, items, counts = self._seen  # [T]
+        inside = (items >= start) & (items < start + log_softmax.shape[1])
+        rows, items, counts = rows[inside], items[inside], counts[inside]
+        counts = self._left_out(counts, items, rows)
+        log_model = log_softmax + self.log_rest[:, None]
+        at = (rows, items - start)
+        return log_model.index_put(at, self._mixed(log_model[at], counts, rows))
 
     def log_probs(self, logits, columns=None):
         """[M, K] log-probabilities of the mixture over all items (``columns`` None, K = N) or
