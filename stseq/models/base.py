@@ -14,6 +14,8 @@ from torch import nn
 import stseq.nn
 from stseq.backends import BACKENDS
 from stseq.eval.baselines import transition_counts
+from stseq.eval.ranking import ItemScores
+from stseq.models.losses import item_logsumexp  # the item-scoring op, reached through losses
 
 HOUR = 3600
 DAY = 86_400
@@ -217,6 +219,31 @@ class SequentialRecommender(nn.Module):
         scores = self.logits(rows).float()
         mixture = self.transition_mixture(rows, batch.last_items)
         return scores if mixture is None else mixture.log_probs(scores)
+
+    def item_scores(self, batch):
+        """``score``'s [B, N] scores by item chunks, as an ``stseq.eval.ranking.ItemScores``
+        (never [B, N]): for ``stseq.eval.evaluate`` / ``recommend`` over large catalogues.
+        With the transition prior the log-sum-exp over all items comes from
+        ``stseq.ops.item_logsumexp``."""
+        hidden = self(batch)
+        last = (batch.lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+        rows = hidden.gather(1, last)[:, 0]  # [B, D (+ 3)]
+        weight, bias = self.output_weights()
+        weight, bias = weight.to(rows.dtype), bias.to(rows.dtype)
+        mixture = self.transition_mixture(rows, batch.last_items)
+        lse = None if mixture is None else item_logsumexp(rows, weight, bias).float()  # [B]
+
+        def chunk(start, end):  # [B, end - start]
+            logits = F.linear(rows, weight[start:end], bias[start:end]).float()
+            return logits if mixture is None else mixture.log_probs_range(
+                logits - lse[:, None], start)
+
+        def at(items):  # [B, R]
+            logits = (torch.einsum("bd,brd->br", rows, weight[items]) + bias[items]).float()
+            return logits if mixture is None else mixture.log_probs_at(logits - lse[:, None],
+                                                                       items)
+
+        return ItemScores(chunk, at, len(rows), self.num_items, rows.device)
 
     def transition_mixture(self, rows, previous, targets=None):
         """The transition prior's mixture for hidden states ``rows`` [M, D (+ 3)] after items
