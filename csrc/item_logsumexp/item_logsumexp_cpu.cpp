@@ -5,8 +5,9 @@
 //               S = hidden [M, D] @ weight[c]^T [D, C] + bias[c]           (one ATen GEMM)
 //               online max/sum: m' = max(m, max_j S), sum' = sum e^(m - m') + sum_j e^(S - m')
 //             lse = log(sum) + m                                         [M]
-//   backward: for each chunk c: recompute S, P = e^(S - lse) * grad [M, C], then
-//               d_hidden += P @ weight[c]   d_weight[c] = P^T @ hidden   d_bias[c] = sum_m P
+//   backward: for each chunk c: recompute P = e^(S - lse) [M, C], then with g = grad [M]:
+//               d_hidden += P @ weight[c]  (times g at the end)
+//               d_weight[c] = P^T @ (g * hidden)    d_bias[c] = P^T @ g
 //
 // The GEMMs and the element-wise passes are ATen's, parallel over rows and columns inside each
 // call; the chunks run in a fixed order, so results are bitwise reproducible (no atomics).
@@ -104,29 +105,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> item_logsumexp_backward_cpu(
                     " and ", lse.sizes());
   const auto accumulate = accumulate_type(hidden.scalar_type());
   const at::Tensor rows = hidden.to(accumulate).contiguous();                 // [M, D]
-  const at::Tensor lse_column = lse.to(accumulate).unsqueeze(1);              // [M, 1]
   const at::Tensor grad_column = grad.to(accumulate).unsqueeze(1);            // [M, 1]
+  const at::Tensor lse_column = lse.to(accumulate).unsqueeze(1);              // [M, 1]
+  // grad is folded in on the D side: d_weight = P^T (grad * hidden), d_hidden = grad * (P W).
+  const at::Tensor rows_scaled = rows * grad_column;                          // [M, D]
+  const at::Tensor grad_vector = grad_column.squeeze(1);                      // [M]
   at::Tensor grad_hidden = at::zeros_like(rows);                              // [M, D]
   at::Tensor grad_weight = at::empty({num_items, rows.size(1)}, rows.options());  // [N, D]
   at::Tensor grad_bias = at::empty({num_items}, rows.options());              // [N]
   for (int64_t start = 0; start < num_items; start += chunk_size) {
     const int64_t end = std::min(num_items, start + chunk_size);
     at::Tensor grad_weight_chunk = grad_weight.slice(0, start, end);          // [C, D]
+    at::Tensor grad_bias_chunk = grad_bias.slice(0, start, end);              // [C]
+    at::Tensor weight_chunk = weight.slice(0, start, end).to(accumulate);     // [C, D]
+    // S rounded first, then S - lse, as torch's logsumexp backward computes it (folding -lse
+    // into the GEMM would keep digits of S that lse has lost when |bias| >> |hidden . weight|)
     at::Tensor probs = chunk_scores(rows, weight, bias, start, end);         // [M, C]
-    probs.sub_(lse_column).exp_();  // softmax over all N items, this chunk's columns
+    probs.sub_(lse_column).exp_();  // the softmax over all N items, this chunk's columns
     if (gradient_filter && probs.numel() > 0 &&
         at::where(at::isnan(probs), 1.0, probs).max().item<double>() < kFilterThreshold) {
       grad_weight_chunk.zero_();
-      grad_bias.slice(0, start, end).zero_();
+      grad_bias_chunk.zero_();
       continue;
     }
-    probs.mul_(grad_column);
-    at::Tensor weight_chunk = weight.slice(0, start, end).to(accumulate);     // [C, D]
     grad_hidden.addmm_(probs, weight_chunk);
-    at::mm_out(grad_weight_chunk, probs.t(), rows);
-    at::Tensor grad_bias_chunk = grad_bias.slice(0, start, end);              // [C]
-    at::sum_out(grad_bias_chunk, probs, {0});
+    at::mm_out(grad_weight_chunk, probs.t(), rows_scaled);
+    at::mv_out(grad_bias_chunk, probs.t(), grad_vector);
   }
+  grad_hidden.mul_(grad_column);
   const auto bias_type = bias.has_value() ? bias->scalar_type() : weight.scalar_type();
   return {grad_hidden.to(hidden.scalar_type()), grad_weight.to(weight.scalar_type()),
           grad_bias.to(bias_type)};

@@ -21,9 +21,9 @@ from stseq.ops.checks import check_int
 
 OP = "item_logsumexp"
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# Elements of one chunk's [M, C] score block on the CPU (4 MiB of float32): large enough for
-# efficient GEMMs, small enough to stay in the last-level cache.
-CHUNK_ELEMENTS = 1 << 20
+# Elements of one chunk's [M, C] score block on the CPU (32 MiB of float32): wide enough for
+# efficient GEMMs, a small fraction of the [M, N] scores of a real catalogue.
+CHUNK_ELEMENTS = 1 << 23
 MIN_CHUNK, MAX_CHUNK = 128, 8192
 
 
@@ -41,7 +41,7 @@ def item_logsumexp(hidden, weight, bias=None, *, chunk_size=None, gradient_filte
         hidden: [M, D] float32 or float64 (float16/bfloat16 too: float32 accumulation).
         weight: [N, D] item table, hidden's dtype and device; N >= 1.
         bias: [N] item biases or None.
-        chunk_size: items per chunk of the native kernel (default: about 2^20 / M, in
+        chunk_size: items per chunk of the native kernel (default: about 2^23 / M, in
             [128, 8192]); the Triton kernel uses its own tiles.
         gradient_filter: let backward skip chunks (tiles on the GPU) whose softmax values are
             all below 2^-24, float32's resolution (CCE's gradient filter); off by default, which
@@ -74,7 +74,7 @@ def item_logsumexp(hidden, weight, bias=None, *, chunk_size=None, gradient_filte
 
 
 def default_chunk_size(rows):
-    """Items per chunk for M = ``rows``: about 2^20 scores per chunk, in [128, 8192]."""
+    """Items per chunk for M = ``rows``: about 2^23 scores per chunk, in [128, 8192]."""
     return max(MIN_CHUNK, min(MAX_CHUNK, CHUNK_ELEMENTS // max(rows, 1)))
 
 
