@@ -24,14 +24,16 @@ import sys
 import torch
 
 # report is imported where used: `python -m stseq.bench.report` must find it not yet imported.
-from stseq.bench import measure, models, rnn, time_decay_attention, time_gap, time_rnn
+from stseq.bench import (measure, models, rnn, scoring, time_decay_attention, time_gap,
+                         time_rnn)
 
 # op family -> module with QUICK/FULL grids and cases(grid, device, dtype), which yields
 # (name, shape, stseq_fn, peer_fn) against the module's PEER, or (..., peer_fn, peer_name) for
 # several peers; an optional DTYPES maps a device type to the dtypes to run (default float32),
-# an optional TOLERANCES a dtype to the parity tolerance (default measure.TOLERANCES).
+# an optional TOLERANCES a dtype to the parity tolerance (default measure.TOLERANCES), an
+# optional WARMUP the warm-up calls per function (default 1 quick, 3 full).
 SUITES = {"time_gap": time_gap, "rnn": rnn, "time_rnn": time_rnn, "time_rnn_floor": time_rnn.FLOOR,
-          "time_decay_attention": time_decay_attention, "models": models}
+          "time_decay_attention": time_decay_attention, "models": models, "scoring": scoring}
 COLUMNS = ("op", "shape", "dtype", "stseq ms", "peer", "peer ms", "speedup", "max err",
            "parity", "stseq MiB", "peer MiB")
 
@@ -156,7 +158,7 @@ def run_family(suite, *, device, quick, repeats):
     for dtype in getattr(suite, "DTYPES", {}).get(device.type, (torch.float32,)):
         for group in suite_groups(suite, grid, device, dtype):
             rows += run_group(group, device=device, dtype=dtype, repeats=repeats,
-                              warmup=1 if quick else 3,
+                              warmup=getattr(suite, "WARMUP", 1 if quick else 3),
                               tolerances=getattr(suite, "TOLERANCES", None))
             print("\n".join(format_table(rows[-len(group):]).splitlines()[1:]), flush=True)
     return rows
