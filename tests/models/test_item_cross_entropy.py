@@ -36,7 +36,8 @@ def test_matches_cross_entropy_and_its_gradients(reduction, label_smoothing, ign
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     inputs = [x for x in (hidden, weight, item_bias) if x is not None]
     grad = torch.rand_like(want)
-    for a, b in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad)):
+    for a, b in zip(torch.autograd.grad(got, inputs, grad),
+                    torch.autograd.grad(want, inputs, grad)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
