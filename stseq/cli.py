@@ -71,7 +71,8 @@ def _evaluate(args):
     print(f"{state['spec']['name']} (epoch {state['best_epoch']} of {state['epoch']}), "
           f"{args.targets} targets:")
     score = model.score
-    result = evaluate(score, split.interactions, targets, ks=(10, 20), max_length=max_length,
+    chunked = getattr(model, "item_scores", score)  # models rank by item chunks
+    result = evaluate(chunked, split.interactions, targets, ks=(10, 20), max_length=max_length,
                       exclude_seen=args.exclude_seen, negatives=args.negatives)
     print(_format_evaluation(result))
     if oracle is not None and args.negatives is None and not args.exclude_seen:
@@ -111,7 +112,8 @@ def _recommend(args):
     users = np.array([lookup[user] for user in args.user], dtype=np.int64)
     if args.at_time is not None:
         _check_query_time(args.at_time, interactions, users, args.user)
-    top = recommend(model.score, interactions, users, k=args.k, at_time=args.at_time,
+    chunked = getattr(model, "item_scores", model.score)  # models rank by item chunks
+    top = recommend(chunked, interactions, users, k=args.k, at_time=args.at_time,
                     exclude_seen=args.exclude_seen, max_length=state["config"]["max_length"])
     print("user\trank\titem\tscore")
     for row, user in enumerate(args.user):

@@ -4,8 +4,8 @@ Each case records stseq's median time, the peer's (the two, and every other impl
 the same shape, timed interleaved: one call of each per round), their ratio, the max relative
 parity error of that case (flagged against the dtype's tolerance) and both peak memories;
 results print as a table and, with ``--out``, go to ``<out>/<device>-<date>.json`` with the
-command, git commit, device name and versions (rewritten after every op family, so a run
-stopped midway keeps what it measured), next to a PNG chart of the speedups (when matplotlib is
+command, git commit, device name and versions (rewritten after every shape, so a run stopped
+midway keeps what it measured), next to a PNG chart of the speedups (when matplotlib is
 installed).
 CPU runs use every core this process may run on (``os.sched_getaffinity``); the JSON records
 the thread count and the machine's load average at the start and end of the run (and the
@@ -24,14 +24,16 @@ import sys
 import torch
 
 # report is imported where used: `python -m stseq.bench.report` must find it not yet imported.
-from stseq.bench import measure, models, rnn, time_decay_attention, time_gap, time_rnn
+from stseq.bench import (measure, models, rnn, scoring, time_decay_attention, time_gap,
+                         time_rnn)
 
 # op family -> module with QUICK/FULL grids and cases(grid, device, dtype), which yields
 # (name, shape, stseq_fn, peer_fn) against the module's PEER, or (..., peer_fn, peer_name) for
 # several peers; an optional DTYPES maps a device type to the dtypes to run (default float32),
-# an optional TOLERANCES a dtype to the parity tolerance (default measure.TOLERANCES).
+# an optional TOLERANCES a dtype to the parity tolerance (default measure.TOLERANCES), an
+# optional WARMUP the warm-up calls per function (default 1 quick, 3 full).
 SUITES = {"time_gap": time_gap, "rnn": rnn, "time_rnn": time_rnn, "time_rnn_floor": time_rnn.FLOOR,
-          "time_decay_attention": time_decay_attention, "models": models}
+          "time_decay_attention": time_decay_attention, "models": models, "scoring": scoring}
 COLUMNS = ("op", "shape", "dtype", "stseq ms", "peer", "peer ms", "speedup", "max err",
            "parity", "stseq MiB", "peer MiB")
 
@@ -143,9 +145,10 @@ def planned_cases(suite, grid, device, dtype):
     return count, None
 
 
-def run_family(suite, *, device, quick, repeats):
+def run_family(suite, *, device, quick, repeats, measured=None):
     """Every case of one suite (its QUICK or FULL grid, each of its dtypes for ``device``),
-    printed a shape at a time -> result rows.
+    printed a shape at a time -> result rows; ``measured(rows)``, when given, is called with
+    each shape's rows as soon as they are measured (``main`` writes them out).
 
     Example::
 
@@ -156,9 +159,11 @@ def run_family(suite, *, device, quick, repeats):
     for dtype in getattr(suite, "DTYPES", {}).get(device.type, (torch.float32,)):
         for group in suite_groups(suite, grid, device, dtype):
             rows += run_group(group, device=device, dtype=dtype, repeats=repeats,
-                              warmup=1 if quick else 3,
+                              warmup=getattr(suite, "WARMUP", 1 if quick else 3),
                               tolerances=getattr(suite, "TOLERANCES", None))
             print("\n".join(format_table(rows[-len(group):]).splitlines()[1:]), flush=True)
+            if measured is not None:
+                measured(rows[-len(group):])
     return rows
 
 
@@ -172,7 +177,7 @@ def _write_record(path, record):
 
 def main(args):
     """``stseq bench``: run the grids, print the table; with ``args.out`` write the JSON after
-    every op family (a run stopped midway keeps what it measured) and the chart at the end."""
+    every shape (a run stopped midway keeps what it measured) and the chart at the end."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("stseq bench: --device cuda but no CUDA device is available", file=sys.stderr)
@@ -191,11 +196,14 @@ def main(args):
     if args.out:
         path = pathlib.Path(args.out) / f"{device.type}-{record['date'][:10]}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-    for family in names:
-        record["cases"] += run_family(SUITES[family], device=device, quick=args.quick,
-                                      repeats=repeats)
+    def measured(rows):  # written after every shape: a run stopped midway keeps its rows
+        record["cases"] += rows
         if path:
             _write_record(path, record)
+
+    for family in names:
+        run_family(SUITES[family], device=device, quick=args.quick, repeats=repeats,
+                   measured=measured)
     print()
     print(format_table(record["cases"]))
     if path:

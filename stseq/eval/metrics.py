@@ -58,18 +58,32 @@ def relevant_positions(scores, relevant, candidates, *, pessimistic=False):
         relevant_positions(scores, torch.tensor([[2]]), torch.tensor([[1, 1, 0, 1]]).bool())
         # tensor([[1.]]) ; pessimistic=True gives 2 (item 3 ties with item 2)
     """
-    valid = relevant >= 0  # [B, R]
     relevant_scores = scores.gather(1, relevant.clamp(min=0))  # [B, R]
     above = torch.empty(relevant.shape, dtype=torch.int64, device=scores.device)
     for column in range(relevant.shape[1]):  # one [B, N] pass per relevant column
         target = relevant_scores[:, column, None]
         beaten = scores >= target if pessimistic else scores > target
         above[:, column] = (beaten & candidates).sum(1)
+    return positions_from_counts(above, relevant_scores, relevant)
+
+
+def positions_from_counts(above, relevant_scores, relevant):
+    """0-based list positions [B, R] float64 of the relevant items from the number of competing
+    items ranked above each (``above`` [B, R]) and their scores [B, R]: plus the relevant items
+    ranked before it (higher score, or equal score and earlier column); ``inf`` where
+    ``relevant`` is -1.
+
+    Example::
+
+        positions_from_counts(torch.tensor([[1, 0]]), torch.tensor([[0.5, 0.9]]),
+                              torch.tensor([[2, 1]]))   # tensor([[2., 0.]])
+    """
+    valid = relevant >= 0
     # Relevant items ranked before each one: its place among the row's valid relevant scores.
     order = torch.where(valid, relevant_scores, relevant_scores.new_tensor(-math.inf))
     order = torch.argsort(order, dim=1, descending=True, stable=True)
     before = torch.empty_like(order).scatter_(
-        1, order, torch.arange(relevant.shape[1], device=scores.device).expand_as(order))
+        1, order, torch.arange(relevant.shape[1], device=above.device).expand_as(order))
     positions = (above + before).double()
     return torch.where(valid, positions, positions.new_tensor(math.inf))
 

@@ -2,7 +2,10 @@
 ``recommend`` (top-K item ids with scores).
 
 A scoring function takes a ``stseq.data.Batch`` (users' histories and query times, never the
-targets) and returns ``[B, num_items]`` scores, higher is better.
+targets) and returns ``[B, num_items]`` scores, higher is better, or an
+``stseq.eval.ranking.ItemScores`` that produces them by item chunks (a model's
+``item_scores``). Full ranking and ``recommend`` run by item chunks either way
+(``stseq.eval.ranking``): with ``ItemScores`` no [B, num_items] tensor is ever built.
 """
 
 import logging
@@ -14,7 +17,10 @@ import torch
 
 from stseq.data.batching import make_batch, score_batch
 from stseq.data.splits import Targets, ranges
-from stseq.eval.metrics import check_ks, ranking_metrics, relevant_positions
+from stseq.eval.metrics import (check_ks, positions_from_counts, ranking_metrics,
+                                relevant_positions)
+from stseq.eval.ranking import (DEFAULT_CHUNK, DenseItemScores, ItemScores, check_chunk_size,
+                                chunked_counts_above, chunked_topk)
 
 logger = logging.getLogger("stseq.eval")
 
@@ -69,14 +75,26 @@ class Recommendations(NamedTuple):
     scores: torch.Tensor
 
 
-def _seen_mask(interactions, users, positions, num_items, device):
-    """[B, N] bool: items among each user's events before ``positions``."""
+def _seen_pairs(interactions, users, positions, device):
+    """(rows [T], items [T]) int64: the items among each user's events before ``positions``."""
     flat = ranges(interactions.offsets[users], positions)
     rows = np.repeat(np.arange(len(users)), positions)
-    seen = torch.zeros(len(users), num_items, dtype=torch.bool, device=device)
-    items = torch.from_numpy(interactions.items[flat]).to(device)
-    seen[torch.from_numpy(rows).to(device), items] = True
-    return seen
+    return (torch.from_numpy(rows).to(device),
+            torch.from_numpy(interactions.items[flat].astype(np.int64)).to(device))
+
+
+def item_scores_of(score, batch, num_items):
+    """Call a scoring function on ``batch`` under ``torch.no_grad``: its ``ItemScores``, or its
+    [B, num_items] tensor (checked by ``score_batch``) wrapped as ``DenseItemScores``."""
+    with torch.no_grad():
+        result = score(batch)
+    if isinstance(result, ItemScores):
+        if (result.num_rows, result.num_items) != (len(batch.users), num_items):
+            raise ValueError(f"the score function's ItemScores cover "
+                             f"[{result.num_rows}, {result.num_items}] scores, expected "
+                             f"[{len(batch.users)}, {num_items}]")
+        return result
+    return DenseItemScores(score_batch(lambda _: result, batch, num_items))
 
 
 def _padded_relevant(targets):
@@ -90,16 +108,19 @@ def _padded_relevant(targets):
 
 
 def evaluate(score, interactions, targets, *, ks=(10, 20), max_length=50, batch_size=256,
-             exclude_seen=False, negatives=None, seed=0, device=None):
+             exclude_seen=False, negatives=None, seed=0, device=None, chunk_size=DEFAULT_CHUNK):
     """Rank every item for each target and average the metrics.
 
     Args:
-        score: ``Batch -> [B, num_items]`` scores (called under ``torch.no_grad``).
+        score: ``Batch -> [B, num_items]`` scores or ``ItemScores`` (called under
+            ``torch.no_grad``).
         interactions: the events the targets index into (``split.interactions``).
         targets: ``stseq.data.Targets`` (``split.valid`` / ``split.test``).
         ks: cut-offs for HR / NDCG / Recall / Precision / F1.
         max_length: most recent history events per row given to ``score``.
-        batch_size: targets per chunk; memory stays O(batch_size * num_items).
+        batch_size: targets per batch. Full ranking counts the items above each relevant one
+            by chunks of ``chunk_size`` items: with ``ItemScores`` memory stays
+            O(batch_size * chunk_size); sampled ranking builds [batch_size, num_items].
         exclude_seen: drop the items of each user's history (before the target) from the
             ranking; a relevant item already seen then counts as missed. Logged, and the number
             of such targets is in ``protocol["seen_targets"]``.
@@ -128,6 +149,7 @@ def evaluate(score, interactions, targets, *, ks=(10, 20), max_length=50, batch_
                          f"{negatives}")
     if batch_size < 1 or max_length < 1:
         raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}")
+    check_chunk_size(chunk_size)
     num_items = interactions.num_items
     ranking = "full ranking" if negatives is None else f"sampled: {negatives} uniform negatives"
     logger.info("evaluating %d targets, %s over %d items, exclude_seen=%s", len(targets), ranking,
@@ -142,30 +164,44 @@ def evaluate(score, interactions, targets, *, ks=(10, 20), max_length=50, batch_
                            chunk.positions, chunk.query_times)
         if device is not None:
             batch = batch.to(device)
-        scores = score_batch(score, batch, num_items)
-        where = scores.device
-        relevant = torch.from_numpy(padded[start:start + batch_size]).to(where)
-        rows = torch.arange(len(chunk), device=where)[:, None].expand_as(relevant)
-        candidates = torch.ones(len(chunk), num_items, dtype=torch.bool, device=where)
-        candidates[rows[relevant >= 0], relevant[relevant >= 0]] = False
+        item_scores = item_scores_of(score, batch, num_items)
+        relevant = torch.from_numpy(padded[start:start + batch_size])
+        seen = None
         if exclude_seen:
-            seen = _seen_mask(interactions, chunk.users, chunk.positions, num_items, where)
-            already = seen.gather(1, relevant.clamp(min=0)) & (relevant >= 0)
+            seen = _seen_pairs(interactions, chunk.users, chunk.positions, "cpu")
+            already = torch.isin(torch.arange(len(chunk))[:, None] * num_items + relevant,
+                                 seen[0] * num_items + seen[1]) & (relevant >= 0)
             seen_targets += int(already.any(1).sum())
             relevant = torch.where(already, -1, relevant)
-            candidates &= ~seen
-        if negatives is not None:
-            if generator is None:
-                generator = torch.Generator(device=where).manual_seed(seed)
-            keys = torch.rand(candidates.shape, generator=generator, device=where)
-            keys = torch.where(candidates, keys, -1.0)
-            top = keys.topk(min(negatives, num_items), dim=1)
-            candidates = torch.zeros_like(candidates).scatter_(1, top.indices, top.values >= 0)
-        count = torch.from_numpy(chunk.num_relevant).to(where)
+        count = torch.from_numpy(chunk.num_relevant)
+        if negatives is None:
+            where = item_scores.device
+            relevant = relevant.to(where)
+            exclude = None if seen is None else (seen[0].to(where), seen[1].to(where))
+            targets_scores, above, at_or_above = chunked_counts_above(
+                item_scores, relevant, exclude=exclude, chunk_size=chunk_size)
+            for pessimistic, counts in ((False, above), (True, at_or_above)):
+                positions = positions_from_counts(counts, targets_scores, relevant)
+                _add(totals[pessimistic], ranking_metrics(positions, count.to(where), ks))
+            continue
+        scores = item_scores.chunk(0, num_items)  # sampled ranking: [B, N] random keys anyway
+        where = scores.device
+        original = torch.from_numpy(padded[start:start + batch_size]).to(where)
+        relevant = relevant.to(where)
+        rows = torch.arange(len(chunk), device=where)[:, None].expand_as(original)
+        candidates = torch.ones(len(chunk), num_items, dtype=torch.bool, device=where)
+        candidates[rows[original >= 0], original[original >= 0]] = False
+        if seen is not None:
+            candidates[seen[0].to(where), seen[1].to(where)] = False
+        if generator is None:
+            generator = torch.Generator(device=where).manual_seed(seed)
+        keys = torch.rand(candidates.shape, generator=generator, device=where)
+        keys = torch.where(candidates, keys, -1.0)
+        top = keys.topk(min(negatives, num_items), dim=1)
+        candidates = torch.zeros_like(candidates).scatter_(1, top.indices, top.values >= 0)
         for pessimistic in (False, True):
             positions = relevant_positions(scores, relevant, candidates, pessimistic=pessimistic)
-            for name, value in ranking_metrics(positions, count, ks).items():
-                totals[pessimistic][name] = totals[pessimistic].get(name, 0.0) + float(value.sum())
+            _add(totals[pessimistic], ranking_metrics(positions, count.to(where), ks))
     if exclude_seen:
         logger.info("exclude_seen: %d of %d targets had a relevant item already seen (counted "
                     "as missed)", seen_targets, len(targets))
@@ -178,8 +214,13 @@ def evaluate(score, interactions, targets, *, ks=(10, 20), max_length=50, batch_
     return EvaluationResult(metrics, pessimistic, len(targets), protocol)
 
 
+def _add(totals, values):
+    for name, value in values.items():
+        totals[name] = totals.get(name, 0.0) + float(value.sum())
+
+
 def recommend(score, interactions, users=None, *, k=10, at_time=None, exclude_seen=False,
-              max_length=50, batch_size=256, device=None):
+              max_length=50, batch_size=256, device=None, chunk_size=DEFAULT_CHUNK):
     """Top-``k`` items for ``users`` after their whole history.
 
     Args:
@@ -190,6 +231,9 @@ def recommend(score, interactions, users=None, *, k=10, at_time=None, exclude_se
         at_time: query time in seconds (one for all, or one per user); default each user's
             last event time (required for users without events).
         exclude_seen: never recommend an item the user already has.
+        chunk_size: items per chunk of the running top-k (memory O(batch_size * (chunk_size
+            + k)) with ``ItemScores``). Ties: the lower item id first
+            (``stseq.eval.ranking``).
 
     Returns:
         ``Recommendations(users, items, scores)``; ``interactions.item_ids[items]`` gives the
@@ -219,14 +263,14 @@ def recommend(score, interactions, users=None, *, k=10, at_time=None, exclude_se
                            positions[part], query[part])
         if device is not None:
             batch = batch.to(device)
-        scores = score_batch(score, batch, interactions.num_items)
+        item_scores = item_scores_of(score, batch, interactions.num_items)
+        exclude = None
         if exclude_seen:
-            seen = _seen_mask(interactions, users[part], positions[part], interactions.num_items,
-                              scores.device)
-            scores = scores.masked_fill(seen, -torch.inf)
-        top = scores.topk(k, dim=1)
-        found_items.append(top.indices)
-        found_scores.append(top.values)
+            where = item_scores.device
+            exclude = _seen_pairs(interactions, users[part], positions[part], where)
+        values, items = chunked_topk(item_scores, k, exclude=exclude, chunk_size=chunk_size)
+        found_items.append(items)
+        found_scores.append(values)
     empty = torch.zeros(0, k)
     return Recommendations(torch.from_numpy(users),
                            torch.cat(found_items) if found_items else empty.long(),

@@ -13,6 +13,8 @@ from torch import nn
 
 import stseq.nn
 from stseq.backends import BACKENDS
+from stseq.eval.ranking import ItemScores
+from stseq.models.losses import item_logsumexp  # the item-scoring op, reached through losses
 
 HOUR = 3600
 DAY = 86_400
@@ -217,6 +219,31 @@ class SequentialRecommender(nn.Module):
         mixture = self.transition_mixture(rows, batch.last_items)
         return scores if mixture is None else mixture.log_probs(scores)
 
+    def item_scores(self, batch):
+        """``score``'s [B, N] scores by item chunks, as an ``stseq.eval.ranking.ItemScores``
+        (never [B, N]): for ``stseq.eval.evaluate`` / ``recommend`` over large catalogues.
+        With the transition prior the log-sum-exp over all items comes from
+        ``stseq.ops.item_logsumexp``."""
+        hidden = self(batch)
+        last = (batch.lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+        rows = hidden.gather(1, last)[:, 0]  # [B, D (+ 3)]
+        weight, bias = self.output_weights()
+        weight, bias = weight.to(rows.dtype), bias.to(rows.dtype)
+        mixture = self.transition_mixture(rows, batch.last_items)
+        lse = None if mixture is None else item_logsumexp(rows, weight, bias).float()  # [B]
+
+        def chunk(start, end):  # [B, end - start]
+            logits = F.linear(rows, weight[start:end], bias[start:end]).float()
+            return logits if mixture is None else mixture.log_probs_range(
+                logits - lse[:, None], start)
+
+        def at(items):  # [B, R]
+            logits = (torch.einsum("bd,brd->br", rows, weight[items]) + bias[items]).float()
+            return logits if mixture is None else mixture.log_probs_at(logits - lse[:, None],
+                                                                       items)
+
+        return ItemScores(chunk, at, len(rows), self.num_items, rows.device)
+
     def transition_mixture(self, rows, previous, targets=None):
         """The transition prior's mixture for hidden states ``rows`` [M, D (+ 3)] after items
         ``previous`` [M]: None without the prior, or a ``TransitionMixture`` that the losses
@@ -345,6 +372,7 @@ class TransitionMixture:
 
     def __init__(self, prior, gate, beta, previous, targets):
         self.prior, self.beta = prior, beta  # beta []
+        self._seen = None  # prior.seen(previous), computed on first use
         self.previous, self.targets = previous, targets
         totals = prior.totals(previous)  # [M]
         if targets is not None:  # the target's own transition is in the training counts
@@ -366,6 +394,27 @@ class TransitionMixture:
         if self.targets is None:
             return counts
         return (counts - (columns == self.targets[rows]).to(counts.dtype)).clamp(min=0)
+
+    def log_probs_at(self, log_softmax, columns):
+        """[M, K] log-probabilities of the mixture at the items ``columns`` [M, K], from the
+        model's log-softmax over all N items at them (``score - item_logsumexp``): the fused
+        full-softmax loss, no [M, N] needed."""
+        rows = torch.arange(len(log_softmax), device=log_softmax.device)[:, None]
+        counts = self._left_out(self.prior.counts_at(self.previous, columns), columns, rows)
+        return self._mixed(log_softmax + self.log_rest[:, None], counts, rows)
+
+    def log_probs_range(self, log_softmax, start):
+        """[M, C] log-probabilities of the mixture over the items start .. start + C - 1, from
+        the model's log-softmax over all N items at them: chunked full ranking."""
+        if self._seen is None:
+            self._seen = self.prior.seen(self.previous)
+        rows, items, counts = self._seen  # [T]
+        inside = (items >= start) & (items < start + log_softmax.shape[1])
+        rows, items, counts = rows[inside], items[inside], counts[inside]
+        counts = self._left_out(counts, items, rows)
+        log_model = log_softmax + self.log_rest[:, None]
+        at = (rows, items - start)
+        return log_model.index_put(at, self._mixed(log_model[at], counts, rows))
 
     def log_probs(self, logits, columns=None):
         """[M, K] log-probabilities of the mixture over all items (``columns`` None, K = N) or

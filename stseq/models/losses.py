@@ -1,15 +1,22 @@
 """Training losses over the item catalogue. Each is called as
 ``loss(hidden [M, D], targets [M], weight [N, D], bias [N], mixture=None) -> [M]`` per-target
-losses, where ``weight`` / ``bias`` are the model's scoring layer, so sampled losses never build
-the full [M, N] logits, and ``mixture`` (``SequentialRecommender.transition_mixture``) is None
-or turns the logits of a candidate set into the log-probabilities the model predicts:
+losses, where ``weight`` / ``bias`` are the model's scoring layer, so that no loss needs the full
+[M, N] logits, and ``mixture`` (``SequentialRecommender.transition_mixture``) is None or turns
+the model's scores into the log-probabilities the model predicts:
 ``mixture.log_probs(logits [M, N]) -> [M, N]`` over all items,
 ``mixture.log_probs(logits [M, K], columns [M, K]) -> [M, K]`` over the item ids ``columns``
+(softmax over those K), ``mixture.log_probs_at(log_softmax [M, K], columns [M, K])`` from the
+model's log-softmax values over all N items at ``columns``
 (``stseq.models.base.TransitionMixture``).
 
-- ``FullSoftmax`` (the default, ``"ce"``): cross-entropy over all N items.
-- ``SampledSoftmax`` (``"sampled"``): cross-entropy over the target and ``num_negatives``
-  uniformly drawn items shared by the batch (a negative equal to the row's target is masked).
+- ``FullSoftmax`` (the default, ``"ce"``): cross-entropy over all N items. Fused by default:
+  ``item_cross_entropy`` = ``stseq.ops.item_logsumexp`` - the target's score, memory
+  O(M * chunk) instead of O(M * N); ``fused=False`` is the materialised reference path
+  (``F.linear`` + ``F.cross_entropy``).
+- ``SampledSoftmax`` (``"sampled"``): cross-entropy over the target and ``num_negatives`` items
+  drawn once per call and shared by the batch (a negative equal to the row's target is masked),
+  from a uniform or a popularity (count^alpha) proposal with the log-Q correction, optionally
+  with the batch's other targets as extra (in-batch) negatives.
 - ``BinaryCrossEntropy`` (``"bce"``): the target against ``num_negatives`` uniform negatives
   per target, each scored by a sigmoid (the original SASRec loss); with a mixture, each
   candidate's probability is its mixture probability among the row's candidates.
@@ -21,9 +28,95 @@ does) makes them reproducible.
 import torch
 import torch.nn.functional as F
 
+from stseq.ops.item_logsumexp import item_logsumexp
+
+REDUCTIONS = ("none", "mean", "sum")
+PROPOSALS = ("uniform", "popularity")
+
+
+def item_cross_entropy(hidden, weight, bias, targets, *, ignore_index=-100, label_smoothing=0.0,
+                       reduction="mean", chunk_size=None, backend=None):
+    """``F.cross_entropy(F.linear(hidden, weight, bias), targets, ...)`` without the [M, N]
+    logits: ``item_logsumexp(hidden, weight, bias)`` minus the target's score (a gather and a
+    dot product). Label smoothing eps gives
+    ``(1 - eps) (lse - s_target) + eps (lse - mean_j s_j)`` with ``mean_j s_j`` from the column
+    sums of ``weight`` and ``bias``; rows whose target is ``ignore_index`` give 0 and are not
+    counted by ``"mean"``, as in ``F.cross_entropy``.
+
+    Args:
+        hidden: [M, D]; weight: [N, D]; bias: [N] or None (one floating dtype).
+        targets: [M] int64 item ids in [0, N), or ``ignore_index``.
+        ignore_index, label_smoothing (in [0, 1]), reduction ("none", "mean", "sum"): as in
+            ``F.cross_entropy``.
+        chunk_size, backend: passed to ``item_logsumexp``.
+
+    Returns:
+        float32 (float64 for float64 inputs): [M] with ``reduction="none"``, else a scalar.
+
+    Example::
+
+        hidden = torch.randn(6400, 128, requires_grad=True)
+        weight = torch.randn(100_000, 128, requires_grad=True)
+        targets = torch.randint(0, 100_000, (6400,))
+        item_cross_entropy(hidden, weight, None, targets).backward()
+    """
+    _check_targets(targets, hidden, weight, ignore_index)
+    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
+        raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    lse = item_logsumexp(hidden, weight, bias, chunk_size=chunk_size, backend=backend)  # [M]
+    valid = targets != ignore_index
+    safe = torch.where(valid, targets, 0)
+    losses = lse - target_scores(hidden, weight, bias, safe).to(lse.dtype)
+    if label_smoothing > 0:
+        rows = hidden.to(lse.dtype)
+        mean_score = rows @ weight.to(lse.dtype).mean(0)  # [M]
+        if bias is not None:
+            mean_score = mean_score + bias.to(lse.dtype).mean()
+        losses = (1 - label_smoothing) * losses + label_smoothing * (lse - mean_score)
+    losses = torch.where(valid, losses, 0.0)
+    if reduction == "none":
+        return losses
+    return losses.sum() if reduction == "sum" else losses.sum() / valid.sum()
+
+
+def target_scores(hidden, weight, bias, targets):
+    """[M] score of each row's item: hidden[m] . weight[targets[m]] + bias[targets[m]], in the
+    accumulation dtype (float32, float64 for float64 inputs)."""
+    accumulate = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    scores = (hidden.to(accumulate) * weight[targets].to(accumulate)).sum(-1)
+    return scores if bias is None else scores + bias[targets].to(accumulate)
+
+
+def _check_targets(targets, hidden, weight, ignore_index):
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor [M], got {type(targets).__name__}")
+    if targets.dtype != torch.int64:
+        raise TypeError(f"targets must be int64 item ids, got {targets.dtype}")
+    if targets.dim() != 1 or (isinstance(hidden, torch.Tensor) and hidden.dim() >= 1
+                              and targets.shape[0] != hidden.shape[0]):
+        rows = hidden.shape[0] if isinstance(hidden, torch.Tensor) and hidden.dim() else "M"
+        raise ValueError(f"targets must have shape [M] = [{rows}] (one per hidden row), got "
+                         f"{tuple(targets.shape)}")
+    if isinstance(hidden, torch.Tensor) and targets.device != hidden.device:
+        raise ValueError(f"targets is on {targets.device} but hidden is on {hidden.device}")
+    if torch.compiler.is_compiling() or not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        return
+    items = weight.shape[0]
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= items))
+    if bad.any():
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f"targets must be item ids in [0, N = {items}) or ignore_index "
+                         f"({ignore_index}); row {row} has {int(targets[row])}")
+
 
 class FullSoftmax:
-    """Cross-entropy over every item.
+    """Cross-entropy over every item: fused (``item_cross_entropy``, never [M, N]) by default,
+    or materialised (``fused=False``: ``F.linear`` + ``F.cross_entropy``, the reference).
+
+    With a transition mixture the loss is ``-log((1 - w) exp(s_t - lse) + w q_t)``: it needs
+    only lse, the target's score and its count, so it is fused too.
 
     Example::
 
@@ -33,34 +126,127 @@ class FullSoftmax:
 
     name = "ce"
 
+    def __init__(self, *, fused=True, label_smoothing=0.0, chunk_size=None):
+        if not isinstance(fused, bool):
+            raise TypeError(f"fused must be a bool, got {type(fused).__name__}")
+        if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
+            raise ValueError(f"label_smoothing must be a number in [0, 1], got "
+                             f"{label_smoothing!r}")
+        self.fused, self.label_smoothing, self.chunk_size = fused, label_smoothing, chunk_size
+
     def __call__(self, hidden, targets, weight, bias, mixture=None):
-        logits = F.linear(hidden, weight.to(hidden.dtype), bias.to(hidden.dtype)).float()
+        weight, bias = weight.to(hidden.dtype), bias.to(hidden.dtype)
+        if mixture is not None and self.label_smoothing > 0:
+            raise ValueError("label_smoothing is not defined for the transition mixture; build "
+                             "the model with transition_prior=False or use label_smoothing=0")
+        if not self.fused:
+            logits = F.linear(hidden, weight, bias).float()
+            if mixture is None:
+                return F.cross_entropy(logits, targets, reduction="none",
+                                       label_smoothing=self.label_smoothing)
+            return F.nll_loss(mixture.log_probs(logits), targets, reduction="none")  # [M]
         if mixture is None:
-            return F.cross_entropy(logits, targets, reduction="none")
-        return F.nll_loss(mixture.log_probs(logits), targets, reduction="none")  # [M]
+            return item_cross_entropy(hidden, weight, bias, targets, reduction="none",
+                                      label_smoothing=self.label_smoothing,
+                                      chunk_size=self.chunk_size)
+        _check_targets(targets, hidden, weight, -100)
+        lse = item_logsumexp(hidden, weight, bias, chunk_size=self.chunk_size)  # [M]
+        log_softmax = target_scores(hidden, weight, bias, targets).to(lse.dtype) - lse
+        return -mixture.log_probs_at(log_softmax[:, None], targets[:, None])[:, 0]
 
 
 class SampledSoftmax:
-    """Cross-entropy over the target and ``num_negatives`` uniform negatives shared by all
-    targets of the call (uniform proposal, so no log-Q correction is needed).
+    """Cross-entropy over the target and ``num_negatives`` items drawn once per call and shared
+    by every row, plus, with ``in_batch``, the call's other targets (a candidate equal to the
+    row's target is left out).
+
+    Proposals: ``"uniform"``, or ``"popularity"``: item j drawn with probability
+    Q(j) ~ counts[j]^alpha (the unigram^alpha of word2vec / YouTube). Every candidate's logit is
+    corrected by -log(expected draws of it) (the log-Q correction, as TensorFlow's
+    ``sampled_softmax_loss``), so the loss estimates the full softmax; in-batch negatives are
+    drawn by the data, Q ~ counts (alpha = 1), corrected likewise when counts are given. Under
+    the uniform proposal the correction is one constant and changes nothing.
+
+    Args:
+        num_negatives: shared negatives per call (>= 1).
+        proposal: "uniform" or "popularity".
+        counts: [N] item frequencies (e.g. ``torch.bincount(train.items, minlength=N)``),
+            needed by "popularity" and by the in-batch correction; ``fit(train)`` sets them.
+        alpha: exponent of the popularity proposal (0.75 by default).
+        in_batch: add the batch's targets as negatives.
 
     Example::
 
-        loss = SampledSoftmax(num_negatives=100)
+        loss = SampledSoftmax(num_negatives=100, proposal="popularity").fit(split.train)
         per_target = loss(hidden, targets, *model.output_weights())   # [M]
     """
 
     name = "sampled"
 
-    def __init__(self, num_negatives=100):
-        if num_negatives < 1:
+    def __init__(self, num_negatives=100, *, proposal="uniform", counts=None, alpha=0.75,
+                 in_batch=False):
+        if not isinstance(num_negatives, int) or num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
-        self.num_negatives = num_negatives
+        if proposal not in PROPOSALS:
+            raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
+        if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+            raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+        self.num_negatives, self.proposal, self.alpha = num_negatives, proposal, alpha
+        self.in_batch = bool(in_batch)
+        self.counts = None
+        if counts is not None:
+            self.set_counts(counts)
+
+    def fit(self, train):
+        """Take the item frequencies of ``train`` (an ``Interactions``); returns self."""
+        items = torch.as_tensor(train.items, dtype=torch.int64)
+        return self.set_counts(torch.bincount(items, minlength=train.num_items))
+
+    def set_counts(self, counts):
+        """Use ``counts`` [N] (non-negative, not all 0) as the item frequencies; returns self."""
+        counts = torch.as_tensor(counts).double()
+        if counts.dim() != 1 or not torch.isfinite(counts).all() or (counts < 0).any() or \
+                counts.sum() <= 0:
+            raise ValueError("counts must be a [N] tensor of finite non-negative frequencies, "
+                             "not all 0")
+        self.counts = counts
+        return self
+
+    def _proposal(self, counts, exponent, device):
+        weights = counts.to(device) ** exponent
+        return weights / weights.sum()  # [N] probabilities
+
+    def _negatives(self, items, rows, device):
+        """([S (+ M)] negative item ids, [N] float64 log expected draws of every item per call,
+        or None when all candidates share one correction)."""
+        needs_counts = self.proposal == "popularity" or self.in_batch
+        if needs_counts and (self.counts is None or len(self.counts) != items):
+            user = "popularity proposal" if self.proposal == "popularity" else "in_batch option"
+            raise ValueError(f"the {user} needs counts of the N = {items} items: call "
+                             f"fit(train) or pass counts")
+        if self.proposal == "uniform":
+            negatives = torch.randint(0, items, (self.num_negatives,), device=device)
+            draws = torch.full((items,), self.num_negatives / items, dtype=torch.float64,
+                               device=device)
+        else:
+            proposal = self._proposal(self.counts, self.alpha, device)
+            negatives = torch.multinomial(proposal, self.num_negatives, replacement=True)
+            draws = self.num_negatives * proposal
+        if not needs_counts:
+            return negatives, None
+        if self.in_batch:  # the batch's targets: drawn by the data, Q ~ counts
+            draws = draws + rows * self._proposal(self.counts, 1.0, device)
+        return negatives, torch.log(draws)
 
     def __call__(self, hidden, targets, weight, bias, mixture=None):
-        negatives = torch.randint(0, weight.shape[0], (self.num_negatives,),
-                                  device=targets.device)  # [S]
+        items = weight.shape[0]
+        negatives, log_draws = self._negatives(items, len(targets), targets.device)  # [S], [N]
+        if self.in_batch:
+            negatives = torch.cat([negatives, targets])  # [S + M]
         positive, negative = _scored(hidden, targets, negatives, weight, bias)  # [M], [M, S]
+        if log_draws is not None:  # the log-Q correction, the target's own included
+            negative = negative - log_draws[negatives].to(negative.dtype)[None, :]
+            positive = positive - log_draws[targets].to(positive.dtype)
         hit = negatives[None, :] == targets[:, None]  # [M, S]
         logits = torch.cat([positive[:, None], negative.masked_fill(hit, float("-inf"))], dim=1)
         return -_log_probs(logits, targets, negatives.expand(len(targets), -1), hit,

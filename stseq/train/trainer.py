@@ -260,7 +260,7 @@ class Trainer:
                             batch_size=self.config.eval_batch_size, exclude_seen=exclude_seen)
         self.model.eval()
         with self.autocast():
-            return evaluate(self.model.score, self.split.interactions, targets, ks=ks,
+            return evaluate(self.model.item_scores, self.split.interactions, targets, ks=ks,
                             max_length=self.config.max_length,
                             batch_size=self.config.eval_batch_size, exclude_seen=exclude_seen,
                             device=self.device)

@@ -74,6 +74,9 @@ class TableMixture:
             columns >= 0, self.table.gather(1, columns.clamp(min=0)), 0.0)
         return ((1 - self.w) * torch.softmax(logits, -1) + self.w * q).log()
 
+    def log_probs_at(self, log_softmax, columns):
+        return ((1 - self.w) * log_softmax.exp() + self.w * self.table.gather(1, columns)).log()
+
 
 def test_losses_take_the_mixture_over_their_candidates(inputs):
     hidden, targets, weight, bias = inputs
