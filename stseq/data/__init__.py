@@ -47,6 +47,12 @@ Example::
     print(result["NDCG@10"], result.fraction_of(ceiling)["NDCG@10"])
 """
 
+try:
+    import pyarrow  # noqa: F401  (a dependency of stseq: the loaders' columnar reader)
+except ImportError as missing:
+    raise ImportError("stseq.data needs pyarrow (a dependency of stseq, missing from this "
+                      "Python): pip install pyarrow") from missing
+
 from stseq.data.batching import (Batch, Batches, JaggedBatch, evaluation_batches, make_batch,
                                  training_batches)
 from stseq.data.interactions import Interactions, PreprocessReport, Sequence, from_events
