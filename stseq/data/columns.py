@@ -105,7 +105,9 @@ def parse_integers(text):
 def parse_seconds(text, *, per_second=1):
     """[R] int64 seconds from integer or decimal text (decimals floored), divided by
     ``per_second`` (1000 for milliseconds, floored); values outside int64 are bad (0)."""
-    try:  # the common case: every value is an integer that fits int64
+    try:  # the common case: every value is a decimal integer that fits int64 (no "0x")
+        if pc.any(pc.match_substring(text, "x", ignore_case=True)).as_py():
+            raise pa.ArrowInvalid("hexadecimal")
         values = _numpy(pc.cast(text, pa.int64()), np.int64, 0)
         bad = np.zeros(len(values), dtype=bool)
         return np.floor_divide(values, per_second) if per_second != 1 else values, bad
@@ -117,7 +119,7 @@ def parse_seconds(text, *, per_second=1):
     decimal, bad = parse_floats(pc.if_else(integer, "0", text))
     integer = _numpy(integer, bool, False)
     with np.errstate(invalid="ignore"):
-        fits = ~bad & (decimal >= -INT64_LIMIT) & (decimal < INT64_LIMIT)
+        fits = ~bad & (decimal > -INT64_LIMIT) & (decimal < INT64_LIMIT)  # strict: rounding
     floored = np.floor(np.where(fits, decimal, 0.0)).astype(np.int64)
     values = np.where(integer, whole, floored)
     if per_second != 1:

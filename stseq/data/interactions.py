@@ -236,7 +236,9 @@ class Interactions:
                              f"{self._where(bad[0])} has {self.items[bad[0]]}")
         starts = np.zeros(n, dtype=bool)
         starts[offsets[:-1][offsets[:-1] < n]] = True
-        bad = np.nonzero((np.diff(self.timestamps, prepend=0) < 0) & ~starts)[0]
+        decreases = np.zeros(n, dtype=bool)  # compared, not subtracted: no int64 overflow
+        decreases[1:] = self.timestamps[1:] < self.timestamps[:-1]
+        bad = np.nonzero(decreases & ~starts)[0]
         if bad.size:
             raise ValueError("timestamps must be non-decreasing within each user; "
                              f"{self._where(bad[0])} goes {self.timestamps[bad[0] - 1]} -> "
