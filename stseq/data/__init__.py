@@ -48,8 +48,14 @@ Example::
     print(result["NDCG@10"], result.fraction_of(ceiling)["NDCG@10"])
 """
 
-from stseq.data.batching import (Batch, Batches, JaggedBatch, evaluation_batches, make_batch,
-                                 training_batches)
+try:
+    import pyarrow  # noqa: F401  (a dependency of stseq: the loaders' columnar reader)
+except ImportError as missing:
+    raise ImportError("stseq.data needs pyarrow (a dependency of stseq, missing from this "
+                      "Python): pip install pyarrow") from missing
+
+from stseq.data.batching import (Batch, Batches, JaggedBatch, Prefetched, evaluation_batches,
+                                 make_batch, training_batches)
 from stseq.data.interactions import Interactions, PreprocessReport, Sequence, from_events
 from stseq.data.loaders import (LOADERS, load_foursquare, load_movielens, load_recbole,
                                 load_snap_checkins, load_table, load_taobao, movielens_100k_path,
@@ -58,7 +64,7 @@ from stseq.data.splits import Split, Targets, global_split, leave_one_out
 from stseq.data.simulation import SESSION_GAP, Oracle, SyntheticData, synthetic
 
 __all__ = ["LOADERS", "SESSION_GAP", "Batch", "Batches", "Interactions", "JaggedBatch", "Oracle",
-           "PreprocessReport", "Sequence", "Split", "SyntheticData", "Targets",
+           "Prefetched", "PreprocessReport", "Sequence", "Split", "SyntheticData", "Targets",
            "evaluation_batches", "from_events", "global_split", "leave_one_out",
            "load_foursquare", "load_movielens", "load_recbole", "load_snap_checkins",
            "load_table", "load_taobao", "make_batch", "movielens_100k_path", "parse_iso8601",

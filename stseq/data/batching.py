@@ -6,6 +6,8 @@ what the row predicts. Training rows also carry the next item at every position 
 forcing); evaluation rows do not carry the target item at all.
 """
 
+import queue
+import threading
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -64,9 +66,17 @@ class Batch:
     next_items: torch.Tensor | None
     pad_item: int
 
-    def to(self, device):
-        """The batch with every tensor on ``device``."""
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+    def to(self, device, non_blocking=False):
+        """The batch with every tensor on ``device`` (``non_blocking``: asynchronous copies
+        from pinned memory)."""
+        return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                                for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
+    def pin_memory(self):
+        """The batch with every tensor in page-locked memory (fast, asynchronous copies to a
+        GPU)."""
+        return replace(self, **{f.name: getattr(self, f.name).pin_memory() for f in fields(self)
                                 if isinstance(getattr(self, f.name), torch.Tensor)})
 
     @property
@@ -138,6 +148,14 @@ def make_batch(interactions, users, starts, ends, query_times, *, with_next_item
 
         batch = make_batch(data, users=[0], starts=[0], ends=[3], query_times=[1_700_000_000])
     """
+    users, starts, ends, query_times = _check_windows(interactions, users, starts, ends,
+                                                      query_times, with_next_items)
+    return _gather(interactions, users, starts, ends, query_times,
+                   with_next_items=with_next_items, length=length)
+
+
+def _check_windows(interactions, users, starts, ends, query_times, with_next_items):
+    """The window arrays as int64 [B], checked against ``interactions``."""
     users, starts, ends, query_times = (np.asarray(a, dtype=np.int64).reshape(-1)
                                         for a in (users, starts, ends, query_times))
     if interactions.num_events == 0:
@@ -156,6 +174,11 @@ def make_batch(interactions, users, starts, ends, query_times, *, with_next_item
         raise ValueError(f"windows need 0 <= start <= end <= {bound}; row {row} has start "
                          f"{starts[row]}, end {ends[row]} for a user with "
                          f"{interactions.lengths[users[row]]} events")
+    return users, starts, ends, query_times
+
+
+def _gather(interactions, users, starts, ends, query_times, *, with_next_items, length):
+    """``make_batch`` without the checks: one vectorised gather of the padded windows."""
     lengths = ends - starts
     width = max(int(lengths.max(initial=0)), 1) if length is None else length
     if lengths.max(initial=0) > width:
@@ -230,7 +253,9 @@ class Batches:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.interactions = interactions
-        self.users, self.starts, self.ends, self.query_times = users, starts, ends, query_times
+        self.users, self.starts, self.ends, self.query_times = _check_windows(
+            interactions, users, starts, ends, query_times, with_next_items) if len(users) \
+            else (users, starts, ends, query_times)
         self.batch_size, self.with_next_items = batch_size, with_next_items
         self.shuffle, self.drop_last, self.length = shuffle, drop_last, length
         self._rng = np.random.default_rng(seed)
@@ -244,9 +269,9 @@ class Batches:
         order = self._rng.permutation(count) if self.shuffle else np.arange(count)
         for batch in range(len(self)):
             rows = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            yield make_batch(self.interactions, self.users[rows], self.starts[rows],
-                             self.ends[rows], self.query_times[rows],
-                             with_next_items=self.with_next_items, length=self.length)
+            yield _gather(self.interactions, self.users[rows], self.starts[rows],
+                          self.ends[rows], self.query_times[rows],
+                          with_next_items=self.with_next_items, length=self.length)
 
 
 def training_batches(interactions, *, batch_size=128, max_length=50, shuffle=True, seed=0,
@@ -298,3 +323,67 @@ def evaluation_batches(interactions, targets, *, batch_size=256, max_length=50,
     return Batches(interactions, targets.users, starts, targets.positions, targets.query_times,
                    batch_size=batch_size, with_next_items=False,
                    length=max_length if pad_to_max_length else None)
+
+
+class Prefetched:
+    """``batches`` (any iterable of ``Batch`` with ``len``) built ``depth`` batches ahead in a
+    background thread, so that the model does not wait for them; with ``pin_memory`` each batch
+    is put in page-locked memory there too (for ``batch.to("cuda", non_blocking=True)``). The
+    order is the order of ``batches``: the same batches, the same random state afterwards.
+
+    Building a batch is a vectorised gather (numpy releases the GIL in it), so the thread
+    overlaps it with the model's step. Stopping early (``break``) stops the thread; an error in
+    it is raised in the loop.
+
+    Example::
+
+        for batch in Prefetched(training_batches(split.train), pin_memory=True):
+            batch = batch.to("cuda", non_blocking=True)
+    """
+
+    def __init__(self, batches, *, depth=2, pin_memory=False):
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+        if pin_memory and not torch.cuda.is_available():
+            raise ValueError("pin_memory=True needs CUDA (page-locked memory is for copies to a "
+                             "GPU); pass pin_memory=False on a CPU-only machine")
+        self.batches, self.depth, self.pin_memory = batches, depth, pin_memory
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        ready, stop = queue.Queue(maxsize=self.depth), threading.Event()
+        done = object()
+
+        def put(item):
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce():
+            try:
+                for batch in self.batches:
+                    if not put(batch.pin_memory() if self.pin_memory else batch):
+                        return
+                put(done)
+            except BaseException as error:  # handed to the loop, raised there
+                put(error)
+
+        worker = threading.Thread(target=produce, name="stseq-batches", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()

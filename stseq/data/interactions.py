@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
+
+from stseq.data.columns import encode_ids
 
 logger = logging.getLogger("stseq.data")
 
@@ -246,7 +249,9 @@ class Interactions:
                              f"{self._where(bad[0])} has {self.items[bad[0]]}")
         starts = np.zeros(n, dtype=bool)
         starts[offsets[:-1][offsets[:-1] < n]] = True
-        bad = np.nonzero((np.diff(self.timestamps, prepend=0) < 0) & ~starts)[0]
+        decreases = np.zeros(n, dtype=bool)  # compared, not subtracted: no int64 overflow
+        decreases[1:] = self.timestamps[1:] < self.timestamps[:-1]
+        bad = np.nonzero(decreases & ~starts)[0]
         if bad.size:
             raise ValueError("timestamps must be non-decreasing within each user; "
                              f"{self._where(bad[0])} goes {self.timestamps[bad[0] - 1]} -> "
@@ -288,14 +293,55 @@ def _valid_coordinates(latitude, longitude):
                 & (np.abs(longitude) <= 180))
 
 
-def _ids(tokens):
-    """Raw ids as int64 when every one is an integer, else as they came (e.g. str)."""
-    if tokens.dtype.kind not in "OSU":
-        return tokens
-    try:
-        return tokens.astype(np.int64)
-    except (ValueError, TypeError, OverflowError):
-        return tokens
+def _encode(ids):
+    """([R] int64 codes, [V] sorted distinct raw ids) of an id column: numbers stay numbers,
+    text stays text (numpy str/object arrays, lists of str, or Arrow arrays)."""
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        return encode_ids(ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids])
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iu" and ids.ndim == 1:
+        return encode_ids([pa.array(ids.astype(np.int64, copy=False))])
+    if ids.dtype.kind in "SU" or (ids.dtype.kind == "O" and all(
+            isinstance(value, str) for value in ids.tolist())):
+        return encode_ids([pa.array(ids.astype(str), pa.string())])
+    values, codes = np.unique(ids, return_inverse=True)  # other values: as numpy sorts them
+    return codes.reshape(-1).astype(np.int64), values
+
+
+def _user_time_order(users, times):
+    """[R] stable order of rows by (user, time): one int64 key when both fit in 63 bits."""
+    if not len(users):
+        return np.zeros(0, dtype=np.int64)
+    low, span = times.min(), int(times.max()) - int(times.min()) + 1
+    if int(users.max()) + 1 <= (2**63 - 1) // span:
+        return np.argsort(users * span + (times - low), kind="stable")
+    return np.lexsort((times, users))
+
+
+def _repeats(users, times, items, codes):
+    """[R] True at rows that repeat an earlier row's (user, item, time, behavior); rows come
+    sorted by (user, time, row), so copies share a run of equal (user, time)."""
+    repeat = np.zeros(len(users), dtype=bool)
+    tie = (users[1:] == users[:-1]) & (times[1:] == times[:-1])  # [R - 1]
+    rows = np.flatnonzero(np.concatenate([[False], tie]) | np.concatenate([tie, [False]]))
+    if not len(rows):
+        return repeat
+    group = np.cumsum(np.concatenate([[True], ~tie]))[rows]  # run of equal (user, time)
+    behavior = codes[rows] if codes is not None else np.zeros(len(rows), np.int64)
+    order = np.lexsort((rows, behavior, items[rows], group))
+    same = np.zeros(len(rows), dtype=bool)
+    keys = (group[order], items[rows][order], behavior[order])
+    same[1:] = np.logical_and.reduce([key[1:] == key[:-1] for key in keys])
+    repeat[rows[order][same]] = True
+    return repeat
+
+
+def _compact(codes, size):
+    """(the codes in use, sorted; ``codes`` renumbered 0..used-1 in that order), in O(R)."""
+    used = np.flatnonzero(np.bincount(codes, minlength=size))
+    renumber = np.zeros(size, dtype=np.int64)
+    renumber[used] = np.arange(len(used))
+    return used, renumber[codes]
 
 
 def from_events(users, items, timestamps, *, latitude=None, longitude=None, behaviors=None,
@@ -309,12 +355,12 @@ def from_events(users, items, timestamps, *, latitude=None, longitude=None, beha
     seconds, end exclusive; drop exact duplicates of (user, item, timestamp, behavior), keeping
     the first ("duplicate"); k-core filtering, repeated until every user has
     ``min_user_events`` and every item ``min_item_events`` ("k-core"); remap ids to
-    ``0..n-1`` in sorted raw-id order (kept in ``user_ids`` / ``item_ids``; text ids that are
-    all integers become int64 and sort numerically); sort each user's
-    events by time (stable: equal times keep row order).
+    ``0..n-1`` in sorted raw-id order (kept in ``user_ids`` / ``item_ids``; text ids stay
+    text, so "007" and "7" are two ids); sort each user's events by time (stable: equal times
+    keep row order). Every step is vectorised (numpy, Arrow for text ids).
 
     Args:
-        users, items: [R] raw ids (any sortable dtype).
+        users, items: [R] raw ids: integers, or text (numpy/Arrow strings).
         timestamps: [R] seconds since the epoch (UTC), integer or float (floored).
         latitude, longitude: [R] degrees, or None.
         behaviors: [R] behavior names or codes, with ``behavior_names`` listing the valid ones
@@ -326,10 +372,11 @@ def from_events(users, items, timestamps, *, latitude=None, longitude=None, beha
         data = from_events(["a", "a", "b"], [7, 9, 7], [30, 10, 20], min_user_events=1)
         data.user_ids, data.item_ids, data.sequence(0).items   # (['a' 'b'], [7 9], [1 0])
     """
-    users, items = _ids(np.asarray(users)), _ids(np.asarray(items))
+    user_index, user_ids = _encode(users)
+    item_index, item_ids = _encode(items)
     timestamps = np.asarray(timestamps)
-    rows = len(users)
-    for name, column in (("items", items), ("timestamps", timestamps)):
+    rows = len(user_index)
+    for name, column in (("items", item_index), ("timestamps", timestamps)):
         if len(column) != rows:
             raise ValueError(f"{name} has {len(column)} rows but users has {rows}")
     if report is None:
@@ -353,11 +400,14 @@ def from_events(users, items, timestamps, *, latitude=None, longitude=None, beha
         keep &= valid
     codes = None
     if behaviors is not None:
-        behaviors = np.asarray(behaviors)
+        value_index, values = _encode(behaviors)
+        if len(value_index) != rows:
+            raise ValueError(f"behaviors has {len(value_index)} rows but users has {rows}")
         if behavior_names is None:
-            behavior_names = tuple(np.unique(behaviors[keep]).tolist())
+            behavior_names = tuple(values[np.unique(value_index[keep])].tolist())
         lookup = {name: code for code, name in enumerate(behavior_names)}
-        codes = np.array([lookup.get(value, -1) for value in behaviors.tolist()], dtype=np.int64)
+        value_code = np.array([lookup.get(value, -1) for value in values.tolist()], np.int64)
+        codes = value_code[value_index] if len(values) else np.zeros(rows, np.int64)
         report.drop("unknown behavior", np.count_nonzero((codes < 0) & keep))
         keep &= codes >= 0
     if time_range is not None:
@@ -367,17 +417,14 @@ def from_events(users, items, timestamps, *, latitude=None, longitude=None, beha
         keep &= inside
 
     index = np.nonzero(keep)[0]
-    user_ids, user_index = np.unique(users[index], return_inverse=True)
-    item_ids, item_index = np.unique(items[index], return_inverse=True)
-    time, code = timestamps[index], codes[index] if codes is not None else np.zeros(len(index), int)
+    order = _user_time_order(user_index[index], timestamps[index])
+    index = index[order]  # by user, then time, ties in row order
+    user_index, item_index = user_index[index], item_index[index]
     if deduplicate:
-        order = np.lexsort((index, code, time, item_index, user_index))
-        keys = np.stack([user_index, item_index, time, code])[:, order]
-        repeat = np.zeros(len(order), dtype=bool)
-        repeat[1:] = (keys[:, 1:] == keys[:, :-1]).all(axis=0)
+        repeat = _repeats(user_index, timestamps[index], item_index,
+                          codes[index] if codes is not None else None)
         report.drop("duplicate", np.count_nonzero(repeat))
-        unique = np.sort(order[~repeat])
-        index, user_index, item_index = index[unique], user_index[unique], item_index[unique]
+        index, user_index, item_index = index[~repeat], user_index[~repeat], item_index[~repeat]
 
     while True:
         user_counts = np.bincount(user_index, minlength=len(user_ids))
@@ -388,11 +435,8 @@ def from_events(users, items, timestamps, *, latitude=None, longitude=None, beha
             break
         report.drop("k-core", np.count_nonzero(~core))
         index, user_index, item_index = index[core], user_index[core], item_index[core]
-    used_users, user_index = np.unique(user_index, return_inverse=True)
-    used_items, item_index = np.unique(item_index, return_inverse=True)
-
-    order = np.lexsort((timestamps[index], user_index))  # stable: ties keep row order
-    index, user_index, item_index = index[order], user_index[order], item_index[order]
+    used_users, user_index = _compact(user_index, len(user_ids))  # keeps the order
+    used_items, item_index = _compact(item_index, len(item_ids))
     lengths = np.bincount(user_index, minlength=len(used_users))
     report.users, report.items, report.events = len(used_users), len(used_items), len(index)
     (logger.warning if report.dropped else logger.info)("%s", report)

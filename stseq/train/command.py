@@ -197,7 +197,7 @@ def run(args):
     start = time.perf_counter()
     try:
         rows = run_models(names, spec, config, model_options=options, out=out,
-                          resume=args.resume, log=log)
+                          resume=args.resume, log=log, cache_dir=_cache_dir(spec, leader))
     except BaseException:
         if leader and args.out is None and not args.resume:
             runs.discard_run(out)  # refused before anything was saved: leave no empty run
@@ -207,6 +207,14 @@ def run(args):
         print(format_table(rows))
         print(f"\n{time.perf_counter() - start:.0f} s in all; {_written(out)}")
     return 0
+
+
+def _cache_dir(spec, leader):
+    """Where a data file's binary cache lives: runs/<data>/cache, beside the data's runs (rank 0
+    only: other ranks parse the file themselves rather than race on the cache)."""
+    if spec["source"] != "file" or not leader:
+        return None
+    return Path(RUNS_ROOT) / runs.data_name(spec) / "cache"
 
 
 def _model_names(args):

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from stseq import data as datasets
+from stseq.data.cache import load_cached
 from stseq.eval import evaluate, oracle_metrics
 from stseq.models import MODELS, build_model
 from stseq.train.checkpoint import (CheckpointError, data_differences, load_checkpoint,
@@ -76,8 +77,10 @@ def _guess_format(path):
                      f"{sorted(datasets.LOADERS)}")
 
 
-def load_data(spec):
-    """(interactions, oracle or None, split) for a ``data_spec``.
+def load_data(spec, *, cache_dir=None, log=None):
+    """(interactions, oracle or None, split) for a ``data_spec``. With ``cache_dir``, a data
+    file goes through the binary cache there (``stseq.data.cache``): parsed once, memory-mapped
+    after; ``log`` (e.g. print) hears whether the cache was reused, built or rebuilt.
 
     Example::
 
@@ -89,11 +92,15 @@ def load_data(spec):
         interactions, oracle = generated.interactions, generated.oracle
     elif spec["source"] == "ml-100k":
         interactions = datasets.load_recbole(datasets.movielens_100k_path())
-    elif spec["format"] == "table":
-        interactions = datasets.load_table(spec["path"], spec["columns"],
-                                           time_format=spec["time_format"])
     else:
-        interactions = datasets.LOADERS[spec["format"]](spec["path"])
+        options = ({"columns": spec["columns"], "time_format": spec["time_format"]}
+                   if spec["format"] == "table" else {})
+        if cache_dir is None:
+            interactions = datasets.LOADERS[spec["format"]](spec["path"], **options)
+        else:
+            interactions, status = load_cached(spec["format"], spec["path"], cache_dir,
+                                               **options)
+            (log or print)(f"data: {status}")
     if interactions.num_events == 0:
         raise ValueError(f"no usable events after preprocessing: {interactions.report}")
     if spec["split"] == "leave-one-out":
@@ -149,7 +156,8 @@ def expected_fractions(oracle, targets, score, *, max_length, device=None):
     return {name: achieved[name] / ceiling[name] for name in TABLE_METRICS}
 
 
-def run_models(names, spec, config, *, model_options=None, out=None, resume=False, log=print):
+def run_models(names, spec, config, *, model_options=None, out=None, resume=False, log=print,
+               cache_dir=None):
     """Train (or fit) each model of ``names`` on the data of ``spec`` and evaluate it on the
     test targets; returns the rows of the metric table (one dict per model, the oracle first
     on synthetic data). Each model's files go to ``out/<name>/``; ``summary.json``,
@@ -162,6 +170,7 @@ def run_models(names, spec, config, *, model_options=None, out=None, resume=Fals
         model_options: constructor options of the trainable models (e.g. dim, backend).
         resume: continue each model from ``out/<name>/checkpoint.pt`` when it exists.
         log: where progress lines go.
+        cache_dir: the binary cache of a data file (``load_data``); None: parse it each time.
 
     Example::
 
@@ -169,7 +178,7 @@ def run_models(names, spec, config, *, model_options=None, out=None, resume=Fals
                           out="runs/synthetic")
         print(format_table(rows))
     """
-    interactions, oracle, split = load_data(spec)
+    interactions, oracle, split = load_data(spec, cache_dir=cache_dir, log=log)
     log(describe(spec, interactions, split))
     out = Path(out) if out is not None else None
     rows = []

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from stseq.data import training_batches
+from stseq.data import Prefetched, training_batches
 from stseq.eval import evaluate, metric_names
 from stseq.models.losses import build_loss
 from stseq.train.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng,
@@ -221,7 +221,7 @@ class Trainer:
     def train_step(self, batch):
         """One optimiser step on a (global) training batch; returns its mean loss over all
         targets of the global batch."""
-        batch = batch.to(self.device)
+        batch = batch.to(self.device, non_blocking=True)
         targets = int((batch.next_items != batch.pad_item).sum())
         if self.world_size > 1:
             batch = shard_batch(batch, self.rank, self.world_size)
@@ -246,7 +246,7 @@ class Trainer:
         ``progress``: a ``Progress`` to update (default: a silent one)."""
         if progress is None:
             progress = Progress("", len(self.batches), enabled=False)
-        for batch in self.batches:
+        for batch in Prefetched(self.batches, pin_memory=self.device.type == "cuda"):
             targets = int((batch.next_items != batch.pad_item).sum())
             progress.update(targets=targets, loss=self.train_step(batch))
         return {"train_loss": progress.mean_loss, "train_seconds": progress.elapsed,

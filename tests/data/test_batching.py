@@ -117,3 +117,79 @@ def test_batches_feed_the_time_gap_op(data):
                                  backend="reference")
     assert out.shape == (8, batch.items.shape[1], 4)
     assert torch.isfinite(out).all()
+
+
+# The streaming pipeline --------------------------------------------------------------------
+def _fields(batch):
+    return {name: value for name, value in vars(batch).items()}
+
+
+def _assert_same_batches(left, right):
+    left, right = list(left), list(right)
+    assert len(left) == len(right) > 1
+    for a, b in zip(left, right):
+        for name, value in _fields(a).items():
+            other = _fields(b)[name]
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, other), name
+            else:
+                assert value == other, name
+
+
+def test_prefetched_batches_are_the_batches_in_the_same_order():
+    from stseq.data import Prefetched, synthetic, training_batches
+
+    data = synthetic(num_users=60, num_items=40, seed=3).interactions
+    plain = training_batches(data, batch_size=16, max_length=7, seed=5)
+    ahead = Prefetched(training_batches(data, batch_size=16, max_length=7, seed=5), depth=3)
+    assert len(ahead) == len(plain)
+    for _ in range(2):  # a new order each epoch, the same in both
+        _assert_same_batches(plain, ahead)
+    assert plain._rng.bit_generator.state == ahead.batches._rng.bit_generator.state
+
+
+def test_batches_from_the_memory_mapped_cache_are_the_same(tmp_path):
+    from stseq.data import synthetic, training_batches
+    from stseq.data.cache import read_cache, write_cache
+
+    data = synthetic(num_users=40, num_items=30, seed=1).interactions
+    write_cache(tmp_path, data, {"version": 1})
+    mapped = read_cache(tmp_path)
+    _assert_same_batches(training_batches(data, batch_size=8, seed=2),
+                         training_batches(mapped, batch_size=8, seed=2))
+
+
+def test_prefetched_stops_its_thread_and_raises_its_errors():
+    import threading
+
+    from stseq.data import Prefetched, synthetic, training_batches
+
+    data = synthetic(num_users=40, num_items=30, seed=1).interactions
+    for batch in Prefetched(training_batches(data, batch_size=4), depth=1):
+        break
+    assert not any(thread.name == "stseq-batches" for thread in threading.enumerate())
+
+    class Failing:
+        def __len__(self):
+            return 1
+
+        def __iter__(self):
+            raise OSError("disk gone")
+            yield
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(Prefetched(Failing()))
+    with pytest.raises(ValueError, match="depth"):
+        Prefetched(Failing(), depth=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="pin_memory"):
+            Prefetched(Failing(), pin_memory=True)
+
+
+@pytest.mark.cuda
+def test_prefetched_pins_memory_for_the_gpu():
+    from stseq.data import Prefetched, synthetic, training_batches
+
+    data = synthetic(num_users=40, num_items=30, seed=1).interactions
+    batch = next(iter(Prefetched(training_batches(data, batch_size=4), pin_memory=True)))
+    assert batch.items.is_pinned() and batch.to("cuda", non_blocking=True).items.is_cuda

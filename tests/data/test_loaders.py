@@ -1,6 +1,7 @@
 """Every loader on small files written here in its exact format, malformed rows included, UTC
 time parsing whatever the local zone, and MovieLens-100K from the recbole wheel."""
 
+import subprocess
 import sys
 import time
 
@@ -51,9 +52,9 @@ def test_recbole_inter(tmp_path):
     assert data.report.rows == 6
     assert data.report.dropped == {"malformed row": 1, "bad timestamp": 1, "duplicate": 1}
     assert data.report.first_lines == {"malformed row": 4, "bad timestamp": 5}
-    assert data.user_ids.tolist() == [22, 196]
-    assert data.item_ids[data.sequence(1).items].tolist() == [302, 242]  # time-sorted
-    assert data.sequence(1).timestamps.tolist() == [881250940, 881250949]
+    assert data.user_ids.tolist() == ["196", "22"]  # :token ids are text, sorted as text
+    assert data.item_ids[data.sequence(0).items].tolist() == ["302", "242"]  # time-sorted
+    assert data.sequence(0).timestamps.tolist() == [881250940, 881250949]
     with pytest.raises(ValueError, match="not in the header"):
         load_recbole(path, time_field="time")
 
@@ -69,8 +70,8 @@ def test_movielens(tmp_path, name, text):
     data = load_movielens(path)
     assert data.report.dropped == {"malformed row": 1}
     assert (data.num_users, data.num_items, data.num_events) == (2, 4, 4)
-    assert data.item_ids[data.sequence(1).items].tolist() == [1357, 3068]
-    liked = load_movielens(path, min_rating=4)
+    assert data.item_ids[data.sequence(1).items].tolist() == ["1357", "3068"]
+    liked = load_movielens(path, min_rating=4, integer_ids=True)
     assert liked.report.dropped == {"malformed row": 1, "below min_rating": 2}
     assert sorted(liked.item_ids.tolist()) == [1193, 3068]
 
@@ -86,7 +87,7 @@ def test_snap_checkins(tmp_path, new_york_time):
     data = load_snap_checkins(path)
     assert data.report.dropped == {"bad timestamp": 1, "malformed row": 1, "bad coordinates": 1}
     assert data.sequence(0).timestamps.tolist() == [1287440263, 1287532527]
-    assert data.item_ids[data.sequence(0).items].tolist() == [420315, 22847]
+    assert data.item_ids[data.sequence(0).items].tolist() == ["420315", "22847"]
     assert data.sequence(0).coordinates[1].tolist() == pytest.approx([30.2359091167,
                                                                       -97.7951395833])
 
@@ -175,11 +176,10 @@ def test_parquet(tmp_path):
     assert data.sequence(0).timestamps.tolist() == [1599999999, 1600000000]
 
 
-def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pyarrow", None)
-    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(ImportError, match=r"pip install stseq\[data\]"):
-        load_table(tmp_path / "x.parquet", {"user": "u", "item": "i", "timestamp": "t"})
+def test_without_pyarrow_the_import_says_what_to_install():
+    code = "import sys; sys.modules['pyarrow'] = None; import stseq"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0 and "pip install pyarrow" in result.stderr
 
 
 def test_movielens_100k_from_the_recbole_wheel():
@@ -193,3 +193,63 @@ def test_movielens_100k_from_the_recbole_wheel():
     assert data.timestamps.min() >= 874724710 and data.timestamps.max() <= 893286638
     assert (np.diff(data.timestamps)[np.diff(data.event_users()) == 0] >= 0).all()
     assert data.lengths.min() == 20  # every ML-100K user rated at least 20 movies
+
+
+# Issue 16 item 7 ---------------------------------------------------------------------------
+def test_timestamps_outside_int64_are_counted_bad_rows(tmp_path):
+    path = write(tmp_path, "events.csv", "u,i,t\na,x,100\na,y,1e300\nb,x,9223372036854775808\n"
+                                         "b,y,-1e300\nb,z,200\n")
+    data = load_table(path, {"user": "u", "item": "i", "timestamp": "t"})
+    assert data.report.dropped == {"bad timestamp": 3}
+    assert data.report.first_lines == {"bad timestamp": 3}
+    assert data.timestamps.tolist() == [100, 200]
+
+
+def test_ids_are_text_unless_said_otherwise(tmp_path):
+    path = write(tmp_path, "events.csv", "u,i,t\n007,x,1\n7,x,2\n07,y,3\n")
+    data = load_table(path, {"user": "u", "item": "i", "timestamp": "t"})
+    assert data.user_ids.tolist() == ["007", "07", "7"]  # three users
+    as_numbers = load_table(path, {"user": "u", "item": "i", "timestamp": "t"},
+                            min_user_events=1, integer_ids=True)
+    assert as_numbers.report.dropped == {"bad id": 3}  # "x", "y" are no integers
+    numeric = write(tmp_path, "numeric.csv", "u,i,t\n007,1,1\n7,2,2\n")
+    merged = load_table(numeric, {"user": "u", "item": "i", "timestamp": "t"}, integer_ids=True)
+    assert merged.user_ids.tolist() == [7] and merged.lengths.tolist() == [2]
+
+
+def test_undecodable_bytes_are_an_error_naming_the_line(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_bytes(b"u,i,t\na,x,1\nb\xff,y,2\n")
+    with pytest.raises(ValueError, match=r"events.csv: line 3 is not valid UTF-8"):
+        load_table(path, {"user": "u", "item": "i", "timestamp": "t"})
+    inter = tmp_path / "x.inter"
+    inter.write_bytes(b"user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n1\t\xe9\t4\n")
+    with pytest.raises(ValueError, match=r"x.inter: line 3 is not valid UTF-8"):
+        load_recbole(inter)
+
+
+def test_milliseconds_read_as_seconds_stop_with_advice(tmp_path):
+    path = write(tmp_path, "events.csv", "u,i,t\na,x,1614589200123\na,y,1614589300999\n")
+    columns = {"user": "u", "item": "i", "timestamp": "t"}
+    with pytest.raises(ValueError, match="--time-format milliseconds"):
+        load_table(path, columns)
+    assert load_table(path, columns, time_format="milliseconds").timestamps.tolist() == [
+        1614589200, 1614589300]
+    taobao = write(tmp_path, "UserBehavior.csv", "1,2,3,pv,1511544070000\n")
+    with pytest.raises(ValueError, match="look like milliseconds"):
+        load_taobao(taobao)
+
+
+def test_recbole_header_types_are_honoured(tmp_path):
+    text = ("user_id:float\titem_id:float\ttimestamp:float\n"
+            "007\t5\t10\n7\t5\t20\n")
+    data = load_recbole(write(tmp_path, "numbers.inter", text))
+    assert data.user_ids.tolist() == [7] and data.item_ids.tolist() == [5]  # :float ids
+    tokens = load_recbole(write(tmp_path, "tokens.inter", text.replace(":float", ":token", 2)))
+    assert tokens.user_ids.tolist() == ["007", "7"]
+    with pytest.raises(ValueError, match="timestamp:token cannot be the timestamp"):
+        load_recbole(write(tmp_path, "bad.inter", text.replace("timestamp:float",
+                                                               "timestamp:token")))
+    with pytest.raises(ValueError, match="both be token or both be float"):
+        load_recbole(write(tmp_path, "mixed.inter", text.replace("user_id:float",
+                                                                 "user_id:token")))
