@@ -33,13 +33,15 @@ Example::
 """
 
 from stseq.models.attention import SASRec, TimeSASRec
-from stseq.models.base import (ContextFusion, QueryTimeEncoding, SequentialRecommender,
-                               TransitionPrior)
 from stseq.models.baselines import CountingBaseline, MarkovChain, MostPopular
+from stseq.models.fusion import ContextFusion
 from stseq.models.graph import SessionGraph
 from stseq.models.losses import LOSSES, BinaryCrossEntropy, FullSoftmax, SampledSoftmax, build_loss
+from stseq.models.query_time import QueryTimeEncoding
+from stseq.models.recommender import SequentialRecommender
 from stseq.models.rnn import (GRU4Rec, LSTMRecommender, TimeDecayGRURecommender,
                               TimeLSTMRecommender, TLSTMRecommender)
+from stseq.models.transitions import TransitionPrior
 from stseq.models.vae import SVAE
 
 MODELS = {

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 import stseq.nn
-from stseq.models.base import ContextFusion, QueryTimeEncoding, SequentialRecommender
+from stseq.models.fusion import ContextFusion
+from stseq.models.query_time import QueryTimeEncoding
+from stseq.models.recommender import SequentialRecommender
 
 GAP_BUCKETS = 32
 GAP_WINDOW = 8

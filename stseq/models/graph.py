@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import stseq.nn
-from stseq.models.base import (QUERY_GAP_MAX, ContextFusion, QueryTimeEncoding,
-                               SequentialRecommender)
+from stseq.models.fusion import ContextFusion
+from stseq.models.query_time import QUERY_GAP_MAX, QueryTimeEncoding
+from stseq.models.recommender import SequentialRecommender
 
 EDGE_BUCKETS = 16
 

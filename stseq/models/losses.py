@@ -7,7 +7,7 @@ the model's scores into the log-probabilities the model predicts:
 ``mixture.log_probs(logits [M, K], columns [M, K]) -> [M, K]`` over the item ids ``columns``
 (softmax over those K), ``mixture.log_probs_at(log_softmax [M, K], columns [M, K])`` from the
 model's log-softmax values over all N items at ``columns``
-(``stseq.models.base.TransitionMixture``).
+(``stseq.models.transitions.TransitionMixture``).
 
 - ``FullSoftmax`` (the default, ``"ce"``): cross-entropy over all N items. Fused by default:
   ``item_cross_entropy`` = ``stseq.ops.item_logsumexp`` - the target's score, memory

@@ -5,8 +5,10 @@ and time-aware ones on Time-LSTM, T-LSTM and the time-decay GRU, fed
 """
 
 import stseq.nn
-from stseq.models.base import (ContextFusion, QueryTimeEncoding, SequentialRecommender,
-                               history_mean, time_gaps_as_dt)
+from stseq.models.fusion import ContextFusion, history_mean
+from stseq.models.query_time import QueryTimeEncoding
+from stseq.models.recommender import SequentialRecommender
+from stseq.time import transform_gaps
 
 
 class GRU4Rec(SequentialRecommender):
@@ -82,7 +84,7 @@ class TimeAwareRNNRecommender(SequentialRecommender):
         context = self.query_time(batch.timestamps, batch.next_timestamps)  # [B, L, D]
         items = self.embed_items(batch.items)  # [B, L, D]
         x = self.dropout(items + context)
-        dt = time_gaps_as_dt(batch.time_gaps, self.time_unit).to(x.dtype)  # [B, L]
+        dt = transform_gaps(batch.time_gaps, self.time_unit, "log1p").to(x.dtype)  # [B, L]
         output, _ = self.rnn(x, dt, lengths=batch.lengths)
         return self.fuse(self.dropout(output), context, history_mean(items, batch.lengths))
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import stseq.nn
-from stseq.models.base import SequentialRecommender
+from stseq.models.recommender import SequentialRecommender
 
 
 class SVAE(SequentialRecommender):

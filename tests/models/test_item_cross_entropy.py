@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stseq.models.base import TransitionPrior
+from stseq.models.transitions import TransitionPrior
 from stseq.models.losses import FullSoftmax, SampledSoftmax, item_cross_entropy
 
 M, D, N = 9, 6, 23
