@@ -28,7 +28,7 @@ does) makes them reproducible.
 import torch
 import torch.nn.functional as F
 
-from stseq.ops.item_logsumexp import item_logsumexp
+from stseq.ops.scoring import item_logsumexp
 
 REDUCTIONS = ("none", "mean", "sum")
 PROPOSALS = ("uniform", "popularity")

@@ -1,7 +1,7 @@
 """Functional ops. Each checks its arguments, picks a backend (see ``stseq.backends``) and runs
 the native kernel, the Triton kernel or the pure-PyTorch reference."""
 
-from stseq.ops.item_logsumexp import item_logsumexp
+from stseq.ops.scoring import item_logsumexp
 from stseq.ops.rnn import gru, lstm
 from stseq.ops.attention import time_decay_attention
 from stseq.ops.time_gap import time_gap_embedding

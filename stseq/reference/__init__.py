@@ -1,7 +1,7 @@
 """Pure-PyTorch twins of every stseq op: the fallback where no kernel runs and the oracle the
 tests compare kernels against. Written for clarity, not speed; imports only torch."""
 
-from stseq.reference.item_logsumexp import item_logsumexp
+from stseq.reference.scoring import item_logsumexp
 from stseq.reference.rnn import gru, lstm
 from stseq.reference.attention import time_decay_attention
 from stseq.reference.time_gap import haversine_km, time_gap_embedding

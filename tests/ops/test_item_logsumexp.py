@@ -195,7 +195,7 @@ def test_inputs_are_not_mutated_and_noncontiguous_inputs_work():
 
 
 def test_default_chunk_never_holds_rows_by_items():
-    from stseq.ops.item_logsumexp import default_chunk_size
+    from stseq.ops.scoring import default_chunk_size
 
     assert default_chunk_size(6400) * 6400 <= 1 << 23
     assert default_chunk_size(1) == 8192

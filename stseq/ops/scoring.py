@@ -161,7 +161,7 @@ def _register_native():
 @torch.library.custom_op("stseq::item_logsumexp_triton", mutates_args=())
 def _item_logsumexp_triton(hidden: torch.Tensor, weight: torch.Tensor,
                            bias: torch.Tensor | None, gradient_filter: bool) -> torch.Tensor:
-    from stseq.triton.item_logsumexp import item_logsumexp_forward
+    from stseq.triton.scoring import item_logsumexp_forward
 
     return item_logsumexp_forward(hidden, weight, bias)
 
@@ -176,7 +176,7 @@ def _item_logsumexp_triton_backward(
         grad: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor,
         bias: torch.Tensor | None, lse: torch.Tensor,
         gradient_filter: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from stseq.triton.item_logsumexp import item_logsumexp_backward
+    from stseq.triton.scoring import item_logsumexp_backward
 
     return item_logsumexp_backward(grad, hidden, weight, bias, lse, gradient_filter)
 
