@@ -26,9 +26,17 @@ class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run this op on this device; the message says why."""
 
 
-def _check_name(name):
+def check_backend(name):
+    """``name`` itself, or a ValueError unless it is one of ``BACKENDS`` (every module's and
+    op's ``backend=`` goes through this one check).
+
+    Example::
+
+        self.backend = check_backend(backend)
+    """
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name
 
 
 @contextlib.contextmanager
@@ -43,7 +51,7 @@ def use_backend(name):
             out = embedding(timestamps)  # the pure-PyTorch twin
     """
     global _current
-    _check_name(name)
+    check_backend(name)
     previous, _current = _current, name
     try:
         yield
@@ -87,7 +95,7 @@ def resolve(op, requested, device, *, native, triton):
     :class:`BackendUnavailableError` when the requested backend cannot run.
     """
     choice = requested if requested not in (None, "auto") else _current
-    _check_name(choice)
+    check_backend(choice)
     reasons = {
         "native": native_unavailable_reason(device) if native else f"{op} has no native kernel",
         "triton": triton_unavailable_reason(device) if triton else f"{op} has no Triton kernel",

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stseq.backends import BACKENDS
+from stseq.backends import check_backend
 from stseq.eval.ranking import ItemScores
 from stseq.models.geo import GeoScoring
 from stseq.models.losses import item_logsumexp  # the item-scoring op, reached through losses
@@ -74,8 +74,7 @@ class SequentialRecommender(GeoScoring, nn.Module):
                              f"{dim}, {max_length}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        check_backend(backend)
         self.num_items, self.dim, self.max_length = num_items, dim, max_length
         self.backend = backend
         self.spec = None

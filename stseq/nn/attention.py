@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stseq import ops
-from stseq.backends import BACKENDS
+from stseq.backends import check_backend
 from stseq.ops.checks import check_choice, check_int, check_positive
 from stseq.ops.attention import (BUCKETINGS, DECAY_FNS, HEAD_DIMS, HSTU_BUCKET_SCALE,
                                  time_decay_attention_weights)
@@ -53,7 +53,7 @@ def _check_options(embed_dim, num_heads, dropout, add_bias_kv, add_zero_attn, kd
     check_positive(bucket_scale, "bucket_scale")
     if window is not None:
         check_int(window, "window", 0)
-    check_choice(backend, "backend", BACKENDS)
+    check_backend(backend)
 
 
 def _padding_lengths(key_padding_mask, batch, seq_len):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from stseq import ops
-from stseq.backends import BACKENDS
+from stseq.backends import check_backend
 from stseq.ops.checks import check_choice, check_int, check_positive
 from stseq.ops.time_gap import BUCKETINGS
 
@@ -36,7 +36,7 @@ def _check_options(num_buckets, embedding_dim, window, bucketing, max_gap, time_
         check_positive(max_gap, "max_gap", "in time_unit")
     check_int(distance_buckets, "distance_buckets", 0)
     check_positive(max_distance, "max_distance", "km")
-    check_choice(backend, "backend", BACKENDS)
+    check_backend(backend)
 
 
 class TimeGapEmbedding(nn.Module):
