@@ -204,9 +204,12 @@ def _check_batch_sizes(batch_sizes, rows):
         raise ValueError(f"input has {rows} rows but batch_sizes sum to {sum(sizes)}")
 
 
-def _check_lengths(lengths, batch, seq_len):
+def _check_lengths(lengths, batch, seq_len, device):
     if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1:
         raise ValueError("lengths must be a 1-D integer tensor [B]")
+    if lengths.device.type not in ("cpu", device.type):
+        raise ValueError(f"lengths is on {lengths.device} but input is on {device}; pass lengths "
+                         "on the CPU or on input's device")
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
     if lengths.shape[0] != batch:
@@ -259,7 +262,7 @@ def _check_arguments(mode, input, hx, weights, *, bias, num_layers, dropout, tra
         if seq_len == 0:
             raise ValueError("input must have at least one time step (L >= 1)")
         if lengths is not None:
-            _check_lengths(lengths, batch, seq_len)
+            _check_lengths(lengths, batch, seq_len, input.device)
     spec = _Spec(mode, weights, num_layers, directions, bias, batch)
     if input.shape[-1] != spec.input_size:
         raise ValueError(f"input.size(-1) must be equal to input_size={spec.input_size}, got "

@@ -88,6 +88,9 @@ def _run(mode, input, hx, weights, bias, num_layers, dropout, training, bidirect
         x = input.transpose(0, 1) if batch_first else input
     if lengths is not None:
         lengths = lengths.to(x.device)
+        # Padding never enters the arithmetic (a NaN there must not reach any gradient).
+        valid = torch.arange(x.shape[0], device=x.device)[:, None] < lengths[None, :]  # [L, B]
+        x = torch.where(valid[..., None], x, 0)
     h0, c0 = hx if mode == "lstm" else (hx, None)
     h_n, c_n = [], []
     for layer, group in enumerate(_chunks(_layer_weights(mode, weights, bias, num_layers,

@@ -3,6 +3,7 @@ random configurations (outputs, final states and every gradient), the native lay
 the reference twin, gradcheck, opcheck, torch.compile, state_dict round trips, variable-length
 semantics and every bad input."""
 
+import math
 import random
 
 import pytest
@@ -389,6 +390,8 @@ BAD_CALLS = {
     "lengths count": (dict(lengths=torch.tensor([4, 2])), r"lengths must have B=3 entries"),
     "float lengths": (dict(lengths=torch.tensor([4.0, 2.0, 1.0])),
                       r"lengths must be an integer tensor"),
+    "lengths on meta": (dict(lengths=torch.tensor([4, 2, 1], device="meta")),
+                        r"lengths is on meta but input is on cpu; pass lengths on the CPU"),
     "weights count": (dict(weights=[]), r"weights must hold 4 or 5 tensors per layer"),
     "weight shape": (dict(num_layers=1, bidirectional=False, hx=None),
                      r"weights must hold 4 or 5 tensors per layer and direction \(1 of them"),
@@ -556,3 +559,29 @@ def test_cuda_autocast_runs_in_the_autocast_dtype():
         out, h_n = module(x)
     assert out.dtype == h_n.dtype == torch.bfloat16
     assert_close_to_scale(out.float(), expected, CUDA_DTYPES[torch.bfloat16])
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_reference_keeps_nan_padding_out_of_every_gradient(mode):
+    # Padding is never read: NaN there reaches no output and no gradient, on either backend,
+    # and the two backends agree.
+    module = (torch.nn.LSTM if mode == "lstm" else torch.nn.GRU)(
+        2, 3, num_layers=2, bidirectional=True).double()
+    x = torch.randn(5, 3, 2, dtype=torch.float64)
+    x[2:, 1] = math.nan  # row 1 has length 2
+    x[:, 2] = math.inf   # row 2 is empty
+    lengths = torch.tensor([5, 2, 0])
+    op = ops.lstm if mode == "lstm" else ops.gru
+    results = []
+    for backend in ("native", "reference"):
+        leaves = [x.clone().requires_grad_(),
+                  *(w.detach().clone().requires_grad_() for w in module._flat_weights)]
+        output, finals = op(leaves[0], None, leaves[1:], num_layers=2, bidirectional=True,
+                            lengths=lengths, backend=backend)
+        outputs = [output, *(finals if mode == "lstm" else [finals])]
+        gradients = torch.autograd.grad([o.sum() for o in outputs], leaves)
+        assert all(torch.isfinite(t).all() for t in [*outputs, *gradients]), backend
+        assert (gradients[0][2:, 1] == 0).all() and (gradients[0][:, 2] == 0).all(), backend
+        results.append([*outputs, *gradients])
+    for native, reference in zip(*results, strict=True):
+        torch.testing.assert_close(native, reference, rtol=1e-10, atol=1e-12)
