@@ -34,20 +34,18 @@ def _recurrence(cell, input, dt, states, lengths, reverse):
     """
     seq_len, batch = input.shape[:2]
     device = input.device
-    rows = torch.arange(batch, device=device)
     if lengths is None:
         lengths = torch.full((batch,), seq_len, device=device)
     lengths = lengths.to(device=device, dtype=torch.long)
     step_outputs = []
     for step in range(seq_len):
-        active = (step < lengths)[:, None]  # [B, 1]
-        position = (lengths - 1 - step if reverse else torch.full_like(lengths, step))
-        position = position.clamp(0, seq_len - 1)
-        # Inactive rows compute on zeros: padding values (even NaN) never reach a gradient.
-        x = torch.where(active, input[position, rows], 0)
-        t = torch.where(active, dt[position, rows][:, None], 0)
-        new_states = cell(x, t, *states)
-        states = tuple(torch.where(active, new, old) for new, old in zip(new_states, states))
+        # Only the rows still going run the cell: padding never enters the arithmetic (a NaN
+        # there, or an infinite weight times a padded zero, reaches no gradient).
+        active = torch.nonzero(step < lengths).squeeze(1)  # [n]
+        position = lengths[active] - 1 - step if reverse else torch.full_like(active, step)
+        new_states = cell(input[position, active], dt[position, active][:, None],
+                          *(s.index_select(0, active) for s in states))
+        states = tuple(old.index_copy(0, active, new) for new, old in zip(new_states, states))
         step_outputs.append(states[0])
     hidden = states[0].shape[-1]
     if seq_len == 0:
