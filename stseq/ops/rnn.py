@@ -44,6 +44,8 @@ def lstm(input, hx, weights, *, bias=True, num_layers=1, dropout=0.0, training=F
             positions output zeros, h_n/c_n are each row's state after its last valid step, and
             the reverse direction starts at each row's own end.
         backend: ``"auto"``, ``"native"`` or ``"reference"`` (see ``stseq.use_backend``).
+            dtypes: float32 and float64; on the CPU also bfloat16 and float16 (computed in
+            float32, returned in input's dtype); on CUDA float32, bfloat16 and float16.
         algorithm: CUDA time loop, ``"auto"``, ``"stepwise"`` (a GEMM and a fused pointwise
             kernel per step) or ``"persistent"`` (one kernel for the whole sequence, H <= 256,
             no projection, Hopper); ignored on CPU.
@@ -115,6 +117,13 @@ def _run(mode, input, hx, weights, *, backend, algorithm, **config):
     spec = _check_arguments(mode, input, hx, weights, **config)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if input.device.type == "cpu" and input.dtype in (torch.float16, torch.bfloat16):
+        # As torch.nn.LSTM/GRU accept them on the CPU: float32 arithmetic and states (the CPU
+        # kernels' dtype), results in input's dtype; gradients flow back through the casts.
+        result = _run(mode, _cast(input, torch.float32), _cast(hx, torch.float32),
+                      _cast(weights, torch.float32), backend=backend, algorithm=algorithm,
+                      **config)
+        return _cast(result, input.dtype)
     if hx is None:
         hx = _zero_state(mode, input, spec)
     choice = resolve(mode, backend, input.device, native=True, triton=False)
