@@ -12,6 +12,7 @@
 
 #include <type_traits>
 
+#include "common/cpu_gemm.h"
 #include "common/cpu_vector.h"
 #include "rnn/rnn.h"
 #include "rnn/rnn_cpu_kernels.h"
@@ -40,10 +41,11 @@ void lstm_forward(const LstmForwardRows<scalar_t>& p) {
     scalar_t* cells = p.cells != nullptr ? p.cells + b * H : nullptr;
     for_each_unit<scalar_t>(H, [&](const auto& lane) {
       using Act = typename std::decay_t<decltype(lane)>::Act;
-      const auto u = lstm_unit_forward<Act>(
-          lane.load(xg) + lane.load(hg), lane.load(xg + H) + lane.load(hg + H),
-          lane.load(xg + 2 * H) + lane.load(hg + 2 * H),
-          lane.load(xg + 3 * H) + lane.load(hg + 3 * H), lane.load(c));
+      auto pre = [&](int64_t gate) {  // the gate's pre-activation
+        const auto sum = lane.load(xg + gate * H) + lane.load(hg + gate * H);
+        return p.bias != nullptr ? sum + lane.load(p.bias + gate * H) : sum;
+      };
+      const auto u = lstm_unit_forward<Act>(pre(0), pre(1), pre(2), pre(3), lane.load(c));
       lane.store(c, u.c);
       lane.store(h, u.h);
       if (gates != nullptr) {
@@ -105,8 +107,13 @@ void gru_forward(const GruForwardRows<scalar_t>& p) {
         h_z = h_z + lane.load(p.b_hh + H);
         h_n = h_n + lane.load(p.b_hh + 2 * H);
       }
-      const auto u = gru_unit_forward<Act>(lane.load(xg), lane.load(xg + H), lane.load(xg + 2 * H),
-                                           h_r, h_z, h_n, lane.load(h_prev));
+      auto x_r = lane.load(xg), x_z = lane.load(xg + H), x_n = lane.load(xg + 2 * H);
+      if (p.b_ih != nullptr) {
+        x_r = x_r + lane.load(p.b_ih);
+        x_z = x_z + lane.load(p.b_ih + H);
+        x_n = x_n + lane.load(p.b_ih + 2 * H);
+      }
+      const auto u = gru_unit_forward<Act>(x_r, x_z, x_n, h_r, h_z, h_n, lane.load(h_prev));
       lane.store(h, u.h);
       if (gates != nullptr) {
         lane.store(gates, u.r);
@@ -146,12 +153,19 @@ void gru_backward(const GruBackwardRows<scalar_t>& p) {
   }
 }
 
+template <typename scalar_t>
+void recurrent_gemm(const RecurrentGemm<scalar_t>& p) {
+  ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>{p.k, p.n, p.packed}(p.rows, p.a, p.lda,
+                                                                        p.out, p.ldo);
+}
+
 }  // namespace
 
 template <typename scalar_t>
 CpuPointwise<scalar_t> pointwise_kernels() {
   return {&lstm_forward<scalar_t>, &lstm_backward<scalar_t>, &gru_forward<scalar_t>,
-          &gru_backward<scalar_t>};
+          &gru_backward<scalar_t>, &recurrent_gemm<scalar_t>,
+          ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>::kPanel};
 }
 
 template CpuPointwise<float> pointwise_kernels<float>();
