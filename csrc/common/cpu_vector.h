@@ -5,10 +5,10 @@
 //   lane.load(row) / lane.store(row, value)   units j.. of a row pointer ([H] or a block of one)
 //   Lane::Value                                 the value type (a vector or a scalar)
 //   Lane::Act                                   its activations and selects (static functions)
-// Included by the translation units built for different instruction sets (the baseline one and
-// the AVX2 + FMA one, where Vectorized<float> holds 8 lanes), each naming its namespace first
-// with STSEQ_CPU_NAMESPACE: everything here has internal linkage there, so the two builds are
-// never merged by the linker.
+// Included by the translation units built for different instruction sets (the baseline one, the
+// AVX2 + FMA one, where Vectorized<float> holds 8 lanes, and for LSTM/GRU the AVX-512 one, 16
+// lanes), each naming its namespace first with STSEQ_CPU_NAMESPACE: everything here has
+// internal linkage there, so the builds are never merged by the linker.
 #pragma once
 
 #ifndef STSEQ_CPU_NAMESPACE

@@ -1,7 +1,7 @@
-// The CPU pointwise kernels of one recurrent step: for n batch rows, the gate math of rnn.h on
-// every hidden unit (vectorised over units). Raw pointers only: this header is shared by the
-// translation units built for different instruction sets (rnn_cpu_pointwise.h is compiled once
-// plainly and once with AVX2), and rnn_cpu.cpp picks the best one the processor runs.
+// The CPU kernels of one recurrent step: for n batch rows, the gate math of rnn.h on every hidden
+// unit (vectorised over units), and the step's recurrent GEMM. Raw pointers only: this header is
+// shared by the translation units built for different instruction sets (rnn_cpu_pointwise.h is
+// compiled plainly, with AVX2 and with AVX-512), and rnn_cpu.cpp picks the widest one ATen runs.
 // Row strides are in elements; every pointer addresses the step's first active row.
 #pragma once
 
@@ -13,13 +13,12 @@ namespace rnn {
 template <typename scalar_t>
 struct LstmForwardRows {
   int64_t rows, hidden;    // n, H
-  const scalar_t* xg;      // [n, 4H] stride xg_stride: W_ih x
+  const scalar_t* xg;      // [n, 4H] stride xg_stride: W_ih x (nullptr: already in hg)
   int64_t xg_stride;
-  const scalar_t* hg;      // [n, 4H] stride 4H: W_hh h_prev
+  const scalar_t* hg;      // [n, 4H] stride 4H: W_hh h_prev (+ W_ih x)
   const scalar_t* bias;    // [4H] b_ih + b_hh, added to xg + hg (nullptr: no bias)
   scalar_t* c_state;       // [n, H] stride H: c_prev in, c out
-  scalar_t* gates;         // [n, 4H] stride 4H: i, f, g, o (nullptr: not kept); may be xg
-                           // itself: each unit's pre-activations are read before it is written
+  scalar_t* gates;         // [n, 4H] stride 4H: i, f, g, o (nullptr: not kept)
   scalar_t* cells;         // [n, H] stride H: c (nullptr: not kept)
   scalar_t* h;             // [n, H] stride h_stride: o * tanh(c)
   int64_t h_stride;
@@ -66,14 +65,18 @@ struct GruBackwardRows {
 
 // out[n, N] = a[n, K] B, B packed by rnn_cpu.cpp's pack_panels into panels of `panel_width`
 // columns (common/cpu_gemm.h): the recurrent GEMM of one step.
+// With a second operand a2 (k1 < K): out = [a, a2] B, a [n, k1] and a2 [n, K - k1] side by side.
 template <typename scalar_t>
 struct RecurrentGemm {
   int64_t rows, k, n;      // n, K, N
-  const scalar_t* a;       // [n, K] stride lda
+  const scalar_t* a;       // [n, k1] stride lda
   int64_t lda;
   const scalar_t* packed;  // [ceil(N / panel_width)][K][panel_width]
   scalar_t* out;           // [n, N] stride ldo
   int64_t ldo;
+  int64_t k1 = -1;         // columns of K from a (-1: all of them)
+  const scalar_t* a2 = nullptr;  // [n, K - k1] stride lda2
+  int64_t lda2 = 0;
 };
 
 template <typename scalar_t>

@@ -2,8 +2,10 @@
 // units with the lanes of common/cpu_vector.h (one at::vec::Vectorized lane per unit, a scalar
 // loop for the remainder) around the shared gate math of rnn.h. Included by exactly one
 // translation unit per instruction set, which names its namespace first: rnn_cpu.cpp
-// (STSEQ_CPU_NAMESPACE cpu_default, baseline flags) and rnn_cpu_avx2.cpp (cpu_avx2, built with
-// -mavx2 -mfma and ATen's CPU_CAPABILITY_AVX2, where Vectorized<float> holds 8 lanes).
+// (STSEQ_CPU_NAMESPACE cpu_default, baseline flags), rnn_cpu_avx2.cpp (cpu_avx2, built with
+// -mavx2 -mfma and ATen's CPU_CAPABILITY_AVX2, where Vectorized<float> holds 8 lanes) and
+// rnn_cpu_avx512.cpp (cpu_avx512, CPU_CAPABILITY_AVX512: 16 lanes). The recurrent GEMM is
+// common/cpu_gemm.h's.
 #pragma once
 
 #ifndef STSEQ_CPU_NAMESPACE
@@ -33,8 +35,8 @@ template <typename scalar_t>
 void lstm_forward(const LstmForwardRows<scalar_t>& p) {
   const int64_t H = p.hidden;
   for (int64_t b = 0; b < p.rows; ++b) {
-    const scalar_t* xg = p.xg + b * p.xg_stride;  // [4H]
-    const scalar_t* hg = p.hg + b * 4 * H;        // [4H]
+    const scalar_t* xg = p.xg != nullptr ? p.xg + b * p.xg_stride : nullptr;  // [4H]
+    const scalar_t* hg = p.hg + b * 4 * H;                                   // [4H]
     scalar_t* c = p.c_state + b * H;              // [H]
     scalar_t* h = p.h + b * p.h_stride;           // [H]
     scalar_t* gates = p.gates != nullptr ? p.gates + b * 4 * H : nullptr;
@@ -42,7 +44,8 @@ void lstm_forward(const LstmForwardRows<scalar_t>& p) {
     for_each_unit<scalar_t>(H, [&](const auto& lane) {
       using Act = typename std::decay_t<decltype(lane)>::Act;
       auto pre = [&](int64_t gate) {  // the gate's pre-activation
-        const auto sum = lane.load(xg + gate * H) + lane.load(hg + gate * H);
+        auto sum = lane.load(hg + gate * H);
+        if (xg != nullptr) sum = lane.load(xg + gate * H) + sum;
         return p.bias != nullptr ? sum + lane.load(p.bias + gate * H) : sum;
       };
       const auto u = lstm_unit_forward<Act>(pre(0), pre(1), pre(2), pre(3), lane.load(c));
@@ -155,8 +158,8 @@ void gru_backward(const GruBackwardRows<scalar_t>& p) {
 
 template <typename scalar_t>
 void recurrent_gemm(const RecurrentGemm<scalar_t>& p) {
-  ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>{p.k, p.n, p.packed}(p.rows, p.a, p.lda,
-                                                                        p.out, p.ldo);
+  ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>{p.k, p.n, p.packed}(
+      p.rows, p.a, p.lda, p.k1 < 0 ? p.k : p.k1, p.a2, p.lda2, p.out, p.ldo);
 }
 
 }  // namespace
