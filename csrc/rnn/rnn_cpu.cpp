@@ -128,15 +128,25 @@ int64_t tile_rows_at(const Steps& steps, const Tile& tile, int64_t s) {
 template <typename scalar_t>
 at::Tensor pack_panels(const at::Tensor& b, int64_t width) {
   const int64_t k = b.size(0), n = b.size(1), panels = (n + width - 1) / width;
-  const at::Tensor packed = at::empty({panels, k, width}, b.options());
+  const at::Tensor packed = at::zeros({panels, k, width}, b.options());
   const scalar_t* src = b.data_ptr<scalar_t>();
   const int64_t row_stride = b.stride(0), column_stride = b.stride(1);
   scalar_t* dst = packed.data_ptr<scalar_t>();
+  // Read along b's contiguous dimension (a transposed weight is read row by row).
+  const bool columns_contiguous = row_stride == 1 && column_stride != 1;
   for (int64_t p = 0; p < panels; ++p) {
-    for (int64_t j = 0; j < k; ++j) {
-      for (int64_t c = 0; c < width; ++c, ++dst) {
-        const int64_t column = p * width + c;
-        *dst = column < n ? src[j * row_stride + column * column_stride] : scalar_t(0);
+    const int64_t width_here = std::min(width, n - p * width);
+    scalar_t* panel = dst + p * k * width;
+    if (columns_contiguous) {
+      for (int64_t c = 0; c < width_here; ++c) {
+        const scalar_t* column = src + (p * width + c) * column_stride;
+        for (int64_t j = 0; j < k; ++j) panel[j * width + c] = column[j];
+      }
+    } else {
+      for (int64_t j = 0; j < k; ++j) {
+        for (int64_t c = 0; c < width_here; ++c) {
+          panel[j * width + c] = src[j * row_stride + (p * width + c) * column_stride];
+        }
       }
     }
   }
@@ -203,7 +213,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstm_layer_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
     const at::Tensor packed = pack_panels<scalar_t>(
-        at::cat({weight_ih.t(), weight_hh.t()}), kernels.panel_width);  // [I + P, 4H]
+        at::cat({weight_ih, weight_hh}, 1).t(), kernels.panel_width);  // [I + P, 4H]
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       const int64_t tile_rows = tile.end - tile.begin;
       const at::Tensor hg = at::empty({tile_rows, G}, options);  // [rows, 4H] pre-activations
