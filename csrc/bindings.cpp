@@ -114,6 +114,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
 #else
   module.attr("cuda_built") = false;
 #endif
-  module.attr("ops") =
-      pybind11::make_tuple("time_gap_embedding", "lstm", "gru", "item_logsumexp");
 }

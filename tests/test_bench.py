@@ -130,3 +130,26 @@ def test_pytest_benchmarks_collects_and_runs_every_bench_file(tmp_path):
     case = "bench_time_gap.py::test_time_gap_embedding[B256-L50-W8-NB64-D64-forward-native]"
     ran = _pytest_benchmarks(tmp_path, str(BENCHMARKS / case), "--benchmark-disable", "-q")
     assert ran.returncode == 0 and "1 passed" in ran.stdout, ran.stdout + ran.stderr
+
+
+def test_rnn_serving_cases_run_in_inference_mode_with_their_threads_and_load():
+    from stseq.bench import rnn
+
+    shapes = [dict(cell="lstm", batch=2, seq_len=3, input_size=4, hidden=8, inference=True,
+                   threads=1),
+              dict(cell="gru", batch=2, seq_len=3, input_size=4, hidden=8, inference=True,
+                   load=True)]
+    threads = torch.get_num_threads()
+    seen = []
+    for name, shape, stseq_fn, peer_fn, _ in rnn.cases(shapes, torch.device("cpu"),
+                                                       torch.float32):
+        out, peer_out = stseq_fn(), peer_fn()
+        assert not out[0].requires_grad and torch.allclose(out[0], peer_out[0], atol=1e-5)
+        seen.append((name, shape, rnn.BUSY.process is not None))
+    assert seen == [("lstm inference", "B=2,L=3,I=4,H=8,threads=1", False),
+                    ("gru inference", "B=2,L=3,I=4,H=8,load=1 busy core", True)]
+    assert torch.get_num_threads() == threads  # restored after each call
+    rnn.BUSY.stop()
+    assert rnn.BUSY.process is None
+    assert any(s.get("load") for s in rnn.FULL) and any(s.get("threads") == 1 for s in rnn.FULL)
+    assert {s["batch"] for s in rnn.FULL if s.get("inference")} == {1, 8, 64, 256}

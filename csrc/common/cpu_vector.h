@@ -5,10 +5,10 @@
 //   lane.load(row) / lane.store(row, value)   units j.. of a row pointer ([H] or a block of one)
 //   Lane::Value                                 the value type (a vector or a scalar)
 //   Lane::Act                                   its activations and selects (static functions)
-// Included by the translation units built for different instruction sets (the baseline one and
-// the AVX2 + FMA one, where Vectorized<float> holds 8 lanes), each naming its namespace first
-// with STSEQ_CPU_NAMESPACE: everything here has internal linkage there, so the two builds are
-// never merged by the linker.
+// Included by the translation units built for different instruction sets (the baseline one, the
+// AVX2 + FMA one, where Vectorized<float> holds 8 lanes, and for LSTM/GRU the AVX-512 one, 16
+// lanes), each naming its namespace first with STSEQ_CPU_NAMESPACE: everything here has
+// internal linkage there, so the builds are never merged by the linker.
 #pragma once
 
 #ifndef STSEQ_CPU_NAMESPACE
@@ -26,22 +26,31 @@ namespace {
 // Through ATen's fast vector exp (exp_u20: a polynomial within about 1e-7 relative error in
 // float32, SLEEF's exp in float64): tanh(x) = 1 - 2 / (1 + exp(2x)) costs a third of SLEEF's
 // vector tanh, and both saturate cleanly (exp overflowing to inf gives exactly 0, 1 or -1).
-// The selects return `value` where the comparison holds and 0 elsewhere (a NaN compares false).
+// NaN propagates as in torch's ops: exp_u20 clamps its argument (a NaN lane comes out finite),
+// so every activation puts a NaN input lane back into its result; minimum and maximum return a
+// NaN `a` (torch.clamp / torch.relu do), and where_greater passes `value` for a NaN `a` (the
+// gradient of relu at a NaN input is the incoming gradient, as in torch's threshold_backward).
 struct VectorActivations {
   template <typename V>
-  static V sigmoid(const V& x) { return (V(1) + x.neg().exp_u20()).reciprocal(); }
+  static V keep_nan(const V& x, const V& result) { return V::blendv(result, x, x.isnan()); }
   template <typename V>
-  static V tanh(const V& x) { return V(1) - V(2) / (V(1) + (x + x).exp_u20()); }
+  static V sigmoid(const V& x) {
+    return keep_nan(x, (V(1) + x.neg().exp_u20()).reciprocal());
+  }
   template <typename V>
-  static V exp(const V& x) { return x.exp_u20(); }
+  static V tanh(const V& x) { return keep_nan(x, V(1) - V(2) / (V(1) + (x + x).exp_u20())); }
   template <typename V>
-  static V minimum(const V& a, const V& b) { return V::blendv(b, a, a < b); }
+  static V exp(const V& x) { return keep_nan(x, x.exp_u20()); }
   template <typename V>
-  static V maximum(const V& a, const V& b) { return V::blendv(b, a, a > b); }
+  static V minimum(const V& a, const V& b) { return V::blendv(a, b, a >= b); }
+  template <typename V>
+  static V maximum(const V& a, const V& b) { return V::blendv(a, b, a <= b); }
+  // value where a > b or a is NaN, 0 where a <= b.
   template <typename V>
   static V where_greater(const V& a, const V& b, const V& value) {
-    return V::blendv(V(0), value, a > b);
+    return V::blendv(value, V(0), a <= b);
   }
+  // value where a <= b, 0 elsewhere (a NaN compares false).
   template <typename V>
   static V where_less_equal(const V& a, const V& b, const V& value) {
     return V::blendv(V(0), value, a <= b);

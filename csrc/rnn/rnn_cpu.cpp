@@ -1,16 +1,21 @@
 // CPU time loops of the LSTM/GRU layer ops.
 //
-// Forward, per layer and direction: xg = W_ih x + b for all rows as one GEMM (rnn_driver.h);
-// then the active batch rows are split into one tile per thread (about equal total length), and
-// each thread carries its tile through every step on its own: hg = W_hh h_prev for the tile's
-// active rows (a small GEMM, single-threaded inside the parallel region), then the fused
-// pointwise kernel (rnn_cpu_pointwise.h) writes the new states. Rows whose sequence has ended
-// drop out of the tile (rows are sorted by length), so no work is spent on padding. No thread
-// synchronises with another inside the loop.
+// Forward, per layer and direction: the LSTM computes each step's [x_t, h_prev] [W_ih; W_hh]^T
+// in one packed product (below); the GRU, whose candidate gate needs the two parts apart,
+// xg = W_ih x for all rows as one GEMM (rnn_driver.h); the biases are added in the step. The
+// active batch rows are split into tiles of at least
+// kMinTileRows rows, at most one per thread (about equal total length), and each thread carries
+// its tile through every step on its own: hg = W_hh h_prev for the tile's active rows
+// (common/cpu_gemm.h: W_hh packed once per call, a register-blocked loop on the tile's thread;
+// a BLAS call per step re-packed W_hh every step and went through the dispatcher), then the
+// fused pointwise kernel (rnn_cpu_pointwise.h) adds the biases and writes the new states. Rows
+// whose sequence has ended drop out of the tile (rows are sorted by length), so no work is
+// spent on padding. No thread synchronises with another inside the loop.
 //
 // Backward: the same tiles walk the steps in reverse, computing the gate gradients of each step
-// and the recurrent gradient dh_prev = dgates W_hh; W_ih, W_hh (and W_hr) gradients, the input
-// gradient and the bias gradient (a column sum) are large GEMMs / reductions after the loop.
+// and the recurrent gradient dh_prev = dgates W_hh (the same packed loop); W_ih, W_hh (and W_hr)
+// gradients, the input gradient and the bias gradient (a column sum) are large GEMMs /
+// reductions after the loop.
 #include "rnn/rnn_cpu.h"
 
 #include <ATen/ATen.h>
@@ -39,27 +44,25 @@ using rnn::LayerShape;
 using rnn::Steps;
 using rnn::StepOrder;
 
-// The AVX2 kernels when this build has them and ATen runs AVX2 (or AVX-512) kernels here (which
-// honours ATEN_CPU_CAPABILITY=default); the baseline kernels otherwise.
-bool use_avx2_kernels() {
-#if defined(STSEQ_CPU_AVX2)
+// The kernels of the widest instruction set this build has and ATen runs here (which honours
+// ATEN_CPU_CAPABILITY=default / avx2): AVX-512, AVX2, else the baseline ones.
+template <typename scalar_t>
+rnn::CpuPointwise<scalar_t> best_kernels() {
   const std::string capability = at::get_cpu_capability();
-  return capability == "AVX2" || capability == "AVX512";
-#else
-  return false;
+#if defined(STSEQ_CPU_AVX512)
+  if (capability == "AVX512") return rnn::cpu_avx512::pointwise_kernels<scalar_t>();
 #endif
+#if defined(STSEQ_CPU_AVX2)
+  if (capability == "AVX2" || capability == "AVX512") {
+    return rnn::cpu_avx2::pointwise_kernels<scalar_t>();
+  }
+#endif
+  return rnn::cpu_default::pointwise_kernels<scalar_t>();
 }
 
 template <typename scalar_t>
 const rnn::CpuPointwise<scalar_t>& pointwise() {
-#if defined(STSEQ_CPU_AVX2)
-  static const rnn::CpuPointwise<scalar_t> kernels =
-      use_avx2_kernels() ? rnn::cpu_avx2::pointwise_kernels<scalar_t>()
-                         : rnn::cpu_default::pointwise_kernels<scalar_t>();
-#else
-  static const rnn::CpuPointwise<scalar_t> kernels =
-      rnn::cpu_default::pointwise_kernels<scalar_t>();
-#endif
+  static const rnn::CpuPointwise<scalar_t> kernels = best_kernels<scalar_t>();
   return kernels;
 }
 
@@ -75,13 +78,19 @@ struct Tile {
   int64_t end;
 };
 
-// Up to one tile per thread over the rows that have steps, cut where the running sum of row
-// lengths crosses equal shares of the total, so that each tile gets about the same work.
+// A tile's fewest rows: below it a step's work (a few microseconds) does not pay for a second
+// thread, and on a busy machine a descheduled thread stalls the whole call (issue 17: B = 1 and
+// 8 took 24 ms with two threads against 1 ms with one).
+constexpr int64_t kMinTileRows = 16;
+
+// Up to one tile per thread over the rows that have steps (at least kMinTileRows rows each),
+// cut where the running sum of row lengths crosses equal shares of the total, so that each tile
+// gets about the same work.
 std::vector<Tile> make_tiles(const Steps& steps) {
   const int64_t rows = steps.active_rows();
   std::vector<Tile> tiles;
   if (rows == 0) return tiles;
-  const int64_t count = std::min<int64_t>(rows, at::get_num_threads());
+  const int64_t count = std::clamp<int64_t>(rows / kMinTileRows, 1, at::get_num_threads());
   int64_t total = 0;
   for (int64_t b = 0; b < rows; ++b) total += steps.lengths[b];
   int64_t begin = 0, done = 0;
@@ -113,12 +122,61 @@ int64_t tile_rows_at(const Steps& steps, const Tile& tile, int64_t s) {
   return std::min(tile.end, steps.sizes[s]) - tile.begin;
 }
 
-// h_prev of step s for the tile's n active rows: h0's rows at the first step, else the rows of
-// step s - 1 (a prefix of them, since rows only drop out).
-at::Tensor previous_rows_of(const Steps& steps, const at::Tensor& first, const at::Tensor& states,
-                            const Tile& tile, int64_t s, int64_t n) {
-  return s == 0 ? first.narrow(0, tile.begin, n)
-                : states.narrow(0, steps.offsets[s - 1] + tile.begin, n);
+// b [K, N] (any strides) packed for the recurrent GEMM (common/cpu_gemm.h): panels of `width`
+// columns, [ceil(N / width), K, width], zero beyond column N. Once per call: the steps then
+// read the weights in the order they use them, with no packing of their own.
+template <typename scalar_t>
+at::Tensor pack_panels(const at::Tensor& b, int64_t width) {
+  const int64_t k = b.size(0), n = b.size(1), panels = (n + width - 1) / width;
+  const at::Tensor packed = at::zeros({panels, k, width}, b.options());
+  const scalar_t* src = b.data_ptr<scalar_t>();
+  const int64_t row_stride = b.stride(0), column_stride = b.stride(1);
+  scalar_t* dst = packed.data_ptr<scalar_t>();
+  // Read along b's contiguous dimension (a transposed weight is read row by row).
+  const bool columns_contiguous = row_stride == 1 && column_stride != 1;
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t width_here = std::min(width, n - p * width);
+    scalar_t* panel = dst + p * k * width;
+    if (columns_contiguous) {
+      for (int64_t c = 0; c < width_here; ++c) {
+        const scalar_t* column = src + (p * width + c) * column_stride;
+        for (int64_t j = 0; j < k; ++j) panel[j * width + c] = column[j];
+      }
+    } else {
+      for (int64_t j = 0; j < k; ++j) {
+        for (int64_t c = 0; c < width_here; ++c) {
+          panel[j * width + c] = src[j * row_stride + (p * width + c) * column_stride];
+        }
+      }
+    }
+  }
+  return packed;
+}
+
+// out[out_row + i, :] = a[a_row + i, :] b for i < n; a [*, K] and out [*, N] contiguous, b
+// [K, N] packed by pack_panels. (Measured against at::mm per step, one thread, L = 50, H = 128:
+// the packed loop was as fast or faster from B = 1 to B = 256, so there is no BLAS branch.)
+template <typename scalar_t>
+void recurrent_product(const rnn::CpuPointwise<scalar_t>& kernels, int64_t k, int64_t columns,
+                       const at::Tensor& packed, const at::Tensor& a, int64_t a_row, int64_t n,
+                       const at::Tensor& out, int64_t out_row) {
+  kernels.recurrent_gemm({n, k, columns, a.data_ptr<scalar_t>() + a_row * k, k,
+                          packed.data_ptr<scalar_t>(), out.data_ptr<scalar_t>() + out_row * columns,
+                          columns});
+}
+
+// The first of the tile's rows of h_prev (or c_prev) of step s: a row of the initial state
+// [B, width] at the first step, else of step s - 1 in the step-ordered states [N, width] (a
+// prefix of that step's rows, since rows only drop out).
+int64_t previous_row(const Steps& steps, const Tile& tile, int64_t s) {
+  return s == 0 ? tile.begin : steps.offsets[s - 1] + tile.begin;
+}
+
+template <typename scalar_t>
+const scalar_t* previous_rows_ptr(const Steps& steps, const at::Tensor& first,
+                                  const at::Tensor& states, const Tile& tile, int64_t s,
+                                  int64_t width) {
+  return (s == 0 ? first : states).data_ptr<scalar_t>() + previous_row(steps, tile, s) * width;
 }
 
 }  // namespace
@@ -137,33 +195,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
   const Steps steps = rnn::make_steps(batch_sizes, padded, shape.batch, shape.rows);
   const int64_t H = shape.hidden, P = shape.proj, G = shape.gates;
   const StepOrder order(steps, reverse, input.device());
-  const std::optional<at::Tensor> bias =
-      bias_ih.has_value() ? std::optional<at::Tensor>(*bias_ih + *bias_hh) : std::nullopt;
-  const at::Tensor xg = rnn::input_projection(order(input), weight_ih, bias);  // [N, 4H]
+  // Each step computes [x_t, h_prev] [W_ih; W_hh]^T for its rows in one packed product: the
+  // input projection of all steps is never written to memory and read back (at B = 256, L = 50,
+  // H = 128 that buffer is 26 MB), and the bias is added in the step.
+  const at::Tensor bias = bias_ih.has_value() ? *bias_ih + *bias_hh : at::Tensor();  // [4H]
+  const at::Tensor x = order(input);                                           // [N, I]
+  const int64_t I = x.size(1);
   const at::TensorOptions options = input.options();
   const at::Tensor hidden = rnn::step_buffer(steps, P, options);               // [N, P]
-  // The activated gates overwrite the pre-activations they are computed from (row by row).
-  const at::Tensor gates = keep_activations ? xg : at::empty({0}, options);   // [N, 4H]
+  const at::Tensor gates = keep_activations ? rnn::step_buffer(steps, G, options)
+                                            : at::empty({0}, options);         // [N, 4H]
   const at::Tensor cells = keep_activations ? rnn::step_buffer(steps, H, options)
                                             : at::empty({0}, options);         // [N, H]
   const at::Tensor c_state = c0.clone(at::MemoryFormat::Contiguous);           // [B, H]
   const at::Tensor h_first = h0.contiguous();                                  // [B, P]
-  const at::Tensor w_hh_t = weight_hh.t();                                     // [P, 4H]
   const at::Tensor w_hr_t = shape.has_proj ? weight_hr->t() : at::Tensor();    // [H, P]
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstm_layer_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
+    const at::Tensor packed = pack_panels<scalar_t>(
+        at::cat({weight_ih, weight_hh}, 1).t(), kernels.panel_width);  // [I + P, 4H]
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       const int64_t tile_rows = tile.end - tile.begin;
-      const at::Tensor hg = at::empty({tile_rows, G}, options);  // [rows, 4H]
+      const at::Tensor hg = at::empty({tile_rows, G}, options);  // [rows, 4H] pre-activations
       const at::Tensor r = shape.has_proj ? at::empty({tile_rows, H}, options) : at::Tensor();
       for (int64_t s = 0; s < steps.num_steps(); ++s) {
         const int64_t n = tile_rows_at(steps, tile, s);
         if (n <= 0) break;
         const int64_t row = steps.offsets[s] + tile.begin;
-        const at::Tensor h_prev = previous_rows_of(steps, h_first, hidden, tile, s, n);
-        rnn::mm_into(hg.narrow(0, 0, n), h_prev, w_hh_t);
+        kernels.recurrent_gemm({n, I + P, G, x.data_ptr<scalar_t>() + row * I, I,
+                                packed.data_ptr<scalar_t>(), hg.data_ptr<scalar_t>(), G, I,
+                                previous_rows_ptr<scalar_t>(steps, h_first, hidden, tile, s, P),
+                                P});
         const rnn::LstmForwardRows<scalar_t> rows{
-            n, H, xg.data_ptr<scalar_t>() + row * G, G, hg.data_ptr<scalar_t>(),
+            n, H, nullptr, G, hg.data_ptr<scalar_t>(),
+            bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
             c_state.data_ptr<scalar_t>() + tile.begin * H,
             keep_activations ? gates.data_ptr<scalar_t>() + row * G : nullptr,
             keep_activations ? cells.data_ptr<scalar_t>() + row * H : nullptr,
@@ -211,6 +276,7 @@ lstm_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
   const at::Tensor r_all = shape.has_proj ? rnn::step_buffer(steps, H, options) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstm_layer_backward_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
+    const at::Tensor packed = pack_panels<scalar_t>(weight_hh, kernels.panel_width);  // [4H, P]
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       const at::Tensor dr =
           shape.has_proj ? at::empty({tile.end - tile.begin, H}, options) : at::Tensor();
@@ -221,7 +287,7 @@ lstm_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
         rnn::LstmBackwardRows<scalar_t> rows{
             n, H, dh.data_ptr<scalar_t>() + tile.begin * P, P, dy.data_ptr<scalar_t>() + row * P,
             saved_gates.data_ptr<scalar_t>() + row * G, saved_cells.data_ptr<scalar_t>() + row * H,
-            previous_rows_of(steps, c_first, saved_cells, tile, s, n).data_ptr<scalar_t>(),
+            previous_rows_ptr<scalar_t>(steps, c_first, saved_cells, tile, s, H),
             dc.data_ptr<scalar_t>() + tile.begin * H, dgates.data_ptr<scalar_t>() + row * G,
             nullptr};
         if (shape.has_proj) {
@@ -234,7 +300,7 @@ lstm_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
           rows.r = r_all.data_ptr<scalar_t>() + row * H;
         }
         kernels.lstm_backward(rows);
-        rnn::mm_into(dh.narrow(0, tile.begin, n), dgates.narrow(0, row, n), weight_hh);
+        recurrent_product<scalar_t>(kernels, G, P, packed, dgates, row, n, dh, tile.begin);
       }
     });
   });
@@ -262,27 +328,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
   const Steps steps = rnn::make_steps(batch_sizes, padded, shape.batch, shape.rows);
   const int64_t H = shape.hidden, G = shape.gates;
   const StepOrder order(steps, reverse, input.device());
-  const at::Tensor xg = rnn::input_projection(order(input), weight_ih, bias_ih);  // [N, 3H]
+  // The biases are added in the step, not by the GEMM (addmm first copies one into every row).
+  const at::Tensor xg = rnn::input_projection(order(input), weight_ih, std::nullopt);  // [N, 3H]
+  const at::Tensor b_ih = bias_ih.has_value() ? bias_ih->contiguous() : at::Tensor();  // [3H]
   const at::TensorOptions options = input.options();
   const at::Tensor hidden = rnn::step_buffer(steps, H, options);                  // [N, H]
   const at::Tensor gates = keep_activations ? rnn::step_buffer(steps, 4 * H, options)
                                             : at::empty({0}, options);            // [N, 4H]
   const at::Tensor h_first = h0.contiguous();
-  const at::Tensor w_hh_t = weight_hh.t();  // [H, 3H]
   const at::Tensor b_hh = bias_hh.has_value() ? bias_hh->contiguous() : at::Tensor();  // [3H]
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "gru_layer_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
+    const at::Tensor packed = pack_panels<scalar_t>(weight_hh.t(), kernels.panel_width);  // [H, 3H]
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       const at::Tensor hg = at::empty({tile.end - tile.begin, G}, options);  // [rows, 3H]
       for (int64_t s = 0; s < steps.num_steps(); ++s) {
         const int64_t n = tile_rows_at(steps, tile, s);
         if (n <= 0) break;
         const int64_t row = steps.offsets[s] + tile.begin;
-        const at::Tensor h_prev = previous_rows_of(steps, h_first, hidden, tile, s, n);
-        rnn::mm_into(hg.narrow(0, 0, n), h_prev, w_hh_t);
+        const scalar_t* h_prev = previous_rows_ptr<scalar_t>(steps, h_first, hidden, tile, s, H);
+        recurrent_product<scalar_t>(kernels, H, G, packed, s == 0 ? h_first : hidden,
+                                    previous_row(steps, tile, s), n, hg, 0);
         kernels.gru_forward({n, H, xg.data_ptr<scalar_t>() + row * G, G, hg.data_ptr<scalar_t>(),
-                             b_hh.defined() ? b_hh.data_ptr<scalar_t>() : nullptr,
-                             h_prev.data_ptr<scalar_t>(),
+                             b_ih.defined() ? b_ih.data_ptr<scalar_t>() : nullptr,
+                             b_hh.defined() ? b_hh.data_ptr<scalar_t>() : nullptr, h_prev,
                              keep_activations ? gates.data_ptr<scalar_t>() + row * 4 * H : nullptr,
                              hidden.data_ptr<scalar_t>() + row * H});
       }
@@ -319,6 +388,7 @@ gru_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
   const at::Tensor dhg = rnn::step_buffer(steps, G, input.options());  // [N, 3H]
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "gru_layer_backward_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
+    const at::Tensor packed = pack_panels<scalar_t>(weight_hh, kernels.panel_width);  // [3H, H]
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       for (int64_t s = steps.num_steps() - 1; s >= 0; --s) {
         const int64_t n = tile_rows_at(steps, tile, s);
@@ -328,11 +398,10 @@ gru_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
                               carry.data_ptr<scalar_t>() + tile.begin * H,
                               dy.data_ptr<scalar_t>() + row * H,
                               saved_gates.data_ptr<scalar_t>() + row * 4 * H,
-                              previous_rows_of(steps, h_first, hidden, tile, s, n)
-                                  .data_ptr<scalar_t>(),
+                              previous_rows_ptr<scalar_t>(steps, h_first, hidden, tile, s, H),
                               dxg.data_ptr<scalar_t>() + row * G,
                               dhg.data_ptr<scalar_t>() + row * G});
-        rnn::mm_into(dh.narrow(0, tile.begin, n), dhg.narrow(0, row, n), weight_hh);
+        recurrent_product<scalar_t>(kernels, G, H, packed, dhg, row, n, dh, tile.begin);
       }
     });
   });

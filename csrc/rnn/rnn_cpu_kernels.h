@@ -1,7 +1,7 @@
-// The CPU pointwise kernels of one recurrent step: for n batch rows, the gate math of rnn.h on
-// every hidden unit (vectorised over units). Raw pointers only: this header is shared by the
-// translation units built for different instruction sets (rnn_cpu_pointwise.h is compiled once
-// plainly and once with AVX2), and rnn_cpu.cpp picks the best one the processor runs.
+// The CPU kernels of one recurrent step: for n batch rows, the gate math of rnn.h on every hidden
+// unit (vectorised over units), and the step's recurrent GEMM. Raw pointers only: this header is
+// shared by the translation units built for different instruction sets (rnn_cpu_pointwise.h is
+// compiled plainly, with AVX2 and with AVX-512), and rnn_cpu.cpp picks the widest one ATen runs.
 // Row strides are in elements; every pointer addresses the step's first active row.
 #pragma once
 
@@ -13,12 +13,12 @@ namespace rnn {
 template <typename scalar_t>
 struct LstmForwardRows {
   int64_t rows, hidden;    // n, H
-  const scalar_t* xg;      // [n, 4H] stride xg_stride: W_ih x + b_ih + b_hh
+  const scalar_t* xg;      // [n, 4H] stride xg_stride: W_ih x (nullptr: already in hg)
   int64_t xg_stride;
-  const scalar_t* hg;      // [n, 4H] stride 4H: W_hh h_prev
+  const scalar_t* hg;      // [n, 4H] stride 4H: W_hh h_prev (+ W_ih x)
+  const scalar_t* bias;    // [4H] b_ih + b_hh, added to xg + hg (nullptr: no bias)
   scalar_t* c_state;       // [n, H] stride H: c_prev in, c out
-  scalar_t* gates;         // [n, 4H] stride 4H: i, f, g, o (nullptr: not kept); may be xg
-                           // itself: each unit's pre-activations are read before it is written
+  scalar_t* gates;         // [n, 4H] stride 4H: i, f, g, o (nullptr: not kept)
   scalar_t* cells;         // [n, H] stride H: c (nullptr: not kept)
   scalar_t* h;             // [n, H] stride h_stride: o * tanh(c)
   int64_t h_stride;
@@ -41,9 +41,10 @@ struct LstmBackwardRows {
 template <typename scalar_t>
 struct GruForwardRows {
   int64_t rows, hidden;    // n, H
-  const scalar_t* xg;      // [n, 3H] stride xg_stride: W_ih x + b_ih
+  const scalar_t* xg;      // [n, 3H] stride xg_stride: W_ih x
   int64_t xg_stride;
   const scalar_t* hg;      // [n, 3H] stride 3H: W_hh h_prev
+  const scalar_t* b_ih;    // [3H] added to xg (nullptr: no bias)
   const scalar_t* b_hh;    // [3H] added to hg (nullptr: no bias)
   const scalar_t* h_prev;  // [n, H] stride H
   scalar_t* gates;         // [n, 4H] stride 4H: r, z, n, h_n (nullptr: not kept)
@@ -62,12 +63,30 @@ struct GruBackwardRows {
   scalar_t* dhg;           // [n, 3H] stride 3H: gradients of the recurrent-side pre-activations
 };
 
+// out[n, N] = a[n, K] B, B packed by rnn_cpu.cpp's pack_panels into panels of `panel_width`
+// columns (common/cpu_gemm.h): the recurrent GEMM of one step.
+// With a second operand a2 (k1 < K): out = [a, a2] B, a [n, k1] and a2 [n, K - k1] side by side.
+template <typename scalar_t>
+struct RecurrentGemm {
+  int64_t rows, k, n;      // n, K, N
+  const scalar_t* a;       // [n, k1] stride lda
+  int64_t lda;
+  const scalar_t* packed;  // [ceil(N / panel_width)][K][panel_width]
+  scalar_t* out;           // [n, N] stride ldo
+  int64_t ldo;
+  int64_t k1 = -1;         // columns of K from a (-1: all of them)
+  const scalar_t* a2 = nullptr;  // [n, K - k1] stride lda2
+  int64_t lda2 = 0;
+};
+
 template <typename scalar_t>
 struct CpuPointwise {
   void (*lstm_forward)(const LstmForwardRows<scalar_t>&);
   void (*lstm_backward)(const LstmBackwardRows<scalar_t>&);
   void (*gru_forward)(const GruForwardRows<scalar_t>&);
   void (*gru_backward)(const GruBackwardRows<scalar_t>&);
+  void (*recurrent_gemm)(const RecurrentGemm<scalar_t>&);
+  int64_t panel_width;     // columns per packed panel of recurrent_gemm's B
 };
 
 namespace cpu_default {
@@ -75,6 +94,10 @@ template <typename scalar_t>
 CpuPointwise<scalar_t> pointwise_kernels();
 }
 namespace cpu_avx2 {
+template <typename scalar_t>
+CpuPointwise<scalar_t> pointwise_kernels();
+}
+namespace cpu_avx512 {
 template <typename scalar_t>
 CpuPointwise<scalar_t> pointwise_kernels();
 }

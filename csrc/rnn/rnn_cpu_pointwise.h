@@ -2,8 +2,10 @@
 // units with the lanes of common/cpu_vector.h (one at::vec::Vectorized lane per unit, a scalar
 // loop for the remainder) around the shared gate math of rnn.h. Included by exactly one
 // translation unit per instruction set, which names its namespace first: rnn_cpu.cpp
-// (STSEQ_CPU_NAMESPACE cpu_default, baseline flags) and rnn_cpu_avx2.cpp (cpu_avx2, built with
-// -mavx2 -mfma and ATen's CPU_CAPABILITY_AVX2, where Vectorized<float> holds 8 lanes).
+// (STSEQ_CPU_NAMESPACE cpu_default, baseline flags), rnn_cpu_avx2.cpp (cpu_avx2, built with
+// -mavx2 -mfma and ATen's CPU_CAPABILITY_AVX2, where Vectorized<float> holds 8 lanes) and
+// rnn_cpu_avx512.cpp (cpu_avx512, CPU_CAPABILITY_AVX512: 16 lanes). The recurrent GEMM is
+// common/cpu_gemm.h's.
 #pragma once
 
 #ifndef STSEQ_CPU_NAMESPACE
@@ -12,6 +14,7 @@
 
 #include <type_traits>
 
+#include "common/cpu_gemm.h"
 #include "common/cpu_vector.h"
 #include "rnn/rnn.h"
 #include "rnn/rnn_cpu_kernels.h"
@@ -32,18 +35,20 @@ template <typename scalar_t>
 void lstm_forward(const LstmForwardRows<scalar_t>& p) {
   const int64_t H = p.hidden;
   for (int64_t b = 0; b < p.rows; ++b) {
-    const scalar_t* xg = p.xg + b * p.xg_stride;  // [4H]
-    const scalar_t* hg = p.hg + b * 4 * H;        // [4H]
+    const scalar_t* xg = p.xg != nullptr ? p.xg + b * p.xg_stride : nullptr;  // [4H]
+    const scalar_t* hg = p.hg + b * 4 * H;                                   // [4H]
     scalar_t* c = p.c_state + b * H;              // [H]
     scalar_t* h = p.h + b * p.h_stride;           // [H]
     scalar_t* gates = p.gates != nullptr ? p.gates + b * 4 * H : nullptr;
     scalar_t* cells = p.cells != nullptr ? p.cells + b * H : nullptr;
     for_each_unit<scalar_t>(H, [&](const auto& lane) {
       using Act = typename std::decay_t<decltype(lane)>::Act;
-      const auto u = lstm_unit_forward<Act>(
-          lane.load(xg) + lane.load(hg), lane.load(xg + H) + lane.load(hg + H),
-          lane.load(xg + 2 * H) + lane.load(hg + 2 * H),
-          lane.load(xg + 3 * H) + lane.load(hg + 3 * H), lane.load(c));
+      auto pre = [&](int64_t gate) {  // the gate's pre-activation
+        auto sum = lane.load(hg + gate * H);
+        if (xg != nullptr) sum = lane.load(xg + gate * H) + sum;
+        return p.bias != nullptr ? sum + lane.load(p.bias + gate * H) : sum;
+      };
+      const auto u = lstm_unit_forward<Act>(pre(0), pre(1), pre(2), pre(3), lane.load(c));
       lane.store(c, u.c);
       lane.store(h, u.h);
       if (gates != nullptr) {
@@ -105,8 +110,13 @@ void gru_forward(const GruForwardRows<scalar_t>& p) {
         h_z = h_z + lane.load(p.b_hh + H);
         h_n = h_n + lane.load(p.b_hh + 2 * H);
       }
-      const auto u = gru_unit_forward<Act>(lane.load(xg), lane.load(xg + H), lane.load(xg + 2 * H),
-                                           h_r, h_z, h_n, lane.load(h_prev));
+      auto x_r = lane.load(xg), x_z = lane.load(xg + H), x_n = lane.load(xg + 2 * H);
+      if (p.b_ih != nullptr) {
+        x_r = x_r + lane.load(p.b_ih);
+        x_z = x_z + lane.load(p.b_ih + H);
+        x_n = x_n + lane.load(p.b_ih + 2 * H);
+      }
+      const auto u = gru_unit_forward<Act>(x_r, x_z, x_n, h_r, h_z, h_n, lane.load(h_prev));
       lane.store(h, u.h);
       if (gates != nullptr) {
         lane.store(gates, u.r);
@@ -146,12 +156,19 @@ void gru_backward(const GruBackwardRows<scalar_t>& p) {
   }
 }
 
+template <typename scalar_t>
+void recurrent_gemm(const RecurrentGemm<scalar_t>& p) {
+  ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>{p.k, p.n, p.packed}(
+      p.rows, p.a, p.lda, p.k1 < 0 ? p.k : p.k1, p.a2, p.lda2, p.out, p.ldo);
+}
+
 }  // namespace
 
 template <typename scalar_t>
 CpuPointwise<scalar_t> pointwise_kernels() {
   return {&lstm_forward<scalar_t>, &lstm_backward<scalar_t>, &gru_forward<scalar_t>,
-          &gru_backward<scalar_t>};
+          &gru_backward<scalar_t>, &recurrent_gemm<scalar_t>,
+          ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>::kPanel};
 }
 
 template CpuPointwise<float> pointwise_kernels<float>();

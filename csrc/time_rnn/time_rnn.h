@@ -58,7 +58,10 @@ STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE double exponential(double x) { return exp(x
 STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE float hyperbolic_tangent(float x) { return tanhf(x); }
 STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE double hyperbolic_tangent(double x) { return tanh(x); }
 
-// The selects return `value` where the comparison holds and 0 elsewhere (a NaN compares false).
+// NaN propagates as in torch's ops (the vector lanes of common/cpu_vector.h do the same):
+// minimum and maximum return a NaN `a` (torch.clamp, torch.relu); where_greater(a, b, value) is
+// value where a > b or a is NaN (relu's gradient, torch's threshold_backward), 0 where a <= b;
+// where_less_equal(a, b, value) is value where a <= b, 0 elsewhere (a NaN compares false).
 struct ScalarMath {
   template <typename T>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T sigmoid(T x) {
@@ -69,12 +72,12 @@ struct ScalarMath {
   template <typename T>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T exp(T x) { return exponential(x); }
   template <typename T>
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T minimum(T a, T b) { return a < b ? a : b; }
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T minimum(T a, T b) { return a >= b ? b : a; }
   template <typename T>
-  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T maximum(T a, T b) { return a > b ? a : b; }
+  STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T maximum(T a, T b) { return a <= b ? b : a; }
   template <typename T>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T where_greater(T a, T b, T value) {
-    return a > b ? value : T(0);
+    return a <= b ? T(0) : value;
   }
   template <typename T>
   STSEQ_HOST_DEVICE STSEQ_FORCE_INLINE static T where_less_equal(T a, T b, T value) {
@@ -469,11 +472,10 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
     accumulate(gw + Layout::kPeepI * H, d_pre_i * c);
     accumulate(gw + Layout::kPeepO * H, d_pre_o * c_out);
     accumulate(gw_time + Layout::kTimeO * H, d_pre_o * dt);
-    T w_t1 = time_weight(Layout::kTimeT1);
-    T pass_t1(1);
+    const T w_t1_given = time_weight(Layout::kTimeT1);
+    const T bound(static_cast<acc_t>(kTimeWeightBound));
+    T w_t1 = w_t1_given;
     if constexpr (Layout::kTwoTimeGates) {
-      const T bound(static_cast<acc_t>(kTimeWeightBound));
-      pass_t1 = Act::where_less_equal(w_t1, bound, T(1));
       w_t1 = Act::minimum(w_t1, bound);
       const T d_pre_t2 = dt2 * logistic_derivative(t2);
       put(Layout::kT2, d_pre_t2);
@@ -481,7 +483,13 @@ struct TimeLSTMBackward : ElementStep<TimeLSTMBackwardArgs<scalar_t, acc_t>, acc
       accumulate(gw_time + Layout::kTimeT2 * H, d_pre_t2 * a.phi.derivative(phi_t2) * dt);
     }
     const T phi_t1 = a.phi.template apply<Act>(dt * w_t1);
-    accumulate(gw_time + Layout::kTimeT1 * H, pass_t1 * d_pre_t1 * a.phi.derivative(phi_t1) * dt);
+    T d_w_t1 = d_pre_t1 * a.phi.derivative(phi_t1) * dt;
+    if constexpr (Layout::kTwoTimeGates) {
+      // Through the clamp w_t1 <= bound: a select (as torch.clamp's backward), so that a NaN
+      // gradient does not pass where the clamp cut it off.
+      d_w_t1 = Act::where_less_equal(w_t1_given, bound, d_w_t1);
+    }
+    accumulate(gw_time + Layout::kTimeT1 * H, d_w_t1);
     if constexpr (Layout::kForget) {
       const T d_pre_f = df * logistic_derivative(f);
       put(Layout::kF, d_pre_f);

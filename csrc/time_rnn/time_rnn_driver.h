@@ -188,19 +188,22 @@ struct Setup {
   }
 
   // (dx [L, B, I], dW_ih [G*H, I]) from the pre-activation gradients [L, B, G*H]; padded
-  // positions of x (whatever they hold) are masked out of dW_ih.
+  // positions of x (whatever they hold) are masked out of dW_ih, and their dx is exactly 0
+  // (their zero gate gradients times a non-finite weight would give NaN).
   std::pair<at::Tensor, at::Tensor> input_grads(const at::Tensor& grad_gates,
                                                 const at::Tensor& input,
                                                 const at::Tensor& weight_ih) const {
     const int64_t rows = p.seq_len * p.batch;
     const at::Tensor grad2d = grad_gates.view({rows, grad_gates.size(2)});
     at::Tensor x = input;
+    at::Tensor grad_x = at::mm(grad2d, weight_ih).view({p.seq_len, p.batch, p.input_size});
     if (padded()) {
       const at::Tensor positions = at::arange(p.seq_len, lengths.options()).unsqueeze(1);
-      x = input.masked_fill(positions.ge(lengths.unsqueeze(0)).unsqueeze(2), 0);
+      const at::Tensor padding = positions.ge(lengths.unsqueeze(0)).unsqueeze(2);  // [L, B, 1]
+      x = input.masked_fill(padding, 0);
+      grad_x.masked_fill_(padding, 0);
     }
-    return {at::mm(grad2d, weight_ih).view({p.seq_len, p.batch, p.input_size}),
-            at::mm(grad2d.t(), x.reshape({rows, p.input_size}))};
+    return {grad_x, at::mm(grad2d.t(), x.reshape({rows, p.input_size}))};
   }
 
   // The backward element steps' partial sums [B, blocks*H] (acc_t, zeros: only the rows a

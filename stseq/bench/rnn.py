@@ -7,7 +7,18 @@ The grid is the issue's: B in {256, 1024, 4096}, L in {50, 200}, H in {64, 128, 
 size = H (64-256), on CUDA in bfloat16 and float32 (cuDNN's float32 with TF32 off, so that both
 sides compute in float32 and the parity column means something). On the 2-core CPU the grid is
 cut to B=256 (a B=4096, L=200 step of the full grid takes minutes per call there).
+
+Serving cases (CPU, issue 17): inference (``torch.inference_mode``) at B in {1, 8, 64, 256},
+L = 50, H in {64, 128, 256}, with every thread of the run and with one thread; and the same
+inference at H = 128 on a loaded machine: another process busy on one core while they are
+timed (``threads=`` and ``load=`` in the shape label).
 """
+
+import atexit
+import contextlib
+import os
+import subprocess
+import sys
 
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
@@ -30,7 +41,13 @@ _GPU = [dict(cell=cell, batch=batch, seq_len=seq_len, input_size=hidden, hidden=
              packed=packed, device="cuda")
         for cell in CELLS for batch in (256, 1024, 4096) for seq_len in (50, 200)
         for hidden in (64, 128, 256) for packed in (False, True)]
-FULL = _CPU + _GPU
+_SERVING = [dict(cell=cell, batch=batch, seq_len=50, input_size=hidden, hidden=hidden,
+                 inference=True, threads=threads)
+            for threads in (None, 1) for cell in CELLS for hidden in (64, 128, 256)
+            for batch in (1, 8, 64, 256)]
+_LOADED = [dict(cell=cell, batch=batch, seq_len=50, input_size=128, hidden=128, inference=True,
+                load=True) for cell in CELLS for batch in (1, 8, 64, 256)]
+FULL = _CPU + _SERVING + _LOADED + _GPU
 
 
 def make_case(*, cell, batch, seq_len, input_size, hidden, packed=False, device="cpu",
@@ -89,10 +106,58 @@ def run(implementation, fn, case):
         return fn(case["peer"], case)
 
 
+def inference(module, case):
+    """One forward under torch.inference_mode (serving) -> (output, h_n)."""
+    with torch.inference_mode():
+        output, hidden = module(case["inputs"])
+    return _data(output), _final_hidden(hidden)
+
+
+class BusyCore:
+    """Another process spinning on one core (the loaded-machine cases); started by the first
+    loaded call, stopped by any other case's call and at exit."""
+
+    def __init__(self):
+        self.process = None
+
+    def start(self):
+        if self.process is None:
+            self.process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            cores = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(self.process.pid, {cores[0]})
+
+    def stop(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+BUSY = BusyCore()
+atexit.register(BUSY.stop)
+
+
+@contextlib.contextmanager
+def _conditions(shape):
+    """The shape's thread count and load while one call runs."""
+    BUSY.start() if shape.get("load") else BUSY.stop()
+    threads = shape.get("threads")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(previous)
+
+
 def _label(shape):
     text = (f"B={shape['batch']},L={shape['seq_len']},I={shape['input_size']},"
             f"H={shape['hidden']}")
-    return text + (",packed" if shape.get("packed") else "")
+    text += ",packed" if shape.get("packed") else ""
+    text += f",threads={shape['threads']}" if shape.get("threads") else ""
+    return text + (",load=1 busy core" if shape.get("load") else "")
 
 
 def cases(grid, device, dtype):
@@ -101,8 +166,17 @@ def cases(grid, device, dtype):
     for shape in grid:
         if shape.get("device", "cpu") != device.type:
             continue
-        case = make_case(**{**shape, "device": device}, dtype=dtype)
-        for mode, fn in (("forward", forward), ("forward+backward", forward_backward)):
+        config = {k: v for k, v in shape.items() if k not in ("inference", "threads", "load")}
+        case = make_case(**{**config, "device": device}, dtype=dtype)
+        modes = ((("inference", inference),) if shape.get("inference") else
+                 (("forward", forward), ("forward+backward", forward_backward)))
+        for mode, fn in modes:
             yield (f"{shape['cell']} {mode}", _label(shape),
-                   lambda fn=fn, case=case: run("stseq", fn, case),
-                   lambda fn=fn, case=case: run("peer", fn, case), PEERS[device.type])
+                   lambda fn=fn, case=case, shape=shape: _timed("stseq", fn, case, shape),
+                   lambda fn=fn, case=case, shape=shape: _timed("peer", fn, case, shape),
+                   PEERS[device.type])
+
+
+def _timed(implementation, fn, case, shape):
+    with _conditions(shape):
+        return run(implementation, fn, case)

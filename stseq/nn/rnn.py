@@ -6,6 +6,12 @@ arguments, parameter names and shapes, gate order, initialisation, ``state_dict`
 ``stseq.ops.lstm`` / ``stseq.ops.gru`` (fused C++/CUDA time loop) and takes a keyword
 ``lengths=`` for padded variable-length batches. (They do not subclass torch.nn.LSTM/GRU
 themselves: torch.compile refuses to trace instances of those.)
+
+TorchScript (``torch.jit.script`` / ``torch.jit.trace``) is not supported: ``forward`` goes
+through Python-level argument checks, backend selection and the custom-op dispatch of
+``stseq.ops``, which TorchScript cannot compile, and takes ``lengths`` keyword-only. Scripting
+one raises a TypeError that says so; ``torch.compile(fullgraph=True)`` is the supported path
+(the ops have fake kernels and autograd formulas for it).
 """
 
 import torch
@@ -31,6 +37,14 @@ def _check_state_dims(mode, hx, dims):
         shapes = [tuple(h.shape) if isinstance(h, torch.Tensor) else h for h in states]
         raise ValueError(f"for {kind} input, hx must be {dims}-D "
                          f"{'(h_0, c_0) tensors' if mode == 'lstm' else 'tensor'}, got {shapes}")
+
+
+def _refuse_torchscript(module):
+    raise TypeError(
+        f"stseq.nn.{type(module).__name__} does not support TorchScript (torch.jit.script): its "
+        "forward runs Python-level argument checks, backend selection and stseq's custom ops, "
+        "and takes lengths= keyword-only. Use torch.compile(module, fullgraph=True) instead, "
+        f"or torch.nn.{type(module).__name__} where TorchScript is required.")
 
 
 def _recurrent_forward(module, mode, input, hx, lengths):
@@ -80,7 +94,9 @@ class LSTM(nn.RNNBase):
     ``batch_first``), unbatched [L, I], or a PackedSequence; ``lengths`` [B] gives the valid
     steps of each row of a padded batch (padded outputs are zero, h_n/c_n are each row's last
     valid state, the reverse direction starts at each row's end). Returns
-    ``(output, (h_n, c_n))`` as torch.nn.LSTM does.
+    ``(output, (h_n, c_n))`` as torch.nn.LSTM does. dtypes as torch.nn.LSTM: float32 and
+    float64; bfloat16 and float16 too (on the CPU computed in float32, states included).
+    TorchScript is not supported (see the module docstring): use ``torch.compile``.
 
     Example::
 
@@ -103,6 +119,9 @@ class LSTM(nn.RNNBase):
     def forward(self, input, hx=None, *, lengths=None):
         return _recurrent_forward(self, "lstm", input, hx, lengths)
 
+    def __prepare_scriptable__(self):
+        _refuse_torchscript(self)
+
     def extra_repr(self):
         text = super().extra_repr()
         return text if self.backend == "auto" else f"{text}, backend={self.backend!r}"
@@ -112,7 +131,8 @@ class GRU(nn.RNNBase):
     """torch.nn.GRU with a fused C++/CUDA time loop; same arguments, parameters and results.
 
     Args: as torch.nn.GRU, plus keyword-only ``backend``. ``forward(input, hx=None, *,
-    lengths=None)`` as :class:`LSTM` (hx is h_0); returns ``(output, h_n)``.
+    lengths=None)`` as :class:`LSTM` (hx is h_0); returns ``(output, h_n)``. dtypes and
+    TorchScript as :class:`LSTM`.
 
     Example::
 
@@ -128,6 +148,9 @@ class GRU(nn.RNNBase):
 
     def forward(self, input, hx=None, *, lengths=None):
         return _recurrent_forward(self, "gru", input, hx, lengths)
+
+    def __prepare_scriptable__(self):
+        _refuse_torchscript(self)
 
     def extra_repr(self):
         text = super().extra_repr()

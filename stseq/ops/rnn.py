@@ -44,6 +44,8 @@ def lstm(input, hx, weights, *, bias=True, num_layers=1, dropout=0.0, training=F
             positions output zeros, h_n/c_n are each row's state after its last valid step, and
             the reverse direction starts at each row's own end.
         backend: ``"auto"``, ``"native"`` or ``"reference"`` (see ``stseq.use_backend``).
+            dtypes: float32 and float64; on the CPU also bfloat16 and float16 (computed in
+            float32, returned in input's dtype); on CUDA float32, bfloat16 and float16.
         algorithm: CUDA time loop, ``"auto"``, ``"stepwise"`` (a GEMM and a fused pointwise
             kernel per step) or ``"persistent"`` (one kernel for the whole sequence, H <= 256,
             no projection, Hopper); ignored on CPU.
@@ -115,6 +117,13 @@ def _run(mode, input, hx, weights, *, backend, algorithm, **config):
     spec = _check_arguments(mode, input, hx, weights, **config)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if input.device.type == "cpu" and input.dtype in (torch.float16, torch.bfloat16):
+        # As torch.nn.LSTM/GRU accept them on the CPU: float32 arithmetic and states (the CPU
+        # kernels' dtype), results in input's dtype; gradients flow back through the casts.
+        result = _run(mode, _cast(input, torch.float32), _cast(hx, torch.float32),
+                      _cast(weights, torch.float32), backend=backend, algorithm=algorithm,
+                      **config)
+        return _cast(result, input.dtype)
     if hx is None:
         hx = _zero_state(mode, input, spec)
     choice = resolve(mode, backend, input.device, native=True, triton=False)
@@ -204,9 +213,12 @@ def _check_batch_sizes(batch_sizes, rows):
         raise ValueError(f"input has {rows} rows but batch_sizes sum to {sum(sizes)}")
 
 
-def _check_lengths(lengths, batch, seq_len):
+def _check_lengths(lengths, batch, seq_len, device):
     if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1:
         raise ValueError("lengths must be a 1-D integer tensor [B]")
+    if lengths.device.type not in ("cpu", device.type):
+        raise ValueError(f"lengths is on {lengths.device} but input is on {device}; pass lengths "
+                         "on the CPU or on input's device")
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
     if lengths.shape[0] != batch:
@@ -259,7 +271,7 @@ def _check_arguments(mode, input, hx, weights, *, bias, num_layers, dropout, tra
         if seq_len == 0:
             raise ValueError("input must have at least one time step (L >= 1)")
         if lengths is not None:
-            _check_lengths(lengths, batch, seq_len)
+            _check_lengths(lengths, batch, seq_len, input.device)
     spec = _Spec(mode, weights, num_layers, directions, bias, batch)
     if input.shape[-1] != spec.input_size:
         raise ValueError(f"input.size(-1) must be equal to input_size={spec.input_size}, got "

@@ -52,21 +52,29 @@ def _gru_step(x, h, w):
 
 
 def _direction(mode, x, h, c, w, lengths, reverse):
-    """One layer, one direction over x [L, B, I] -> (outputs [L, B, P], h_n, c_n)."""
+    """One layer, one direction over x [L, B, I] -> (outputs [L, B, P], h_n, c_n).
+
+    With lengths, each step runs only the rows still going: padding never enters the
+    arithmetic (a NaN there, or an infinite weight times a padded zero, reaches no gradient)."""
     seq_len = x.shape[0]
     outputs = [None] * seq_len
     for t in (range(seq_len - 1, -1, -1) if reverse else range(seq_len)):
-        if mode == "lstm":
-            h_new, c_new = _lstm_step(x[t], h, c, w)
-        else:
-            h_new, c_new = _gru_step(x[t], h, w)
         if lengths is None:
+            rows, x_t, h_t, c_t = None, x[t], h, c
+        else:
+            rows = torch.nonzero(t < lengths).squeeze(1)  # [n] active rows
+            x_t, h_t = x[t].index_select(0, rows), h.index_select(0, rows)
+            c_t = c.index_select(0, rows) if c is not None else None
+        if mode == "lstm":
+            h_new, c_new = _lstm_step(x_t, h_t, c_t, w)
+        else:
+            h_new, c_new = _gru_step(x_t, h_t, w)
+        if rows is None:
             h, c, outputs[t] = h_new, c_new, h_new
         else:
-            valid = (t < lengths)[:, None]  # [B, 1]
-            h = torch.where(valid, h_new, h)
-            c = torch.where(valid, c_new, c) if c is not None else None
-            outputs[t] = torch.where(valid, h_new, torch.zeros_like(h_new))
+            h = h.index_copy(0, rows, h_new)
+            c = c.index_copy(0, rows, c_new) if c is not None else None
+            outputs[t] = h.new_zeros(h.shape).index_copy(0, rows, h_new)
     return torch.stack(outputs), h, c
 
 

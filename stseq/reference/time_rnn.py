@@ -19,6 +19,13 @@ def _activation(name):
     return {"tanh": torch.tanh, "sigmoid": torch.sigmoid}[name]
 
 
+def _gaps(dt, input):
+    """dt in the dtype the native op computes its time terms in: input's, float32 for the half
+    types (any floating dt is accepted, e.g. float64 gaps with float32 input)."""
+    dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
+    return dt.to(dtype)
+
+
 def _recurrence(cell, input, dt, states, lengths, reverse):
     """Run ``cell(x [B, I], dt [B, 1], *states) -> (h, *states)`` over the steps of every row.
 
@@ -27,20 +34,18 @@ def _recurrence(cell, input, dt, states, lengths, reverse):
     """
     seq_len, batch = input.shape[:2]
     device = input.device
-    rows = torch.arange(batch, device=device)
     if lengths is None:
         lengths = torch.full((batch,), seq_len, device=device)
     lengths = lengths.to(device=device, dtype=torch.long)
     step_outputs = []
     for step in range(seq_len):
-        active = (step < lengths)[:, None]  # [B, 1]
-        position = (lengths - 1 - step if reverse else torch.full_like(lengths, step))
-        position = position.clamp(0, seq_len - 1)
-        # Inactive rows compute on zeros: padding values (even NaN) never reach a gradient.
-        x = torch.where(active, input[position, rows], 0)
-        t = torch.where(active, dt[position, rows][:, None], 0)
-        new_states = cell(x, t, *states)
-        states = tuple(torch.where(active, new, old) for new, old in zip(new_states, states))
+        # Only the rows still going run the cell: padding never enters the arithmetic (a NaN
+        # there, or an infinite weight times a padded zero, reaches no gradient).
+        active = torch.nonzero(step < lengths).squeeze(1)  # [n]
+        position = lengths[active] - 1 - step if reverse else torch.full_like(active, step)
+        new_states = cell(input[position, active], dt[position, active][:, None],
+                          *(s.index_select(0, active) for s in states))
+        states = tuple(old.index_copy(0, active, new) for new, old in zip(new_states, states))
         step_outputs.append(states[0])
     hidden = states[0].shape[-1]
     if seq_len == 0:
@@ -74,6 +79,9 @@ def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weig
     phi = _activation(time_activation)
 
     def cell(x, t, h, c):
+        def time_term(value):  # computed in dt's dtype, then input's
+            return value.to(x.dtype)
+
         gates_x = x @ weight_ih.T + bias
         gates_h = h @ weight_hh.T
         if variant == 1:
@@ -95,13 +103,13 @@ def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weig
             w_t1 = w_t1.clamp(max=TIME_WEIGHT_BOUND)
         i = torch.sigmoid(x_i + h_i + w_ci * c)
         g = torch.tanh(x_g + h_g)
-        time_gate1 = torch.sigmoid(x_t1 + phi(t * w_t1))
+        time_gate1 = torch.sigmoid(x_t1 + time_term(phi(t * w_t1)))
         if variant == 1:
             f = torch.sigmoid(x_f + h_f + w_cf * c)
             c_new = f * c + i * time_gate1 * g
             c_out = c_new
         else:
-            time_gate2 = torch.sigmoid(x_t2 + phi(t * w_t2))
+            time_gate2 = torch.sigmoid(x_t2 + time_term(phi(t * w_t2)))
             if variant == 2:
                 f = torch.sigmoid(x_f + h_f + w_cf * c)
                 c_out = f * c + i * time_gate1 * g  # c~: read by the output gate and h
@@ -109,10 +117,10 @@ def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weig
             else:
                 c_out = (1 - i * time_gate1) * c + i * time_gate1 * g
                 c_new = (1 - i) * c + i * time_gate2 * g
-        o = torch.sigmoid(x_o + h_o + t * w_to + w_co * c_out)
+        o = torch.sigmoid(x_o + h_o + time_term(t * w_to) + w_co * c_out)
         return o * torch.tanh(c_out), c_new
 
-    output, (h_n, c_n) = _recurrence(cell, input, dt, (h0, c0), lengths, reverse)
+    output, (h_n, c_n) = _recurrence(cell, input, _gaps(dt, input), (h0, c0), lengths, reverse)
     return output, h_n, c_n
 
 
@@ -135,14 +143,14 @@ def tlstm(input, dt, h0, c0, weight_ih, weight_hh, bias, decay_weight, decay_bia
 
     def cell(x, t, h, c):
         short_term = act(c @ decay_weight.T + decay_bias)
-        discount = 1 / torch.log(math.e + t)
+        discount = (1 / torch.log(math.e + t)).to(x.dtype)
         c_star = c - short_term + discount * short_term
         gates = x @ weight_ih.T + bias + h @ weight_hh.T
         i, f, g, o = gates.chunk(4, 1)
         c_new = torch.sigmoid(f) * c_star + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c_new), c_new
 
-    output, (h_n, c_n) = _recurrence(cell, input, dt, (h0, c0), lengths, reverse)
+    output, (h_n, c_n) = _recurrence(cell, input, _gaps(dt, input), (h0, c0), lengths, reverse)
     return output, h_n, c_n
 
 
@@ -162,7 +170,7 @@ def time_decay_gru(input, dt, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_
     """
 
     def cell(x, t, h):
-        h = torch.exp(-torch.relu(decay_weight * t + decay_bias)) * h
+        h = torch.exp(-torch.relu(decay_weight * t + decay_bias)).to(x.dtype) * h
         x_r, x_z, x_n = (x @ weight_ih.T + bias_ih).chunk(3, 1)
         h_r, h_z, h_n = (h @ weight_hh.T + bias_hh).chunk(3, 1)
         r = torch.sigmoid(x_r + h_r)
@@ -170,5 +178,5 @@ def time_decay_gru(input, dt, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_
         n = torch.tanh(x_n + r * h_n)
         return ((1 - z) * n + z * h,)
 
-    output, (h_n,) = _recurrence(cell, input, dt, (h0,), lengths, reverse)
+    output, (h_n,) = _recurrence(cell, input, _gaps(dt, input), (h0,), lengths, reverse)
     return output, h_n

@@ -3,6 +3,7 @@ random configurations (outputs, final states and every gradient), the native lay
 the reference twin, gradcheck, opcheck, torch.compile, state_dict round trips, variable-length
 semantics and every bad input."""
 
+import math
 import random
 
 import pytest
@@ -389,6 +390,8 @@ BAD_CALLS = {
     "lengths count": (dict(lengths=torch.tensor([4, 2])), r"lengths must have B=3 entries"),
     "float lengths": (dict(lengths=torch.tensor([4.0, 2.0, 1.0])),
                       r"lengths must be an integer tensor"),
+    "lengths on meta": (dict(lengths=torch.tensor([4, 2, 1], device="meta")),
+                        r"lengths is on meta but input is on cpu; pass lengths on the CPU"),
     "weights count": (dict(weights=[]), r"weights must hold 4 or 5 tensors per layer"),
     "weight shape": (dict(num_layers=1, bidirectional=False, hx=None),
                      r"weights must hold 4 or 5 tensors per layer and direction \(1 of them"),
@@ -556,3 +559,79 @@ def test_cuda_autocast_runs_in_the_autocast_dtype():
         out, h_n = module(x)
     assert out.dtype == h_n.dtype == torch.bfloat16
     assert_close_to_scale(out.float(), expected, CUDA_DTYPES[torch.bfloat16])
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_reference_keeps_nan_padding_out_of_every_gradient(mode):
+    # Padding is never read: NaN there reaches no output and no gradient, on either backend,
+    # and the two backends agree.
+    module = (torch.nn.LSTM if mode == "lstm" else torch.nn.GRU)(
+        2, 3, num_layers=2, bidirectional=True).double()
+    x = torch.randn(5, 3, 2, dtype=torch.float64)
+    x[2:, 1] = math.nan  # row 1 has length 2
+    x[:, 2] = math.inf   # row 2 is empty
+    lengths = torch.tensor([5, 2, 0])
+    op = ops.lstm if mode == "lstm" else ops.gru
+    results = []
+    for backend in ("native", "reference"):
+        leaves = [x.clone().requires_grad_(),
+                  *(w.detach().clone().requires_grad_() for w in module._flat_weights)]
+        output, finals = op(leaves[0], None, leaves[1:], num_layers=2, bidirectional=True,
+                            lengths=lengths, backend=backend)
+        outputs = [output, *(finals if mode == "lstm" else [finals])]
+        gradients = torch.autograd.grad([o.sum() for o in outputs], leaves)
+        assert all(torch.isfinite(t).all() for t in [*outputs, *gradients]), backend
+        assert (gradients[0][2:, 1] == 0).all() and (gradients[0][:, 2] == 0).all(), backend
+        results.append([*outputs, *gradients])
+    for native, reference in zip(*results, strict=True):
+        torch.testing.assert_close(native, reference, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_cpu_half_types_match_torch(mode, dtype):
+    # torch.nn.LSTM/GRU accept bfloat16/float16 on the CPU; stseq computes them in float32
+    # (states included) and returns input's dtype. Both are compared with float32 torch.nn on
+    # the same rounded weights and inputs: stseq is at least as close as torch.nn itself.
+    torch_cls, stseq_cls = MODES[mode]
+    torch.manual_seed(3)
+    reference = torch_cls(8, 16, num_layers=2, bidirectional=True, batch_first=True)
+    half_torch = torch_cls(8, 16, num_layers=2, bidirectional=True, batch_first=True).to(dtype)
+    half_torch.load_state_dict(reference.state_dict())
+    half_stseq = stseq_cls(8, 16, num_layers=2, bidirectional=True, batch_first=True).to(dtype)
+    half_stseq.load_state_dict(reference.state_dict())
+    reference.load_state_dict({k: v.float() for k, v in half_torch.state_dict().items()})
+    x = torch.randn(4, 12, 8).to(dtype)
+    lengths = torch.tensor([12, 5, 9, 1])
+    packed = pack_padded_sequence(x.float(), lengths, batch_first=True, enforce_sorted=False)
+    expected, expected_state = reference(packed)
+    expected = pad_packed_sequence(expected, batch_first=True)[0]
+    ours, our_state = half_stseq(x, lengths=lengths)
+    theirs, _ = half_torch(pack_padded_sequence(x, lengths, batch_first=True,
+                                                enforce_sorted=False))
+    theirs = pad_packed_sequence(theirs, batch_first=True)[0]
+    assert ours.dtype == dtype and (our_state[0] if mode == "lstm" else our_state).dtype == dtype
+    our_error = (ours.float() - expected).abs().max()
+    their_error = (theirs.float() - expected).abs().max()
+    assert our_error <= max(their_error, 1e-2), (our_error, their_error)
+    torch.testing.assert_close(ours.float(), expected, rtol=3e-2, atol=3e-2)
+    for ours_h, expected_h in zip(our_state if mode == "lstm" else [our_state],
+                                  expected_state if mode == "lstm" else [expected_state]):
+        torch.testing.assert_close(ours_h.float(), expected_h, rtol=3e-2, atol=3e-2)
+    # gradients reach the half-precision parameters, close to float32 torch.nn's
+    (ours.float() * torch.linspace(-1, 1, ours.numel()).view(ours.shape)).sum().backward()
+    (expected * torch.linspace(-1, 1, ours.numel()).view(ours.shape)).sum().backward()
+    for (name, p), q in zip(half_stseq.named_parameters(), reference.parameters()):
+        assert p.grad.dtype == dtype, name
+        scale = q.grad.abs().max().item()
+        torch.testing.assert_close(p.grad.float(), q.grad, rtol=5e-2, atol=5e-2 * scale + 1e-3,
+                                   msg=name)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_torchscript_is_refused_with_the_reason(mode):
+    module = MODES[mode][1](4, 8)
+    for target in (module, torch.nn.Sequential(module)):
+        with pytest.raises(TypeError, match=r"does not support TorchScript .* Use "
+                                             r"torch.compile\(module, fullgraph=True\)"):
+            torch.jit.script(target)

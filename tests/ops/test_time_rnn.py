@@ -735,3 +735,18 @@ def test_cuda_module_under_autocast():
     torch.testing.assert_close(output.float(), expected, rtol=3e-2, atol=3e-2)
     output.float().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in module.parameters())
+
+
+@pytest.mark.parametrize("op,options", [CELLS[0], CELLS[2], CELLS[4], CELLS[6], CELLS[8]],
+                         ids=[CELL_IDS[i] for i in (0, 2, 4, 6, 8)])
+def test_float64_dt_with_float32_input_on_both_backends(op, options):
+    # The native op computes the time terms in input's dtype whatever dt's floating dtype; the
+    # reference twin accepts the same and gives the same answer.
+    tensors, kwargs = random_case(op, options, dtype=torch.float32)
+    tensors[1] = tensors[1].detach().double()
+    expected = [o.detach() for o in getattr(ops, op)(*tensors, **kwargs, backend="native")]
+    actual = getattr(ops, op)(*tensors, **kwargs, backend="reference")
+    assert all(o.dtype == torch.float32 for o in actual)
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a.detach(), e, **TOLERANCE[torch.float32])
+    assert_parity(op, tensors, kwargs, torch.float32)
