@@ -42,3 +42,23 @@ def test_bad_gap_transform_is_named():
     with pytest.raises(ValueError, match="gap_transform"):
         check_gap_transform("log")
     assert check_gap_transform("log1p") == "log1p"
+
+
+@pytest.mark.parametrize("layer", ["TimeLSTM", "TLSTM", "TimeDecayGRU"])
+def test_layers_read_seconds_through_their_time_options(layer):
+    # a layer given seconds with time_unit and gap_transform equals one given the transformed gap
+    import stseq
+
+    torch.manual_seed(0)
+    seconds = torch.tensor([[0.0, 30.0, 7200.0, 86400.0 * 40]]).double()
+    x = torch.randn(1, 4, 8)
+    options = {"batch_first": True, "backend": "reference"}
+    plain = getattr(stseq.nn, layer)(8, 16, **options)
+    timed = getattr(stseq.nn, layer)(8, 16, time_unit=60.0, gap_transform="log1p", **options)
+    timed.load_state_dict(plain.state_dict())
+    expected, _ = plain(x, transform_gaps(seconds, 60.0, "log1p").float())
+    got, _ = timed(x, seconds)
+    assert torch.equal(got, expected)
+    assert "gap_transform='log1p'" in repr(timed)
+    with pytest.raises(ValueError, match="gap_transform"):
+        getattr(stseq.nn, layer)(8, 16, gap_transform="log")

@@ -1,6 +1,7 @@
 """Recurrent recommenders: GRU4Rec and an LSTM recommender over item embeddings (time-agnostic),
-and time-aware ones on Time-LSTM, T-LSTM and the time-decay GRU, fed
-``dt = log1p(gap / time_unit)`` from the timestamps and told when the prediction is asked for
+and time-aware ones on Time-LSTM, T-LSTM and the time-decay GRU, fed the gap before each event
+in seconds (the layers read ``log1p(gap / time_unit)``, ``gap_transform="log1p"``; see
+``stseq.time``) and told when the prediction is asked for
 (``QueryTimeEncoding`` of the gap to the query time, its hour and weekday).
 """
 
@@ -8,7 +9,6 @@ import stseq.nn
 from stseq.models.fusion import ContextFusion, history_mean
 from stseq.models.query_time import QueryTimeEncoding
 from stseq.models.recommender import SequentialRecommender
-from stseq.time import transform_gaps
 
 
 class GRU4Rec(SequentialRecommender):
@@ -53,7 +53,8 @@ class LSTMRecommender(GRU4Rec):
 
 class TimeAwareRNNRecommender(SequentialRecommender):
     """A time-aware recurrent layer (``layer_name`` in stseq.nn) over the item embeddings plus
-    the query-time encoding, fed ``dt = log1p(time_gaps / time_unit)``; its states are fused
+    the query-time encoding, fed the gaps before each event in seconds (the layer reads
+    ``log1p(gap / time_unit)``); its states are fused
     with the query-time encoding again and with the long-term profile (the mean item embedding
     of the window so far) before scoring, so that a query after a long gap can fall back on
     the user's lasting interests; and (``geo``, the default on data with coordinates) the
@@ -74,7 +75,8 @@ class TimeAwareRNNRecommender(SequentialRecommender):
         self.time_unit = time_unit
         self.rnn = layer(self.dim, self.dim, num_layers=num_layers, batch_first=True,
                          dropout=self.dropout.p if num_layers > 1 else 0.0,
-                         backend=self.backend, **(layer_options or {}))
+                         time_unit=time_unit, gap_transform="log1p", backend=self.backend,
+                         **(layer_options or {}))
         self.query_time = QueryTimeEncoding(self.dim, backend=self.backend)
         self.fuse = ContextFusion(self.dim, num_contexts=2, dropout=self.dropout.p)
 
@@ -84,8 +86,8 @@ class TimeAwareRNNRecommender(SequentialRecommender):
         context = self.query_time(batch.timestamps, batch.next_timestamps)  # [B, L, D]
         items = self.embed_items(batch.items)  # [B, L, D]
         x = self.dropout(items + context)
-        dt = transform_gaps(batch.time_gaps, self.time_unit, "log1p").to(x.dtype)  # [B, L]
-        output, _ = self.rnn(x, dt, lengths=batch.lengths)
+        # seconds since the previous event; the layer reads log1p(gap / time_unit)
+        output, _ = self.rnn(x, batch.time_gaps.double(), lengths=batch.lengths)
         return self.fuse(self.dropout(output), context, history_mean(items, batch.lengths))
 
 

@@ -19,13 +19,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from stseq import ops
-from stseq.backends import BACKENDS
+from stseq.backends import check_backend
 
-
-def _check_backend(backend):
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
 
 
 def _check_state_dims(mode, hx, dims):
@@ -108,7 +103,7 @@ class LSTM(nn.RNNBase):
 
     def __init__(self, *args, backend="auto", **kwargs):
         super().__init__("LSTM", *args, **kwargs)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
 
     def permute_hidden(self, hx, permutation):
         """(h, c) with their batch rows reordered by ``permutation`` (None: unchanged)."""
@@ -144,7 +139,7 @@ class GRU(nn.RNNBase):
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         super().__init__("GRU", *args, **kwargs)
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
 
     def forward(self, input, hx=None, *, lengths=None):
         return _recurrent_forward(self, "gru", input, hx, lengths)

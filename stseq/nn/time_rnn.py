@@ -10,9 +10,10 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from stseq import ops
-from stseq.backends import BACKENDS
+from stseq.backends import check_backend
 from stseq.ops.checks import check_sequences
 from stseq.ops.time_rnn import ACTIVATIONS, TIME_LSTM_BLOCKS
+from stseq.time import check_gap_transform, check_time_unit, gaps_before, transform_gaps
 
 
 def time_deltas(timestamps, lengths=None, *, time_unit=1.0):
@@ -33,21 +34,13 @@ def time_deltas(timestamps, lengths=None, *, time_unit=1.0):
         time_deltas(ts, time_unit=60.0)  # tensor([[ 0.,  1., 60.]], dtype=torch.float64)
     """
     check_sequences(timestamps, lengths)
-    if not (isinstance(time_unit, (int, float)) and 0 < time_unit < math.inf):
-        raise ValueError(f"time_unit must be a finite number > 0, got {time_unit!r}")
-    gaps = (timestamps[:, 1:] - timestamps[:, :-1]).double() / time_unit  # [B, L-1]
-    deltas = torch.cat([torch.zeros_like(gaps[:, :1]), gaps], 1) if timestamps.shape[1] else (
-        torch.zeros(timestamps.shape, dtype=torch.float64, device=timestamps.device))
-    if lengths is not None:
-        valid = torch.arange(timestamps.shape[1], device=timestamps.device) < lengths[:, None]
-        deltas = torch.where(valid, deltas, torch.zeros((), dtype=deltas.dtype,
-                                                        device=deltas.device))
-    return deltas
+    time_unit = check_time_unit(time_unit)
+    return gaps_before(timestamps, lengths) / time_unit
 
 
 def _reverse_gaps(dt, lengths):
-    """The gaps a reverse pass reads: position t follows t+1, so it gets dt[t+1] (0 at each
-    row's last position). dt [L, B] -> [L, B]."""
+    """The gaps a reverse pass reads: position t follows t+1, so it gets dt[t+1], the gap after
+    the event (``stseq.time.gaps_after``; 0 at each row's last position). dt [L, B] -> [L, B]."""
     following = torch.cat([dt[1:], torch.zeros_like(dt[:1])], 0)
     if lengths is None:
         return following
@@ -66,8 +59,8 @@ class _TimeRNNBase(nn.Module):
     _state_count = 2
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, time_unit=1.0, backend="auto",
-                 device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, *, time_unit=1.0, gap_transform="none",
+                 backend="auto", device=None, dtype=None):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
@@ -75,10 +68,9 @@ class _TimeRNNBase(nn.Module):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if not (isinstance(dropout, (int, float)) and 0 <= dropout <= 1):
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
-        if not (isinstance(time_unit, (int, float)) and 0 < time_unit < math.inf):
-            raise ValueError(f"time_unit must be a finite number > 0, got {time_unit!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        time_unit = check_time_unit(time_unit)
+        self.gap_transform = check_gap_transform(gap_transform)
+        check_backend(backend)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.time_unit, self.backend = bidirectional, float(time_unit), backend
@@ -128,7 +120,9 @@ class _TimeRNNBase(nn.Module):
           longest length) -> a PackedSequence output (no ``lengths=``: the pack has its own);
         - unbatched: input [L, I], dt [L] -> output [L, D*H], states [num_layers * D, H].
 
-        dt is in seconds (divided by ``time_unit``); hx the initial state(s)
+        dt is the gap before each event in seconds (``stseq.time.gaps_before``; the cell reads
+        ``dt / time_unit``, or ``log1p(dt / time_unit)`` with ``gap_transform="log1p"``, see
+        ``stseq.time``); hx the initial state(s)
         [num_layers * D, B, H] (``(h_0, c_0)`` for the LSTM cells), zeros when None. Final
         states [num_layers * D, B, H] are each row's state after its last valid step; the
         reverse direction starts at each row's own end and reads, at position t, the gap to the
@@ -222,7 +216,7 @@ class _TimeRNNBase(nn.Module):
         compute_dtype = self._compute_dtype(input)
         input = input.to(compute_dtype)
         gap_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
-        dt = (dt.to(torch.float64) / self.time_unit).to(gap_dtype)
+        dt = transform_gaps(dt, self.time_unit, self.gap_transform).to(gap_dtype)
         if lengths is not None and lengths.device != input.device:
             raise ValueError(f"lengths is on {lengths.device} but input is on {input.device}")
         directions = 2 if self.bidirectional else 1
@@ -286,7 +280,7 @@ class _TimeRNNBase(nn.Module):
             text += f", num_layers={self.num_layers}"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
                               ("bidirectional", False), ("time_unit", 1.0),
-                              ("backend", "auto")):
+                              ("gap_transform", "none"), ("backend", "auto")):
             if getattr(self, name) != default:
                 text += f", {name}={getattr(self, name)!r}"
         return text
@@ -314,6 +308,8 @@ class TimeLSTM(_TimeRNNBase):
         time_activation: phi inside the time gates, ``"tanh"`` (the authors' code) or
             ``"sigmoid"`` (the paper).
         time_unit: seconds per unit of dt inside the cell (dt is divided by it).
+        gap_transform: "none" (the cell reads dt / time_unit) or "log1p" (log1p(dt /
+            time_unit)); see ``stseq.time``.
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
 
     Example::
@@ -330,7 +326,8 @@ class TimeLSTM(_TimeRNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, variant=1, time_activation="tanh",
-                 time_unit=1.0, backend="auto", device=None, dtype=None):
+                 time_unit=1.0, gap_transform="none", backend="auto", device=None,
+                 dtype=None):
         if variant not in TIME_LSTM_BLOCKS:
             raise ValueError(f"variant must be 1, 2 or 3, got {variant!r}")
         if time_activation not in ACTIVATIONS:
@@ -338,7 +335,8 @@ class TimeLSTM(_TimeRNNBase):
                              f"{time_activation!r}")
         self.variant, self.time_activation = variant, time_activation
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, time_unit=time_unit, backend=backend, device=device,
+                         bidirectional, time_unit=time_unit, gap_transform=gap_transform,
+                         backend=backend, device=device,
                          dtype=dtype)
 
     def _parameter_shapes(self, layer_input):
@@ -381,6 +379,7 @@ class TLSTM(_TimeRNNBase):
             torch.nn.LSTM.
         short_term_activation: ``"sigmoid"`` (the authors' code) or ``"tanh"`` (the paper).
         time_unit: seconds per unit of dt inside the cell.
+        gap_transform: "none" or "log1p" (see ``stseq.time``).
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
 
     Example::
@@ -391,13 +390,15 @@ class TLSTM(_TimeRNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, short_term_activation="sigmoid",
-                 time_unit=1.0, backend="auto", device=None, dtype=None):
+                 time_unit=1.0, gap_transform="none", backend="auto", device=None,
+                 dtype=None):
         if short_term_activation not in ACTIVATIONS:
             raise ValueError(f"short_term_activation must be one of {ACTIVATIONS}, got "
                              f"{short_term_activation!r}")
         self.short_term_activation = short_term_activation
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, time_unit=time_unit, backend=backend, device=device,
+                         bidirectional, time_unit=time_unit, gap_transform=gap_transform,
+                         backend=backend, device=device,
                          dtype=dtype)
 
     def _parameter_shapes(self, layer_input):
@@ -436,6 +437,7 @@ class TimeDecayGRU(_TimeRNNBase):
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
             torch.nn.GRU.
         time_unit: seconds per unit of dt inside the cell.
+        gap_transform: "none" or "log1p" (see ``stseq.time``).
         backend: ``"auto"``, ``"native"`` or ``"reference"``.
 
     Example::

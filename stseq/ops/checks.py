@@ -75,6 +75,24 @@ def check_tensor(value, name, *, rank, shape, device=None):
                          "move them to one device")
 
 
+def check_lengths(lengths, batch):
+    """``lengths`` is a 1-D integer tensor with ``batch`` entries (its device and values are
+    checked by the caller: values together with the data, in one synchronisation, with
+    :func:`lengths_range_error`)."""
+    check_tensor(lengths, "lengths", rank=1, shape="[B]")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
+    if lengths.shape[0] != batch:
+        raise ValueError(f"lengths must have B={batch} entries, got {lengths.shape[0]}")
+
+
+def lengths_range_error(lengths, bad, seq_len):
+    """The ValueError for the first row of ``bad`` [B] (lengths outside [0, L])."""
+    row = int(torch.nonzero(bad)[0])
+    return ValueError(f"lengths must be in [0, L={seq_len}]; lengths[{row}] = "
+                      f"{int(lengths[row])}")
+
+
 def _first(mask):
     """(row, position) of the first True in a [B, L] mask."""
     row, position = torch.nonzero(mask)[0].tolist()
@@ -96,10 +114,7 @@ def check_sequences(timestamps, lengths=None, coordinates=None):
     device = timestamps.device
     if lengths is not None:
         check_tensor(lengths, "lengths", rank=1, shape="[B]", device=device)
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-            raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
-        if lengths.shape[0] != batch:
-            raise ValueError(f"lengths must have B={batch} entries, got {lengths.shape[0]}")
+        check_lengths(lengths, batch)
     if coordinates is not None:
         check_tensor(coordinates, "coordinates", rank=3, shape="[B, L, 2]", device=device)
         if tuple(coordinates.shape) != (batch, seq_len, 2):
@@ -135,8 +150,7 @@ def _check_sequence_values(timestamps, lengths, coordinates):
     if not torch.stack([c.any() for c in conditions]).any().item():  # one synchronisation
         return
     if bad_lengths.any():
-        row = int(torch.nonzero(bad_lengths)[0])
-        raise ValueError(f"lengths must be in [0, L={seq_len}]; lengths[{row}] = {int(lengths[row])}")
+        raise lengths_range_error(lengths, bad_lengths, seq_len)
     if nonfinite is not None and nonfinite.any():
         row, position = _first(nonfinite)
         raise ValueError(f"timestamps must be finite; row {row} has "

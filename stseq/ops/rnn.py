@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from stseq import reference
 from stseq._native import NATIVE
 from stseq.backends import resolve
+from stseq.ops.checks import check_lengths, lengths_range_error
 
 ALGORITHMS = ("auto", "stepwise", "persistent")
 _GATES = {"lstm": 4, "gru": 3}
@@ -214,22 +215,15 @@ def _check_batch_sizes(batch_sizes, rows):
 
 
 def _check_lengths(lengths, batch, seq_len, device):
-    if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1:
-        raise ValueError("lengths must be a 1-D integer tensor [B]")
+    check_lengths(lengths, batch)
     if lengths.device.type not in ("cpu", device.type):
         raise ValueError(f"lengths is on {lengths.device} but input is on {device}; pass lengths "
                          "on the CPU or on input's device")
-    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-        raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
-    if lengths.shape[0] != batch:
-        raise ValueError(f"lengths must have B={batch} entries, got {lengths.shape[0]}")
     if torch.compiler.is_compiling():
         return
     bad = (lengths < 0) | (lengths > seq_len)
     if bad.any():
-        row = int(torch.nonzero(bad)[0])
-        raise ValueError(f"lengths must be in [0, L={seq_len}]; lengths[{row}] = "
-                         f"{int(lengths[row])}")
+        raise lengths_range_error(lengths, bad, seq_len)
 
 
 def _check_state(state, name, size_name, shape, input):

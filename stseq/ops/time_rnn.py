@@ -20,7 +20,7 @@ import torch
 from stseq import reference
 from stseq._native import NATIVE
 from stseq.backends import resolve
-from stseq.ops.checks import check_tensor
+from stseq.ops.checks import check_lengths, check_tensor, lengths_range_error
 
 ACTIVATIONS = ("tanh", "sigmoid")
 # Time-LSTM variant -> (gate blocks G, recurrent blocks R, peephole rows P, time rows K, saved
@@ -218,10 +218,7 @@ def _check_sequence(input, dt, lengths, weight_hh, recurrent_blocks):
     if lengths is not None:
         check_tensor(lengths, "lengths", rank=1, shape="[B]")
         _check_device(lengths, "lengths", input.device)
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or (
-                lengths.dtype == torch.bool):
-            raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
-        _check_shape(lengths, "lengths", (batch,), "[B]")
+        check_lengths(lengths, batch)
     in_order = lengths is None
     if not torch.compiler.is_compiling():
         in_order = _check_values(dt, lengths)
@@ -275,9 +272,7 @@ def _check_values(dt, lengths):
     if not (bad_lengths_any or bad_dt_any):
         return not unsorted
     if bad_lengths.any():
-        row = int(torch.nonzero(bad_lengths)[0])
-        raise ValueError(f"lengths must be in [0, L={seq_len}]; lengths[{row}] = "
-                         f"{int(lengths[row])}")
+        raise lengths_range_error(lengths, bad_lengths, seq_len)
     position, row = torch.nonzero(bad_dt)[0].tolist()
     raise ValueError(f"dt must be finite and >= 0; row {row} has {dt[position, row].item()} at "
                      f"position {position}")

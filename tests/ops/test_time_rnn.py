@@ -591,7 +591,7 @@ BAD_INPUTS = {
     "float lengths": (_kw("lengths", torch.tensor([4.0, 1.0, 0.0])),
                       r"lengths must be an integer tensor"),
     "short lengths": (_kw("lengths", torch.tensor([4, 1])),
-                      r"lengths must have shape \[B\] = \[3\]"),
+                      r"lengths must have B=3 entries, got 2"),
     "variant": (_kw("variant", 4), r"variant must be 1, 2 or 3, got 4"),
     "activation": (_kw("time_activation", "relu"), r"time_activation must be one of"),
 }
