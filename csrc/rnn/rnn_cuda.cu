@@ -41,6 +41,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cooperative_groups.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -1007,3 +1008,10 @@ gru_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
 }
 
 }  // namespace stseq
+
+TORCH_LIBRARY_IMPL(stseq, CUDA, m) {
+  m.impl("lstm_layer", &stseq::lstm_layer_cuda);
+  m.impl("lstm_layer_backward", &stseq::lstm_layer_backward_cuda);
+  m.impl("gru_layer", &stseq::gru_layer_cuda);
+  m.impl("gru_layer_backward", &stseq::gru_layer_backward_cuda);
+}

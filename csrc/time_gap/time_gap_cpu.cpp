@@ -7,6 +7,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
@@ -255,3 +256,21 @@ std::tuple<at::Tensor, at::Tensor> time_gap_embedding_backward_cpu(
 }
 
 }  // namespace stseq
+
+// The op family's schemas and CPU impls (CUDA impls: time_gap_cuda.cu).
+TORCH_LIBRARY_FRAGMENT(stseq, m) {
+  m.def(
+      "time_gap_embedding(Tensor timestamps, Tensor time_weight, Tensor? lengths, "
+      "Tensor? coordinates, Tensor? distance_weight, int window, float time_unit, "
+      "float time_scale, float distance_scale, str bucketing, bool interpolate) -> Tensor");
+  m.def(
+      "time_gap_embedding_backward(Tensor grad, Tensor timestamps, Tensor time_weight, "
+      "Tensor? lengths, Tensor? coordinates, Tensor? distance_weight, int window, "
+      "float time_unit, float time_scale, float distance_scale, str bucketing, "
+      "bool interpolate) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(stseq, CPU, m) {
+  m.impl("time_gap_embedding", &stseq::time_gap_embedding_cpu);
+  m.impl("time_gap_embedding_backward", &stseq::time_gap_embedding_backward_cpu);
+}

@@ -33,6 +33,7 @@
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -549,3 +550,8 @@ std::tuple<at::Tensor, at::Tensor> time_gap_embedding_backward_cuda(
 }
 
 }  // namespace stseq
+
+TORCH_LIBRARY_IMPL(stseq, CUDA, m) {
+  m.impl("time_gap_embedding", &stseq::time_gap_embedding_cuda);
+  m.impl("time_gap_embedding_backward", &stseq::time_gap_embedding_backward_cuda);
+}

@@ -8,6 +8,7 @@
 #include <ATen/ThreadLocalState.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/accumulate.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <array>
@@ -159,5 +160,42 @@ struct CpuLauncher {
 
 }  // namespace
 }  // namespace stseq
+
+// The op family's schemas (one layer and direction over time-major input [L, B, I]; see
+// stseq/ops/time_rnn.py) and CPU impls (CUDA impls: time_rnn_cuda.cu).
+TORCH_LIBRARY_FRAGMENT(stseq, m) {
+  m.def(
+      "time_lstm(Tensor input, Tensor dt, Tensor h0, Tensor c0, Tensor? lengths, "
+      "Tensor weight_ih, Tensor weight_hh, Tensor bias, Tensor peephole, Tensor time_weight, "
+      "int variant, str time_activation, bool reverse, bool save_workspace) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "time_lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
+      "Tensor dt, Tensor? lengths, Tensor weight_ih, Tensor weight_hh, Tensor peephole, "
+      "Tensor time_weight, Tensor gates, Tensor cells, Tensor recurrent_input, int variant, "
+      "str time_activation, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "tlstm(Tensor input, Tensor dt, Tensor h0, Tensor c0, Tensor? lengths, Tensor weight_ih, "
+      "Tensor weight_hh, Tensor bias, Tensor decay_weight, Tensor decay_bias, "
+      "str short_term_activation, bool reverse, bool save_workspace) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "tlstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
+      "Tensor dt, Tensor? lengths, Tensor weight_ih, Tensor weight_hh, Tensor decay_weight, "
+      "Tensor decay_bias, Tensor gates, Tensor cells, Tensor recurrent_input, "
+      "str short_term_activation, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "time_decay_gru(Tensor input, Tensor dt, Tensor h0, Tensor? lengths, Tensor weight_ih, "
+      "Tensor weight_hh, Tensor bias_ih, Tensor bias_hh, Tensor decay_weight, "
+      "Tensor decay_bias, bool reverse, bool save_workspace) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "time_decay_gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor dt, "
+      "Tensor? lengths, Tensor weight_ih, Tensor weight_hh, Tensor decay_weight, "
+      "Tensor decay_bias, Tensor gates, Tensor cells, Tensor recurrent_input, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
 
 TORCH_LIBRARY_IMPL(stseq, CPU, m) { stseq::time_rnn::register_impls<stseq::CpuLauncher>(m); }
