@@ -224,7 +224,7 @@ def measure_cache(folder, source, rows, *, rounds):
                     "threads": len(os.sched_getaffinity(0))})
 
 
-def measure_pipeline(cache_folder, *, batches, model_steps, synthetic_options=None):
+def measure_pipeline(cache_folder, *, batches, model_steps, synthetic_options=None, rounds=3):
     """Batches per second of the pipeline (memory-mapped cache and synthetic data) against the
     default model's training steps per second on the synthetic batches, interleaved."""
     import torch
@@ -260,7 +260,7 @@ def measure_pipeline(cache_folder, *, batches, model_steps, synthetic_options=No
         return model_steps / (time.perf_counter() - start)
 
     rates = {name: [] for name in [*pipelines, "model"]}
-    for _ in range(3):  # interleaved rounds
+    for _ in range(rounds):  # interleaved
         for name in pipelines:
             rates[name].append(pipeline_rate(name))
         rates["model"].append(model_rate())
@@ -307,6 +307,7 @@ def run(*, quick, repeats, device, workdir=None):
               flush=True)
         rows += measure_pipeline(Path(folder) / f"cache-{cache_rows}", batches=grid["batches"],
                                  model_steps=grid["model_steps"],
-                                 synthetic_options=grid.get("synthetic"))
+                                 synthetic_options=grid.get("synthetic"),
+                                 rounds=grid.get("pipeline_rounds", 3))
     return rows
 
