@@ -217,7 +217,7 @@ def build_parser():
                                 formatter_class=_HelpFormatter)
     bench.add_argument("--quick", action="store_true", help="one representative shape per op")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run")
-    bench.add_argument("--ops", nargs="+", default=None, help="ops to run (default: all)")
+    bench.add_argument("--ops", nargs="+", default=None, help="ops to run (default: all but data)")
     bench.add_argument("--repeats", type=positive_int, default=None,
                        help="timed repeats per case (default: 3 with --quick, else 10)")
     bench.add_argument("--out", default=None,

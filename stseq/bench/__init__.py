@@ -24,16 +24,20 @@ import sys
 import torch
 
 # report is imported where used: `python -m stseq.bench.report` must find it not yet imported.
-from stseq.bench import (measure, models, rnn, scoring, time_decay_attention, time_gap,
-                         time_rnn)
+from stseq.bench import (data, measure, models, rnn, scoring, time_decay_attention,
+                         time_gap, time_rnn)
 
 # op family -> module with QUICK/FULL grids and cases(grid, device, dtype), which yields
 # (name, shape, stseq_fn, peer_fn) against the module's PEER, or (..., peer_fn, peer_name) for
 # several peers; an optional DTYPES maps a device type to the dtypes to run (default float32),
 # an optional TOLERANCES a dtype to the parity tolerance (default measure.TOLERANCES), an
 # optional WARMUP the warm-up calls per function (default 1 quick, 3 full).
+# A suite with run(quick=, repeats=, device=) measures itself (data: loads in child processes).
 SUITES = {"time_gap": time_gap, "rnn": rnn, "time_rnn": time_rnn, "time_rnn_floor": time_rnn.FLOOR,
-          "time_decay_attention": time_decay_attention, "models": models, "scoring": scoring}
+          "time_decay_attention": time_decay_attention, "models": models, "scoring": scoring,
+          "data": data}
+# Suites run only when named in --ops (minutes of file generation and loading).
+ON_REQUEST = ("data",)
 COLUMNS = ("op", "shape", "dtype", "stseq ms", "peer", "peer ms", "speedup", "max err",
            "parity", "stseq MiB", "peer MiB")
 
@@ -154,6 +158,11 @@ def run_family(suite, *, device, quick, repeats, measured=None):
 
         rows = run_family(time_gap, device=torch.device("cpu"), quick=True, repeats=3)
     """
+    if hasattr(suite, "run"):
+        rows = suite.run(quick=quick, repeats=repeats, device=device)
+        if rows:
+            print("\n".join(format_table(rows).splitlines()[1:]), flush=True)
+        return rows
     rows = []
     grid = suite.QUICK if quick else suite.FULL
     for dtype in getattr(suite, "DTYPES", {}).get(device.type, (torch.float32,)):
@@ -182,7 +191,7 @@ def main(args):
     if device.type == "cuda" and not torch.cuda.is_available():
         print("stseq bench: --device cuda but no CUDA device is available", file=sys.stderr)
         return 2
-    names = args.ops or list(SUITES)
+    names = args.ops or [name for name in SUITES if name not in ON_REQUEST]
     unknown = sorted(set(names) - set(SUITES))
     if unknown:
         print(f"stseq bench: unknown ops {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)

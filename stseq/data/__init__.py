@@ -17,9 +17,15 @@ the raw ids. Every source below produces it.
   ``time_range``): ``load_recbole`` (.inter), ``load_movielens`` (ratings.dat / ratings.csv),
   ``load_snap_checkins`` (Gowalla, Brightkite), ``load_foursquare`` (TSMC2014),
   ``load_taobao`` (UserBehavior.csv), ``load_table`` (CSV / Parquet with a column mapping),
-  ``from_events`` (arrays); drops are counted in ``interactions.report``. ``LOADERS`` maps
-  the format names recbole, movielens, snap, foursquare, taobao, table to these readers.
-  ``movielens_100k_path()`` finds ML-100K in an installed recbole 1.2.1 wheel.
+  ``from_events`` (arrays): pyarrow's columnar readers, vectorised checks; drops are counted
+  in ``interactions.report`` with the first line of each reason. Ids are text unless
+  ``integer_ids=True``. ``LOADERS`` maps the format names recbole, movielens, snap,
+  foursquare, taobao, table to these readers. ``movielens_100k_path()`` finds ML-100K in an
+  installed recbole 1.2.1 wheel.
+- ``stseq.data.cache.load_cached(format, path, cache_dir, **options)``: a loader through a
+  binary cache (parsed once, memory-mapped after, rebuilt when source or options change).
+- ``stseq.data.generate.generate_log(path, events=, users=, items=)``: Taobao-shaped logs of
+  any size for tests and benchmarks (``python -m stseq.data.generate``).
 - Splits -> ``Split(interactions, train, valid, test)`` with ``Targets`` (users, positions,
   query_times, relevant items): ``leave_one_out(data)``, ``global_split(data,
   test_fraction=0.1, valid_fraction=0.1, targets="first" | "all" | "future")``.
@@ -27,7 +33,8 @@ the raw ids. Every source below produces it.
   time_gaps, next_timestamps, coordinates, distances km, behaviors, next_items for training,
   users, positions; ``.to(device)``, ``.to_jagged()`` -> values + offsets):
   ``training_batches(train, batch_size=128, max_length=50, seed=0)`` (every transition once,
-  reshuffled each pass), ``evaluation_batches(interactions, targets, max_length=50)``.
+  reshuffled each pass), ``evaluation_batches(interactions, targets, max_length=50)``;
+  ``Prefetched(batches, pin_memory=False)`` builds them in a background thread.
 
 Metrics and the evaluation protocol are in ``stseq.eval``.
 

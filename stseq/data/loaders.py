@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from stseq.data import columns as parse
-from stseq.data.columns import parse_iso8601, parse_twitter_time
+from stseq.data.columns import parse_iso8601, parse_twitter_time  # noqa: F401 (public here)
 from stseq.data.interactions import PreprocessReport, from_events
 
 TAOBAO_BEHAVIORS = ("pv", "fav", "cart", "buy")
@@ -106,7 +106,8 @@ class _Drops:
             fresh = bad & keep
             if fresh.any():
                 self.counts[reason] = self.counts.get(reason, 0) + int(fresh.sum())
-                self.first_rows.setdefault(reason, offset + int(np.argmax(fresh)))
+                first = offset + int(np.argmax(fresh))  # a reason may come from two fields
+                self.first_rows[reason] = min(self.first_rows.get(reason, first), first)
                 keep &= ~bad
         return keep
 

@@ -253,3 +253,14 @@ def test_recbole_header_types_are_honoured(tmp_path):
     with pytest.raises(ValueError, match="both be token or both be float"):
         load_recbole(write(tmp_path, "mixed.inter", text.replace("user_id:float",
                                                                  "user_id:token")))
+
+
+def test_first_line_of_a_reason_found_in_two_fields(tmp_path):
+    """Found by the fuzz suite: a bad longitude on line 3 and a bad latitude on line 4 are
+    both "bad coordinates", first at line 3 (the latitude was checked first)."""
+    path = write(tmp_path, "events.csv", "u,i,t,lat,lon\na,x,1,1.0,2.0\na,y,2,1.0,\n"
+                                         "a,z,3,,2.0\n")
+    columns = {"user": "u", "item": "i", "timestamp": "t", "latitude": "lat", "longitude": "lon"}
+    data = load_table(path, columns)
+    assert data.report.dropped == {"bad coordinates": 2}
+    assert data.report.first_lines == {"bad coordinates": 3}
