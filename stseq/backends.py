@@ -11,8 +11,6 @@ import contextlib
 import importlib.util
 import os
 
-import torch
-
 from stseq._native import NATIVE, NATIVE_CUDA, NATIVE_ERROR
 
 BACKENDS = ("auto", "native", "triton", "reference")

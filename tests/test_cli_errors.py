@@ -2,7 +2,6 @@
 line on stderr, never a traceback (issue 16 item 11); ``--debug`` shows the traceback."""
 
 import shutil
-import sys
 
 import pytest
 

@@ -28,8 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 PEER = "stseq 0.1 Python parser"
 QUICK = {"small": 10**6, "large": 10**7, "users_per_event": 0.05, "items_per_event": 0.2,
          "large_rounds": 1, "batches": 300, "model_steps": 10}

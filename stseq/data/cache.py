@@ -28,15 +28,14 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from stseq.data.interactions import Interactions, PreprocessReport
 from stseq.data.loaders import LOADERS
+from stseq.files import atomic_write
 
 logger = logging.getLogger("stseq.data")
 
@@ -157,7 +156,7 @@ def write_cache(cache_dir, data, fingerprint):
         if array.dtype.kind == "O":
             array = array.astype(str)
         file = f"{build}-{name}.npy"
-        with _atomic(cache_dir / file) as handle:
+        with atomic_write(cache_dir / file) as handle:
             np.save(handle, array, allow_pickle=False)
         entries[name] = {"file": file, "dtype": str(array.dtype), "shape": list(array.shape)}
     report = data.report
@@ -168,26 +167,9 @@ def write_cache(cache_dir, data, fingerprint):
                     "source": report.source, "rows": report.rows, "dropped": report.dropped,
                     "first_lines": report.first_lines, "users": report.users,
                     "items": report.items, "events": report.events}}
-    with _atomic(cache_dir / MANIFEST) as handle:
+    with atomic_write(cache_dir / MANIFEST) as handle:
         handle.write(json.dumps(manifest, indent=1, default=int).encode("utf-8"))
     for old in cache_dir.glob("*.npy"):  # files of earlier builds
         if not old.name.startswith(f"{build}-"):
             with contextlib.suppress(OSError):
                 old.unlink()
-
-
-@contextlib.contextmanager
-def _atomic(path):
-    """A binary file written to a temporary name beside ``path``, fsync'ed, then renamed."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                             suffix=".partial")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise

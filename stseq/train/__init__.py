@@ -26,7 +26,7 @@ Example::
 
 from stseq.train.checkpoint import (CheckpointError, load_checkpoint, save_checkpoint,
                                     split_fingerprint)
-from stseq.train.files import atomic_write
+from stseq.files import atomic_write
 from stseq.train.logs import plot_comparison, plot_curves, write_csv, write_json
 from stseq.train.progress import Progress
 from stseq.train.trainer import (Objective, TrainConfig, Trainer, resolve_device,

@@ -11,7 +11,7 @@ A checkpoint is one header line followed by what ``torch.save`` writes::
   code ever runs; RNG states are stored as tensors and plain values for that reason.
 - Verified: the header holds the SHA-256 of the payload, checked before unpickling; a flipped
   byte is an error, never a silently different model.
-- Atomic: written through ``stseq.train.files.atomic_write``; an interrupted save leaves the
+- Atomic: written through ``stseq.files.atomic_write``; an interrupted save leaves the
   previous checkpoint in place.
 - Tied to its run: the checkpoint holds the fingerprint of its data split
   (``split_fingerprint``) and its configuration; ``resume_differences`` says what differs when
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stseq.train.files import atomic_write
+from stseq.files import atomic_write
 
 CHECKPOINT_FORMAT = "stseq-checkpoint-2"
 HEADER_PREFIX = b"stseq-checkpoint 2 sha256 "

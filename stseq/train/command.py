@@ -22,7 +22,7 @@ from stseq.data import LOADERS, synthetic
 from stseq.models import BASELINES, DEFAULT_MODEL, LOSSES, MODELS
 from stseq.train import runs
 from stseq.train.experiment import SPLITS, data_spec, format_table, run_models
-from stseq.train.files import remove_partial_writes
+from stseq.files import remove_partial_writes
 from stseq.train.logs import charts_available
 from stseq.train.trainer import TrainConfig
 

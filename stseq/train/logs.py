@@ -1,5 +1,5 @@
 """Metric logs (JSON and CSV) and charts (PNG, when matplotlib is installed), each written
-atomically (``stseq.train.files.atomic_write``): a reader never sees a half-written file."""
+atomically (``stseq.files.atomic_write``): a reader never sees a half-written file."""
 
 import csv
 import importlib.util
@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from stseq.train.files import atomic_write
+from stseq.files import atomic_write
 
 logger = logging.getLogger("stseq.train")
 

@@ -2,7 +2,7 @@
 threads=1 and _LOADED), run through stseq.bench's own run_group and written as a stseq bench
 record: the full `stseq bench --ops rnn` grid did not fit the session's time on this loaded
 machine (torch.nn's two-thread calls took seconds)."""
-import json, os, pathlib, sys
+import os, pathlib, sys
 import torch
 from stseq import bench
 from stseq.bench import rnn
