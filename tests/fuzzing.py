@@ -119,3 +119,21 @@ def run_isolated(target, cases, *, timeout=300):
         pytest.fail(f"{target}: the child interpreter died (exit {child.returncode}) in case "
                     f"{case}: {cases[case] if case is not None else ''}\n{child.stderr[-2000:]}")
     return results
+
+
+def bad_lengths(with_lengths):
+    """The bad-``lengths`` mutations every op with a ``lengths [B]`` argument shares: name ->
+    (mutation, the argument its error must name). ``with_lengths(make)`` turns ``make(B, L) ->
+    lengths`` into the op's mutation of a case."""
+    return {
+        "lengths float": (with_lengths(lambda batch, _: torch.ones(batch)), "lengths"),
+        "lengths negative": (with_lengths(lambda batch, _: torch.full((batch,), -1)), "lengths"),
+        "lengths past L": (with_lengths(lambda batch, seq_len: torch.full((batch,), seq_len + 1)),
+                           "lengths"),
+        "lengths one more row": (with_lengths(
+            lambda batch, _: torch.zeros(batch + 1, dtype=torch.long)), "lengths"),
+        "lengths rank 2": (with_lengths(lambda batch, _: torch.zeros(batch, 1, dtype=torch.long)),
+                           "lengths"),
+        "lengths meta": (with_lengths(lambda batch, _: torch.zeros(batch, dtype=torch.long,
+                                                                   device="meta")), "lengths"),
+    }

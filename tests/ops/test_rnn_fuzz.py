@@ -16,7 +16,7 @@ from hypothesis import given, strategies as st
 from stseq import ops
 
 from case_edits import with_value
-from fuzzing import expect_named_error, record, run_isolated
+from fuzzing import bad_lengths, expect_named_error, record, run_isolated
 
 PER_MUTATION = hypothesis.settings(
     max_examples=max(1, hypothesis.settings().max_examples // 12))
@@ -193,16 +193,7 @@ MUTATIONS = {
     "weights nan": (_weight(1, _poison(math.nan)), None),
     "weights inf": (_weight(0, _poison(math.inf)), None),
     "weights non-contiguous": (_weight(0, lambda w: w.t().contiguous().t()), None),
-    "lengths float": (_lengths(lambda batch, _: torch.ones(batch)), "lengths"),
-    "lengths negative": (_lengths(lambda batch, _: torch.full((batch,), -1)), "lengths"),
-    "lengths past L": (_lengths(lambda batch, seq_len: torch.full((batch,), seq_len + 1)),
-                       "lengths"),
-    "lengths one more row": (_lengths(lambda batch, _: torch.zeros(batch + 1, dtype=torch.long)),
-                             "lengths"),
-    "lengths rank 2": (_lengths(lambda batch, _: torch.zeros(batch, 1, dtype=torch.long)),
-                       "lengths"),
-    "lengths meta": (_lengths(lambda batch, _: torch.zeros(batch, dtype=torch.long,
-                                                            device="meta")), "lengths"),
+    **bad_lengths(_lengths),
     "lengths int32": (_lengths(lambda batch, seq_len: torch.full((batch,), seq_len,
                                                                  dtype=torch.int32)), None),
     "batch_sizes increasing": (lambda c: dict(_packed(c), batch_sizes=torch.cat(

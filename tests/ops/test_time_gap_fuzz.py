@@ -15,7 +15,7 @@ from hypothesis import given, strategies as st
 from stseq import ops
 
 from case_edits import with_value
-from fuzzing import expect_named_error, record, run_isolated
+from fuzzing import bad_lengths, expect_named_error, record, run_isolated
 from test_time_gap import TOLERANCE, assert_close_to_scale
 
 OP = "time_gap_embedding"
@@ -168,16 +168,7 @@ MUTATIONS = {
                    "time_weight"),
     "table lags": (lambda c: dict(c, window=c["time_weight"].shape[0] + 1)
                    if c["time_weight"].dim() == 3 else hypothesis.reject(), "time_weight"),
-    "lengths float": (_lengths(lambda batch, _: torch.ones(batch)), "lengths"),
-    "lengths negative": (_lengths(lambda batch, _: torch.full((batch,), -1)), "lengths"),
-    "lengths past L": (_lengths(lambda batch, seq_len: torch.full((batch,), seq_len + 1)),
-                       "lengths"),
-    "lengths one more row": (_lengths(lambda batch, _: torch.zeros(batch + 1, dtype=torch.long)),
-                             "lengths"),
-    "lengths rank 2": (_lengths(lambda batch, _: torch.zeros(batch, 1, dtype=torch.long)),
-                       "lengths"),
-    "lengths meta": (_lengths(lambda batch, _: torch.zeros(batch, dtype=torch.long,
-                                                            device="meta")), "lengths"),
+    **bad_lengths(_lengths),
     "coordinates alone": (lambda c: {k: v for k, v in _with_coordinates(c).items()
                                      if k != "distance_weight"}, "coordinates"),
     "latitude 91": (lambda c: dict(_with_coordinates(c), coordinates=c["coordinates"].index_fill(

@@ -16,7 +16,7 @@ from hypothesis import given, strategies as st
 import stseq
 from stseq import ops
 
-from fuzzing import expect_named_error, record, run_isolated
+from fuzzing import bad_lengths, expect_named_error, record, run_isolated
 from test_time_rnn import CELLS, random_case
 
 PER_MUTATION = hypothesis.settings(
@@ -168,16 +168,7 @@ MUTATIONS = {
     "last weight rank": (_last_weight(lambda w: w[None]), "{last}"),
     "last weight dtype": (_last_weight(lambda w: w.double() if w.dtype == torch.float32
                                        else w.float()), "{last}"),
-    "lengths float": (_lengths(lambda batch, _: torch.ones(batch)), "lengths"),
-    "lengths negative": (_lengths(lambda batch, _: torch.full((batch,), -1)), "lengths"),
-    "lengths past L": (_lengths(lambda batch, seq_len: torch.full((batch,), seq_len + 1)),
-                       "lengths"),
-    "lengths one more row": (_lengths(lambda batch, _: torch.zeros(batch + 1, dtype=torch.long)),
-                             "lengths"),
-    "lengths rank 2": (_lengths(lambda batch, _: torch.zeros(batch, 1, dtype=torch.long)),
-                       "lengths"),
-    "lengths meta": (_lengths(lambda batch, _: torch.zeros(batch, dtype=torch.long,
-                                                            device="meta")), "lengths"),
+    **bad_lengths(_lengths),
     "lengths increasing int32": (_lengths(lambda batch, seq_len: torch.arange(
         batch, dtype=torch.int32).clamp(max=seq_len)), None),
     "reverse": (_option("reverse", True), None),
