@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from stseq.bench import measure
 from stseq.eval.metrics import positions_from_counts, relevant_positions
-from stseq.eval.ranking import ItemScores, chunked_counts_above, chunked_topk
+from stseq.data import ItemScores
+from stseq.eval.ranking import chunked_counts_above, chunked_topk
 from stseq.models.losses import FullSoftmax, item_cross_entropy
 from stseq.ops import item_logsumexp
 

@@ -61,8 +61,8 @@ except ImportError as missing:
     raise ImportError("stseq.data needs pyarrow (a dependency of stseq, missing from this "
                       "Python): pip install pyarrow") from missing
 
-from stseq.data.batching import (Batch, Batches, JaggedBatch, Prefetched, evaluation_batches,
-                                 make_batch, training_batches)
+from stseq.data.batching import (Batch, Batches, DenseItemScores, ItemScores, JaggedBatch,
+                                 Prefetched, evaluation_batches, make_batch, training_batches)
 from stseq.data.interactions import Interactions, PreprocessReport, Sequence, from_events
 from stseq.data.loaders import (LOADERS, load_foursquare, load_movielens, load_recbole,
                                 load_snap_checkins, load_table, load_taobao, movielens_100k_path,
@@ -70,9 +70,9 @@ from stseq.data.loaders import (LOADERS, load_foursquare, load_movielens, load_r
 from stseq.data.splits import Split, Targets, global_split, leave_one_out
 from stseq.data.simulation import SESSION_GAP, Oracle, SyntheticData, synthetic
 
-__all__ = ["LOADERS", "SESSION_GAP", "Batch", "Batches", "Interactions", "JaggedBatch", "Oracle",
-           "Prefetched", "PreprocessReport", "Sequence", "Split", "SyntheticData", "Targets",
-           "evaluation_batches", "from_events", "global_split", "leave_one_out",
-           "load_foursquare", "load_movielens", "load_recbole", "load_snap_checkins",
-           "load_table", "load_taobao", "make_batch", "movielens_100k_path", "parse_iso8601",
-           "synthetic", "training_batches"]
+__all__ = ["Batch", "Batches", "DenseItemScores", "Interactions", "ItemScores", "JaggedBatch",
+           "LOADERS", "Oracle", "Prefetched", "PreprocessReport", "SESSION_GAP", "Sequence",
+           "Split", "SyntheticData", "Targets", "evaluation_batches", "from_events",
+           "global_split", "leave_one_out", "load_foursquare", "load_movielens", "load_recbole",
+           "load_snap_checkins", "load_table", "load_taobao", "make_batch", "movielens_100k_path",
+           "parse_iso8601", "synthetic", "training_batches"]

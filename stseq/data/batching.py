@@ -217,6 +217,37 @@ def _gather(interactions, users, starts, ends, query_times, *, with_next_items, 
                  behaviors=behaviors, next_items=next_items, pad_item=pad)
 
 
+class ItemScores:
+    """Scores of ``num_rows`` rows over ``num_items`` items, by item chunks.
+
+    Args:
+        chunk: ``(start, end) -> [B, end - start]`` float scores of items start..end-1.
+        at: ``items [B, R] (int64, in range) -> [B, R]`` scores of those items, as ``chunk``
+            computes them.
+        num_rows, num_items: B and N.
+        device: where the scores live.
+
+    Example::
+
+        scores = torch.randn(4, 1000)
+        item_scores = ItemScores(lambda s, e: scores[:, s:e],
+                                 lambda items: scores.gather(1, items), 4, 1000)
+        values, items = stseq.eval.ranking.chunked_topk(item_scores, 10, chunk_size=128)
+    """
+
+    def __init__(self, chunk, at, num_rows, num_items, device=torch.device("cpu")):
+        self.chunk, self.at = chunk, at
+        self.num_rows, self.num_items, self.device = num_rows, num_items, torch.device(device)
+
+
+class DenseItemScores(ItemScores):
+    """``ItemScores`` over a materialised [B, N] score tensor (e.g. a baseline's scores)."""
+
+    def __init__(self, scores):
+        super().__init__(lambda start, end: scores[:, start:end],
+                         lambda items: scores.gather(1, items), *scores.shape, scores.device)
+
+
 def score_batch(score, batch, num_items):
     """Call a scoring function (``Batch -> [B, num_items]``) under ``torch.no_grad`` and check
     its answer: a [B, num_items] tensor without NaN (integer scores become float64).

@@ -3,7 +3,7 @@
 
 A scoring function takes a ``stseq.data.Batch`` (users' histories and query times, never the
 targets) and returns ``[B, num_items]`` scores, higher is better, or an
-``stseq.eval.ranking.ItemScores`` that produces them by item chunks (a model's
+``stseq.data.ItemScores`` that produces them by item chunks (a model's
 ``item_scores``). Full ranking and ``recommend`` run by item chunks either way
 (``stseq.eval.ranking``): with ``ItemScores`` no [B, num_items] tensor is ever built.
 """
@@ -15,12 +15,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from stseq.data.batching import make_batch, score_batch
+from stseq.data.batching import DenseItemScores, ItemScores, make_batch, score_batch
 from stseq.data.splits import Targets, ranges
 from stseq.eval.metrics import (check_ks, positions_from_counts, ranking_metrics,
                                 relevant_positions)
-from stseq.eval.ranking import (DEFAULT_CHUNK, DenseItemScores, ItemScores, check_chunk_size,
-                                chunked_counts_above, chunked_topk)
+from stseq.eval.ranking import DEFAULT_CHUNK, check_chunk_size, chunked_counts_above, chunked_topk
 
 logger = logging.getLogger("stseq.eval")
 

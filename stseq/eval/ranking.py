@@ -1,7 +1,7 @@
 """Full ranking by item chunks: the top-k items and the ranks of relevant items over all N
 items without holding [rows, N] scores, memory O(rows * (chunk + k)).
 
-A scoring function may return, instead of a [B, N] tensor, an ``ItemScores``: the scores of B
+A scoring function may return, instead of a [B, N] tensor, an ``ItemScores`` (``stseq.data``): the scores of B
 rows produced one chunk of items at a time (``chunk(start, end) -> [B, end - start]``) plus the
 scores of given items (``at(items [B, R]) -> [B, R]``). ``SequentialRecommender.item_scores``
 returns one; ``DenseItemScores`` wraps a [B, N] tensor so that both take one path.
@@ -16,38 +16,9 @@ scores; -0.0 counts as 0.0; float64 scores are compared in float64 through a sta
 
 import torch
 
+from stseq.data.batching import DenseItemScores
+
 DEFAULT_CHUNK = 8192
-
-
-class ItemScores:
-    """Scores of ``num_rows`` rows over ``num_items`` items, by item chunks.
-
-    Args:
-        chunk: ``(start, end) -> [B, end - start]`` float scores of items start..end-1.
-        at: ``items [B, R] (int64, in range) -> [B, R]`` scores of those items, as ``chunk``
-            computes them.
-        num_rows, num_items: B and N.
-        device: where the scores live.
-
-    Example::
-
-        scores = torch.randn(4, 1000)
-        item_scores = ItemScores(lambda s, e: scores[:, s:e],
-                                 lambda items: scores.gather(1, items), 4, 1000)
-        values, items = chunked_topk(item_scores, 10, chunk_size=128)
-    """
-
-    def __init__(self, chunk, at, num_rows, num_items, device=torch.device("cpu")):
-        self.chunk, self.at = chunk, at
-        self.num_rows, self.num_items, self.device = num_rows, num_items, torch.device(device)
-
-
-class DenseItemScores(ItemScores):
-    """``ItemScores`` over a materialised [B, N] score tensor (e.g. a baseline's scores)."""
-
-    def __init__(self, scores):
-        super().__init__(lambda start, end: scores[:, start:end],
-                         lambda items: scores.gather(1, items), *scores.shape, scores.device)
 
 
 def _order_keys(values):

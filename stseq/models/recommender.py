@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stseq.backends import check_backend
-from stseq.eval.ranking import ItemScores
+from stseq.data.batching import ItemScores
 from stseq.models.geo import GeoScoring
 from stseq.models.losses import item_logsumexp  # the item-scoring op, reached through losses
 from stseq.models.transitions import TransitionPrior
@@ -147,7 +147,7 @@ class SequentialRecommender(GeoScoring, nn.Module):
         return scores if mixture is None else mixture.log_probs(scores)
 
     def item_scores(self, batch):
-        """``score``'s [B, N] scores by item chunks, as an ``stseq.eval.ranking.ItemScores``
+        """``score``'s [B, N] scores by item chunks, as an ``stseq.data.ItemScores``
         (never [B, N]): for ``stseq.eval.evaluate`` / ``recommend`` over large catalogues.
         With the transition prior the log-sum-exp over all items comes from
         ``stseq.ops.item_logsumexp``."""

@@ -8,7 +8,8 @@ import torch
 
 from stseq.data import leave_one_out, make_batch, synthetic
 from stseq.eval import evaluate, recommend, relevant_positions
-from stseq.eval.ranking import DenseItemScores, chunked_counts_above, chunked_topk
+from stseq.data import DenseItemScores
+from stseq.eval.ranking import chunked_counts_above, chunked_topk
 from stseq.models import build_model
 
 
