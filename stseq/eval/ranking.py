@@ -78,11 +78,11 @@ def chunked_topk(item_scores, k, *, exclude=None, chunk_size=DEFAULT_CHUNK):
     for start in range(0, num_items, chunk_size):
         end = min(num_items, start + chunk_size)
         chunk = _masked(item_scores.chunk(start, end), exclude, start)  # [B, C]
-        ids = torch.arange(start, end, device=chunk.device).expand_as(chunk)
         if chunk.dtype == torch.float64:
+            ids = torch.arange(start, end, device=chunk.device).expand_as(chunk)
             best_values, best_items = _merge_stable(best_values, best_items, chunk, ids, k)
             continue
-        keys = _order_keys(chunk) | (0xFFFFFFFF - ids)
+        keys = _chunk_keys(chunk.float(), min(k, chunk.shape[1]), start)
         if best_keys is not None:
             keys = torch.cat([best_keys, keys], dim=1)
         best_keys = keys.topk(min(k, keys.shape[1]), dim=1).values  # unique keys: one order
@@ -90,6 +90,19 @@ def chunked_topk(item_scores, k, *, exclude=None, chunk_size=DEFAULT_CHUNK):
         best_items = 0xFFFFFFFF - (best_keys & 0xFFFFFFFF)
         best_values = _key_values(best_keys)
     return best_values, best_items
+
+
+def _chunk_keys(chunk, k, start):
+    """Keys (see ``_order_keys``) of at least the ``k`` best items of ``chunk`` [B, C] under the
+    tie rule: those of ``topk``'s k when no row has a tie across its k-th value (the common
+    case: one pass of topk and one count), else of every item."""
+    top = chunk.topk(k, dim=1)
+    kth = top.values[:, -1:]
+    boundary_ties = ((chunk >= kth) | torch.isnan(chunk)).sum(1) != k
+    if bool(boundary_ties.any()):
+        ids = torch.arange(start, start + chunk.shape[1], device=chunk.device)
+        return _order_keys(chunk) | (0xFFFFFFFF - ids)
+    return _order_keys(top.values) | (0xFFFFFFFF - (top.indices + start))
 
 
 def _merge_stable(values, items, chunk, ids, k):
@@ -127,20 +140,28 @@ def chunked_counts_above(item_scores, relevant, *, exclude=None, chunk_size=DEFA
     targets = item_scores.at(relevant.clamp(min=0))  # [B, R]
     _check_no_nan(targets)
     rows = torch.arange(relevant.shape[0], device=relevant.device)[:, None].expand_as(relevant)
-    left_out = (rows[valid], relevant[valid])
+    num_items = item_scores.num_items
+    pairs = rows[valid] * num_items + relevant[valid]  # [T] (row, item) that do not compete
     if exclude is not None:
-        left_out = (torch.cat([left_out[0], exclude[0]]), torch.cat([left_out[1], exclude[1]]))
+        pairs = torch.cat([pairs, exclude[0] * num_items + exclude[1]])
+    pairs = torch.unique(pairs)  # a seen item counts once however often it was seen
+    left_rows, left_items = pairs // num_items, pairs % num_items
     above = torch.zeros(relevant.shape, dtype=torch.int64, device=relevant.device)
     at_or_above = torch.zeros_like(above)
     for start in range(0, item_scores.num_items, chunk_size):
         end = min(item_scores.num_items, start + chunk_size)
         chunk = item_scores.chunk(start, end)  # [B, C]
         _check_no_nan(chunk)
-        competing = _masked(torch.ones_like(chunk), left_out, start) > 0  # [B, C]
+        inside = (left_items >= start) & (left_items < end)
+        out_rows = left_rows[inside]
+        out_scores = chunk[out_rows, left_items[inside] - start]  # [T'] scores not competing
         for column in range(relevant.shape[1]):  # one [B, C] pass per relevant column
             target = targets[:, column, None]
-            above[:, column] += ((chunk > target) & competing).sum(1)
-            at_or_above[:, column] += ((chunk >= target) & competing).sum(1)
+            out_target = target[out_rows, 0]
+            above[:, column] += (chunk > target).sum(1) - torch.zeros_like(
+                above[:, column]).index_add_(0, out_rows, (out_scores > out_target).long())
+            at_or_above[:, column] += (chunk >= target).sum(1) - torch.zeros_like(
+                above[:, column]).index_add_(0, out_rows, (out_scores >= out_target).long())
     return targets, above, at_or_above
 
 

@@ -68,7 +68,7 @@ def item_cross_entropy(hidden, weight, bias, targets, *, ignore_index=-100, labe
     lse = item_logsumexp(hidden, weight, bias, chunk_size=chunk_size, backend=backend)  # [M]
     valid = targets != ignore_index
     safe = torch.where(valid, targets, 0)
-    losses = lse - target_scores(hidden, weight, bias, safe).to(lse.dtype)
+    losses = -log_softmax_at(target_scores(hidden, weight, bias, safe).to(lse.dtype), lse)
     if label_smoothing > 0:
         rows = hidden.to(lse.dtype)
         mean_score = rows @ weight.to(lse.dtype).mean(0)  # [M]
@@ -79,6 +79,12 @@ def item_cross_entropy(hidden, weight, bias, targets, *, ignore_index=-100, labe
     if reduction == "none":
         return losses
     return losses.sum() if reduction == "sum" else losses.sum() / valid.sum()
+
+
+def log_softmax_at(scores, lse):
+    """``scores - lse``: the log-softmax at the scores [M], NaN where ``lse`` is +inf (a row
+    holding a +inf score), as ``torch.log_softmax`` gives for every entry of such a row."""
+    return torch.where(lse == float("inf"), float("nan"), scores - lse)
 
 
 def target_scores(hidden, weight, bias, targets):
@@ -151,7 +157,8 @@ class FullSoftmax:
                                       chunk_size=self.chunk_size)
         _check_targets(targets, hidden, weight, -100)
         lse = item_logsumexp(hidden, weight, bias, chunk_size=self.chunk_size)  # [M]
-        log_softmax = target_scores(hidden, weight, bias, targets).to(lse.dtype) - lse
+        log_softmax = log_softmax_at(target_scores(hidden, weight, bias, targets).to(lse.dtype),
+                                     lse)
         return -mixture.log_probs_at(log_softmax[:, None], targets[:, None])[:, 0]
 
 

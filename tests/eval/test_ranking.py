@@ -64,7 +64,7 @@ def test_counts_above_match_relevant_positions(chunk):
     candidates = torch.ones(5, 17, dtype=torch.bool)
     rows = torch.arange(5)[:, None].expand_as(relevant)
     candidates[rows[relevant >= 0], relevant[relevant >= 0]] = False
-    exclude = (torch.tensor([1, 2]), torch.tensor([4, 11]))
+    exclude = (torch.tensor([1, 2, 2, 0]), torch.tensor([4, 11, 11, 3]))  # repeats, relevant
     candidates[exclude] = False
     targets, above, at_or_above = chunked_counts_above(scores, relevant, exclude=exclude,
                                                        chunk_size=chunk)

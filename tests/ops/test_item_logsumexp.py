@@ -239,3 +239,22 @@ def test_native_op_checks_direct_calls():
         torch.ops.stseq.item_logsumexp(H, W, B, 0, False)
     with pytest.raises(ValueError, match="lse"):
         torch.ops.stseq.item_logsumexp_backward(torch.ones(4), H, W, B, torch.ones(3), 4, False)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("gradient_filter", [False, True])
+def test_cuda_triton_matches_reference(dtype, gradient_filter):
+    hidden, weight, bias = (x.detach().to("cuda", dtype).requires_grad_()
+                            for x in random_case(300, 5000, 128, dtype=torch.float32))
+    lse = item_logsumexp(hidden, weight, bias, gradient_filter=gradient_filter)  # auto: Triton
+    grads = torch.autograd.grad(lse.sum(), (hidden, weight, bias))
+    leaves = [x.detach().float().requires_grad_() for x in (hidden, weight, bias)]
+    want = reference.item_logsumexp(*leaves)
+    want_grads = torch.autograd.grad(want.sum(), leaves)
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2
+    assert lse.dtype == torch.float32
+    assert (lse - want).abs().max() <= tolerance * want.abs().max()
+    for got, expected in zip(grads, want_grads):
+        assert got.dtype == dtype
+        assert (got.float() - expected).abs().max() <= tolerance * expected.abs().max()
