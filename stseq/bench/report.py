@@ -97,9 +97,10 @@ def _load_text(record):
 
 
 def summarize(results_dir):
-    """BENCHMARKS.md text for every ``stseq bench`` JSON run in ``results_dir`` (newest first);
-    other JSON files there (hand-run analyses) and subfolders (e.g. training runs) are listed
-    with their command or note."""
+    """BENCHMARKS.md text for every ``stseq bench`` JSON run in ``results_dir`` and its
+    subfolders one level down (a suite's own folder, e.g. results/scoring/; newest first); other
+    JSON files at the top (hand-run analyses) and the subfolders themselves (e.g. training runs)
+    are listed with their command or note."""
     results_dir = pathlib.Path(results_dir)
     lines = [
         "# Benchmark results",
@@ -111,23 +112,27 @@ def summarize(results_dir):
         "",
     ]
     others = []
-    for path in sorted(results_dir.glob("*.json"), reverse=True):
+    runs = [*results_dir.glob("*.json"), *results_dir.glob("*/*.json")]  # suites' own folders
+    for path in sorted(runs, key=lambda path: (path.name, str(path)), reverse=True):
         record = json.loads(path.read_text())
-        link = f"results/{path.name}"
+        name = path.relative_to(results_dir).as_posix()
+        link = f"results/{name}"
         if "cases" not in record:
-            others.append(f"- [{path.name}]({link}): "
-                          f"{record.get('note') or record.get('command', 'no description')}")
+            if path.parent == results_dir:  # a subfolder is listed as a whole below
+                others.append(f"- [{name}]({link}): "
+                              f"{record.get('note') or record.get('command', 'no description')}")
             continue
         speedups = [c["speedup"] for c in record["cases"]]
         geomean = math.exp(sum(map(math.log, speedups)) / len(speedups)) if speedups else 0.0
         lines += [
-            f"## [{path.name}]({link})",
+            f"## [{name}]({link})",
             "",
             f"- command: `{record['command']}`",
             f"- device: {record['device']}, threads: {record['threads']}, date: {record['date']}"
             + _load_text(record),
             f"- torch {record['torch']}, triton {record['triton']}, stseq {record['stseq']}, "
-            f"git {record['git_commit']}, {record['repeats']} timed repeats per case (median)",
+            f"git {record['git_commit']}, {record.get('repeats', 'its own')} timed repeats per case "
+            "(median)",
             f"- {len(speedups)} cases, geometric-mean speedup {geomean:.2f}x",
             "",
             *_markdown_rows(record, link),
