@@ -21,31 +21,64 @@ DISTANCE_BUCKETS = 32
 MAX_DISTANCE_KM = 1000.0
 
 
-class SelfAttentiveRecommender(SequentialRecommender):
-    """Item + position embeddings through ``num_layers`` ``TimeDecayTransformerBlock`` s and a
-    final LayerNorm; ``attention_options`` go to every block's attention."""
+def _check_choice(value, name, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
-    def __init__(self, num_items, *, num_heads=2, num_layers=2, attention_options=None,
-                 **options):
+
+class SelfAttentiveRecommender(SequentialRecommender):
+    """Item embeddings (plus position embeddings, see ``positions``) through ``num_layers``
+    ``TimeDecayTransformerBlock`` s and a final LayerNorm; ``attention_options`` go to every
+    block's attention."""
+
+    def __init__(self, num_items, *, num_heads=2, num_layers=2, positions="absolute",
+                 norm="pre", init="default", attention_options=None, **options):
         super().__init__(num_items, **options)
-        self.position_embedding = nn.Embedding(self.max_length, self.dim)
-        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        _check_choice(positions, "positions", self.POSITIONS)
+        _check_choice(norm, "norm", ("pre", "post"))
+        _check_choice(init, "init", ("default", "normal"))
+        self.positions, self.norm = positions, norm
+        self.position_embedding = (nn.Embedding(self.max_length, self.dim)
+                                   if positions in ("absolute", "recency") else None)
+        if self.position_embedding is not None:
+            nn.init.normal_(self.position_embedding.weight, std=0.02)
         self.blocks = nn.ModuleList(
             stseq.nn.TimeDecayTransformerBlock(self.dim, num_heads, dropout=self.dropout.p,
                                                backend=self.backend, **(attention_options or {}))
             for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(self.dim)
+        if init == "normal":
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(module.weight, std=0.02)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            with torch.no_grad():
+                self.item_embedding.weight[num_items].zero_()
+                if self.output_embedding is not None:
+                    nn.init.normal_(self.output_embedding, std=0.02)
 
     def inputs(self, batch):
-        """[B, L, D] item + position embeddings."""
-        positions = torch.arange(batch.items.shape[1], device=batch.items.device)
-        return self.embed_items(batch.items) + self.position_embedding(positions)
+        """[B, L, D] item embeddings plus the position embeddings."""
+        x = self.embed_items(batch.items)
+        if self.position_embedding is None:
+            return x
+        positions = torch.arange(batch.items.shape[1], device=batch.items.device)  # [L]
+        if self.positions == "recency":  # 0 at each row's last event
+            positions = (batch.lengths[:, None] - 1 - positions).clamp(min=0)  # [B, L]
+        return x + self.position_embedding(positions)
 
     def attend(self, x, timestamps, lengths):
         """[B, L, D] inputs through the blocks -> [B, L, D]."""
         x = self.dropout(x)
         for block in self.blocks:
-            x = block(x, timestamps, lengths)
+            if self.norm == "pre":
+                x = block(x, timestamps, lengths)
+            else:
+                attended, _ = block.attention(x, x, x, need_weights=False,
+                                              timestamps=timestamps, lengths=lengths)
+                x = block.attention_norm(x + block.dropout(attended))
+                x = block.feedforward_norm(x + block.dropout(block.feedforward(x)))
         return self.final_norm(x)
 
 
@@ -61,14 +94,26 @@ class SASRec(SelfAttentiveRecommender):
         scores = model.score(batch)          # [B, 2000]
     """
 
-    def __init__(self, num_items, *, num_heads=2, num_layers=2, **options):
-        super().__init__(num_items, num_heads=num_heads, num_layers=num_layers, **options)
-        for block in self.blocks:
-            block.attention.decay.requires_grad_(False)
+    POSITIONS = ("absolute", "recency", "relative", "none")
+
+    def __init__(self, num_items, *, num_heads=2, num_layers=2, positions="absolute",
+                 **options):
+        relative = positions == "relative"
+        super().__init__(num_items, num_heads=num_heads, num_layers=num_layers,
+                         positions=positions,
+                         attention_options=dict(time_unit=1.0, decay_fn="log1p") if relative
+                         else None, **options)
+        if not relative:
+            for block in self.blocks:
+                block.attention.decay.requires_grad_(False)
 
     def encode(self, batch):
-        same_time = torch.zeros_like(batch.timestamps)  # [B, L]: the decay term vanishes
-        return self.attend(self.inputs(batch), same_time, batch.lengths)
+        if self.positions == "relative":  # the decay over the distance in positions
+            times = torch.arange(batch.items.shape[1], device=batch.items.device)
+            times = times.expand_as(batch.items)  # [B, L]
+        else:
+            times = torch.zeros_like(batch.timestamps)  # [B, L]: the decay term vanishes
+        return self.attend(self.inputs(batch), times, batch.lengths)
 
 
 class TimeSASRec(SelfAttentiveRecommender):
@@ -87,6 +132,7 @@ class TimeSASRec(SelfAttentiveRecommender):
 
     time_aware = True
     uses_coordinates = True
+    POSITIONS = ("absolute", "recency", "none")
 
     def __init__(self, num_items, *, num_heads=2, num_layers=2, time_unit=60.0,
                  decay_fn="log1p", **options):
