@@ -33,6 +33,17 @@ def validation_ndcg(name, split, epochs, **options):
     return Trainer(model, split, config).fit()["best_valid"]
 
 
+def test_sasrec_beats_gru4rec_where_the_answer_is_far_back():
+    """Seeded, 6 epochs each (about 15 s): at the time of writing SASRec reaches validation
+    NDCG@10 0.393 and GRU4Rec 0.288 (0.294 without its transition prior); SASRec with the
+    transition prior mixed in stalls near the Markov chain's 0.23."""
+    split = leave_one_out(cycles())
+    gru = validation_ndcg("gru4rec", split, 6)
+    # attention's reference twin: "auto" would pick Triton's interpreter in the tests
+    sasrec = validation_ndcg("sasrec", split, 6, backend="reference")
+    assert sasrec >= 1.2 * gru, f"SASRec {sasrec:.3f} vs GRU4Rec {gru:.3f}"
+
+
 @pytest.fixture(scope="module")
 def split():
     return leave_one_out(cycles())
@@ -80,8 +91,15 @@ def test_relative_positions_learn_a_decay_over_the_distance(split, batch):
     assert not any(block.attention.decay.requires_grad for block in frozen.blocks)
 
 
-@pytest.mark.parametrize("option, value", [("positions", "sinusoid"), ("positions", 1),
-                                           ("norm", "middle"), ("init", "xavier")])
-def test_bad_options_are_named(option, value, split):
-    with pytest.raises(ValueError, match=option):
-        build_model("sasrec", split.train, dim=32, max_length=24, **{option: value})
+@pytest.mark.parametrize("name", ["sasrec", "timesasrec"])
+@pytest.mark.parametrize("value", ["sinusoid", 1, None])
+def test_bad_positions_are_named(name, value, split):
+    with pytest.raises(ValueError, match="positions"):
+        build_model(name, split.train, dim=32, max_length=24, positions=value)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "timesasrec"])
+def test_attention_models_leave_the_transition_prior_out_unless_asked(name, split):
+    assert build_model(name, split.train, dim=32, max_length=24).transition_prior is None
+    assert build_model(name, split.train, dim=32, max_length=24,
+                       transition_prior=True).transition_prior is not None
