@@ -16,10 +16,10 @@ for ``stseq.eval.evaluate`` / ``recommend``. The trainable ones are ``nn.Module`
 - ``srgnn``: SR-GNN-style gated graph network with time-gap-weighted edges.
 - ``svae``: SVAE-style sequential variational autoencoder.
 
-Every trainable model but the attention ones also mixes in, by default, ``TransitionPrior``:
-the training data's item-to-item transition frequencies, weighted by a gate read from its
-hidden state (``transition_prior=False`` leaves it out, ``True`` adds it to SASRec and
-TimeSASRec). Losses are in ``stseq.models.losses`` (full softmax
+Every trainable model also mixes in, by default, ``TransitionPrior``: the training data's
+item-to-item transition frequencies, weighted by a gate read from its hidden state
+(``transition_prior=False`` leaves it out: better for the attention models on dense rating
+data such as MovieLens, see ``SASRec``). Losses are in ``stseq.models.losses`` (full softmax
 cross-entropy by default).
 
 Example::

@@ -1,10 +1,10 @@
 """Self-attentive recommenders on ``stseq.nn.TimeDecayTransformerBlock``.
 
-- ``SASRec`` (Kang and McAuley, ICDM 2018): causal self-attention over item embeddings. By
-  default it knows the order of events by relative positions: the blocks get the positions as
-  their timestamps, so the time-decay term is a learned decay over the distance in positions;
-  with position embeddings (``positions="absolute"``, the original's) it gives the blocks equal
-  timestamps, so the decay term is zero and the blocks are plain causal attention.
+- ``SASRec`` (Kang and McAuley, ICDM 2018): causal self-attention over item + position
+  embeddings. It gives the blocks equal timestamps, so the time-decay term is zero and the
+  blocks are plain causal attention (the decay parameters are frozen); with
+  ``positions="relative"`` it gives them the positions as timestamps instead, so the decay term
+  is a learned decay over the distance in positions.
 - ``TimeSASRec`` (TiSASRec-style): the same blocks with the real timestamps (learnable per-head
   decay of the scores with ``log1p(|t_i - t_j| / time_unit)``), the spatio-temporal gap
   embedding (``stseq.nn.TimeGapEmbedding`` over the gaps, and the distances when the data has
@@ -31,13 +31,13 @@ def _check_choice(value, name, choices):
 class SelfAttentiveRecommender(SequentialRecommender):
     """Item embeddings (plus position embeddings, see ``positions``) through ``num_layers``
     ``TimeDecayTransformerBlock`` s and a final LayerNorm; ``attention_options`` go to every
-    block's attention. The transition prior is off by default (see ``SASRec``)."""
+    block's attention."""
 
     POSITIONS = ("absolute", "recency", "none")
 
     def __init__(self, num_items, *, num_heads=2, num_layers=2, positions="absolute",
-                 transition_prior=False, attention_options=None, **options):
-        super().__init__(num_items, transition_prior=transition_prior, **options)
+                 attention_options=None, **options):
+        super().__init__(num_items, **options)
         _check_choice(positions, "positions", self.POSITIONS)
         self.positions = positions
         self.position_embedding = (nn.Embedding(self.max_length, self.dim)
@@ -74,19 +74,19 @@ class SASRec(SelfAttentiveRecommender):
     Args: as ``SequentialRecommender``, plus ``num_heads`` (dim / num_heads in [16, 128]),
     ``num_layers`` and ``positions``, how the model knows the order of events:
 
-    - ``"relative"`` (the default): no position embedding; each head's scores decay with the
-      distance in positions, ``- softplus(decay[h]) * log1p(|i - j|)`` with a learned rate
-      (the time-decay kernel fed positions instead of times), so the model is the same at
-      every offset of the window, as a recurrent net is;
-    - ``"absolute"``: a learned embedding of the index from the window's first event (the
-      original SASRec's);
+    - ``"absolute"`` (the default, the original SASRec's): a learned embedding of the index
+      from the window's first event;
+    - ``"relative"``: no position embedding; each head's scores decay with the distance in
+      positions, ``- softplus(decay[h]) * log1p(|i - j|)`` with a learned rate (the time-decay
+      kernel fed positions instead of times), so the model is the same at every offset of the
+      window, as a recurrent net is;
     - ``"recency"``: a learned embedding of the index counted back from the row's last event;
     - ``"none"``: only the causal mask tells the order.
 
-    ``transition_prior`` is False by default: on MovieLens-100K it made the validation
-    NDCG@10 peak after one epoch and fall back, and on data whose next item is not a function
-    of the previous one it held the model at the Markov chain's level (the ablations in
-    benchmarks/results/models/sasrec-ablations.md).
+    On dense rating data such as MovieLens-100K pass ``transition_prior=False`` (and dim 64):
+    there the prior made the validation NDCG@10 peak after one epoch and fall back instead of
+    rising steadily; the defaults were tuned with it on the default synthetic (session) data
+    (benchmarks/results/models/sasrec-ablations.md).
 
     Example::
 
@@ -96,7 +96,7 @@ class SASRec(SelfAttentiveRecommender):
 
     POSITIONS = ("absolute", "recency", "relative", "none")
 
-    def __init__(self, num_items, *, num_heads=2, num_layers=2, positions="relative",
+    def __init__(self, num_items, *, num_heads=2, num_layers=2, positions="absolute",
                  **options):
         _check_choice(positions, "positions", self.POSITIONS)
         relative = positions == "relative"

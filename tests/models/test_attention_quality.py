@@ -34,14 +34,13 @@ def validation_ndcg(name, split, epochs, **options):
 
 
 def test_sasrec_beats_gru4rec_where_the_answer_is_far_back():
-    """Seeded, 6 epochs each (about 15 s): at the time of writing SASRec reaches validation
-    NDCG@10 0.393 and GRU4Rec 0.288 (0.294 without its transition prior); SASRec with the
-    transition prior mixed in stalls near the Markov chain's 0.23."""
+    """Seeded, the models' defaults, 6 epochs each (about 15 s): at the time of writing SASRec
+    reaches validation NDCG@10 0.40 and GRU4Rec 0.29."""
     split = leave_one_out(cycles())
     gru = validation_ndcg("gru4rec", split, 6)
     # attention's reference twin: "auto" would pick Triton's interpreter in the tests
     sasrec = validation_ndcg("sasrec", split, 6, backend="reference")
-    assert sasrec >= 1.2 * gru, f"SASRec {sasrec:.3f} vs GRU4Rec {gru:.3f}"
+    assert sasrec >= 1.25 * gru, f"SASRec {sasrec:.3f} vs GRU4Rec {gru:.3f}"
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +97,3 @@ def test_bad_positions_are_named(name, value, split):
         build_model(name, split.train, dim=32, max_length=24, positions=value)
 
 
-@pytest.mark.parametrize("name", ["sasrec", "timesasrec"])
-def test_attention_models_leave_the_transition_prior_out_unless_asked(name, split):
-    assert build_model(name, split.train, dim=32, max_length=24).transition_prior is None
-    assert build_model(name, split.train, dim=32, max_length=24,
-                       transition_prior=True).transition_prior is not None
