@@ -16,8 +16,9 @@ import time
 
 import torch
 
+from stseq.models import build_model
 from stseq.train.command import DEFAULT_BATCH_SIZE, DEFAULT_LR, key_values
-from stseq.train.experiment import _build, data_spec, load_data
+from stseq.train.experiment import data_spec, load_data
 from stseq.train.trainer import TrainConfig, Trainer, seed_everything
 
 
@@ -36,11 +37,11 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     spec = data_spec(args.data)
-    _, oracle, split = load_data(spec)
+    _, _, split = load_data(spec)
     options = {"max_length": 50, **key_values(args.option, "--option")}
     for seed in args.seeds:
         seed_everything(seed)
-        model = _build(args.model, split.train, options)
+        model = build_model(args.model, split.train, **options)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              warmup_steps=args.warmup_steps, patience=args.patience, seed=seed,
                              device="cpu", progress=False)
