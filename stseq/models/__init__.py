@@ -18,7 +18,8 @@ for ``stseq.eval.evaluate`` / ``recommend``. The trainable ones are ``nn.Module`
 
 Every trainable model also mixes in, by default, ``TransitionPrior``: the training data's
 item-to-item transition frequencies, weighted by a gate read from its hidden state
-(``transition_prior=False`` leaves it out). Losses are in ``stseq.models.losses`` (full softmax
+(``transition_prior=False`` leaves it out: better for the attention models on dense rating
+data such as MovieLens, see ``SASRec``). Losses are in ``stseq.models.losses`` (full softmax
 cross-entropy by default).
 
 Example::

@@ -1,0 +1,67 @@
+"""Ablations of the attention recommenders: train one model under one set of options for
+several seeds on one data set and append one JSON line per run (best validation NDCG@10, test
+NDCG@10 / HR@10 of the best epoch, seconds per epoch, threads, load average).
+
+Example::
+
+    OMP_NUM_THREADS=1 python benchmarks/ablate_attention.py --model sasrec --seeds 0 1 \
+        --epochs 10 --tag dropout0.5 --option dropout=0.5 \
+        --out benchmarks/results/models/sasrec-ablations/runs.jsonl
+"""
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from stseq.models import build_model
+from stseq.train.command import DEFAULT_BATCH_SIZE, DEFAULT_LR, key_values
+from stseq.train.experiment import data_spec, load_data
+from stseq.train.trainer import TrainConfig, Trainer, seed_everything
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", default="ml-100k")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--tag", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    spec = data_spec(args.data)
+    _, _, split = load_data(spec)
+    options = {"max_length": 50, **key_values(args.option, "--option")}
+    for seed in args.seeds:
+        seed_everything(seed)
+        model = build_model(args.model, split.train, **options)
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             warmup_steps=args.warmup_steps, patience=args.patience, seed=seed,
+                             device="cpu", progress=False)
+        start = time.perf_counter()
+        result = Trainer(model, split, config).fit()
+        seconds = time.perf_counter() - start
+        history = result["history"]
+        row = {"tag": args.tag, "model": args.model, "data": args.data, "seed": seed,
+               "options": options, "lr": args.lr, "batch_size": args.batch_size,
+               "warmup_steps": args.warmup_steps, "epochs": len(history),
+               "best_epoch": result["best_epoch"], "valid_NDCG@10": result["best_valid"],
+               "valid_curve": [round(r["valid_NDCG@10"], 4) for r in history],
+               "test_NDCG@10": result["test"]["NDCG@10"], "test_HR@10": result["test"]["HR@10"],
+               "seconds": seconds,
+               "train_seconds_per_epoch": sum(r["train_seconds"] for r in history) / len(history),
+               "threads": torch.get_num_threads(), "loadavg": os.getloadavg()[0]}
+        print(json.dumps(row), flush=True)
+        with open(args.out, "a") as file:
+            file.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
