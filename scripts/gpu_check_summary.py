@@ -109,10 +109,12 @@ def bench_plan(quick):
     {suite: {dtype: "cases" or "NONE"}} (stseq.bench.planned_cases)."""
     import torch
 
-    from stseq.bench import SUITES, planned_cases
+    from stseq.bench import ON_REQUEST, SUITES, planned_cases
 
     plan = {}
     for name, suite in SUITES.items():
+        if name in ON_REQUEST:  # not run by `stseq bench` without --ops (CPU-only suites)
+            continue
         grid = suite.QUICK if quick else suite.FULL
         for dtype in getattr(suite, "DTYPES", {}).get("cuda", (torch.float32,)):
             count, stopped = planned_cases(suite, grid, torch.device("cuda"), dtype)

@@ -32,6 +32,10 @@ CELLS = {"lstm": (torch.nn.LSTM, stseq.nn.LSTM), "gru": (torch.nn.GRU, stseq.nn.
 
 # The issue's CPU target: B=256, L=50, input 64, H=128, forward+backward >= 1.0x torch.nn.
 QUICK = [dict(cell=cell, batch=256, seq_len=50, input_size=64, hidden=128) for cell in CELLS]
+# The GPU target (issue 20): the same shape against cuDNN, padded and packed (>= 1.2x and >= 2x
+# forward+backward); run by `stseq bench --quick --device cuda` (scripts/gpu_check.sh).
+QUICK += [dict(cell=cell, batch=256, seq_len=50, input_size=64, hidden=128, packed=packed,
+               device="cuda") for cell in CELLS for packed in (False, True)]
 _CPU = [dict(cell=cell, batch=256, seq_len=50, input_size=64, hidden=hidden, packed=packed)
         for cell in CELLS for hidden in (64, 128, 256) for packed in (False, True)]
 _CPU += [dict(cell=cell, batch=256, seq_len=200, input_size=64, hidden=128, packed=packed)
