@@ -153,3 +153,17 @@ def test_rnn_serving_cases_run_in_inference_mode_with_their_threads_and_load():
     assert rnn.BUSY.process is None
     assert any(s.get("load") for s in rnn.FULL) and any(s.get("threads") == 1 for s in rnn.FULL)
     assert {s["batch"] for s in rnn.FULL if s.get("inference")} == {1, 8, 64, 256}
+
+
+def test_a_self_measuring_suite_reaches_the_written_record():
+    # stseq bench --out writes what `measured` receives: a suite with its own run() (data) too
+    import types
+
+    row = {"op": "load", "shape": "rows=1", "dtype": "-", "stseq_ms": 1.0, "peer": "p",
+           "peer_ms": 2.0, "speedup": 2.0, "max_error": 0.0, "parity_ok": True,
+           "stseq_peak_mib": 1.0, "peer_peak_mib": 1.0}
+    suite = types.SimpleNamespace(run=lambda **_: [row])
+    received = []
+    rows = bench.run_family(suite, device=torch.device("cpu"), quick=True, repeats=1,
+                            measured=received.extend)
+    assert rows == [row] and received == [row]

@@ -162,6 +162,8 @@ def run_family(suite, *, device, quick, repeats, measured=None):
         rows = suite.run(quick=quick, repeats=repeats, device=device)
         if rows:
             print("\n".join(format_table(rows).splitlines()[1:]), flush=True)
+            if measured is not None:
+                measured(rows)
         return rows
     rows = []
     grid = suite.QUICK if quick else suite.FULL
