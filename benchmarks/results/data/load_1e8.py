@@ -1,6 +1,6 @@
 """10^8-row Taobao-shaped log: generate, load through the cache (build), load again (hit).
 Each step in its own process so that its peak memory (VmHWM) is its own."""
-import json, os, subprocess, sys, time
+import json, os, subprocess, sys
 OUT = sys.argv[1]  # usage: python load_1e8.py OUT.json 1e8
 N = int(float(sys.argv[2]))
 csv = f"/tmp/big/taobao-{N}.csv"
