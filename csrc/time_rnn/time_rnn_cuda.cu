@@ -28,7 +28,7 @@ constexpr int64_t kMaxBlocks = 65535;  // the kernel grid-strides beyond
 // acc_t, stores back to the pointer's type (float32 math for half and bfloat16 tensors).
 template <typename acc_t>
 struct UnitLane {
-  using Act = time_rnn::ScalarMath;
+  using Act = ScalarMath;
   using Value = acc_t;
   int64_t j;
   template <typename T>
