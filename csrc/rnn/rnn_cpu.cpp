@@ -423,23 +423,23 @@ TORCH_LIBRARY_FRAGMENT(stseq, m) {
   // One recurrent layer in one direction; input [N, I] in data order with batch_sizes [L]
   // (csrc/rnn/rnn_args.h describes the packed and padded layouts).
   m.def(
-      "lstm_layer(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, "
+      "lstm(Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, "
       "Tensor? bias_ih, Tensor? bias_hh, Tensor? weight_hr, Tensor batch_sizes, bool padded, "
       "bool reverse, bool keep_activations, str algorithm) "
       "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
   m.def(
-      "lstm_layer_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor? grad_c_n, "
+      "lstm_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor? grad_c_n, "
       "Tensor input, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, "
       "Tensor? weight_hr, Tensor output, Tensor gates, Tensor cells, Tensor batch_sizes, "
       "bool padded, bool reverse, bool has_bias, str algorithm) -> (Tensor grad_input, "
       "Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
       "Tensor grad_bias, Tensor grad_weight_hr)");
   m.def(
-      "gru_layer(Tensor input, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+      "gru(Tensor input, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
       "Tensor? bias_hh, Tensor batch_sizes, bool padded, bool reverse, bool keep_activations, "
       "str algorithm) -> (Tensor output, Tensor h_n, Tensor gates)");
   m.def(
-      "gru_layer_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor input, Tensor h0, "
+      "gru_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor input, Tensor h0, "
       "Tensor weight_ih, Tensor weight_hh, Tensor output, Tensor gates, Tensor batch_sizes, "
       "bool padded, bool reverse, bool has_bias, str algorithm) -> (Tensor grad_input, "
       "Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias_ih, "
@@ -447,8 +447,8 @@ TORCH_LIBRARY_FRAGMENT(stseq, m) {
 }
 
 TORCH_LIBRARY_IMPL(stseq, CPU, m) {
-  m.impl("lstm_layer", &stseq::lstm_layer_cpu);
-  m.impl("lstm_layer_backward", &stseq::lstm_layer_backward_cpu);
-  m.impl("gru_layer", &stseq::gru_layer_cpu);
-  m.impl("gru_layer_backward", &stseq::gru_layer_backward_cpu);
+  m.impl("lstm", &stseq::lstm_layer_cpu);
+  m.impl("lstm_backward", &stseq::lstm_layer_backward_cpu);
+  m.impl("gru", &stseq::gru_layer_cpu);
+  m.impl("gru_backward", &stseq::gru_layer_backward_cpu);
 }

@@ -1,7 +1,8 @@
 // CUDA time loops of the LSTM/GRU layer ops. Layout, semantics and the device-independent plan
 // (step order, input projection, final states, weight-gradient GEMMs) are shared with the CPU
-// (rnn_args.h, rnn_driver.h); the per-unit gate math is rnn.h's. Half types accumulate in float32
-// and keep the cell state, the recurrent gradients and the saved activations in float32.
+// (rnn_args.h, rnn_driver.h); the per-unit gate math is lstm.h's and gru.h's. Half types
+// accumulate in float32 and keep the cell state, the recurrent gradients and the saved
+// activations in float32.
 //
 // Stepwise loop (any hidden size, projection, every dtype). Forward, per step: one cuBLAS GEMM
 // (at::mm) hg = h_prev W_hh^T over the step's active rows only (rows are sorted by length, so
@@ -98,7 +99,7 @@ T* data_or_null(const at::Tensor& t) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cuda(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& weight_ih, const at::Tensor& weight_hh,
     const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
@@ -127,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
   const at::Tensor h_first = h0.contiguous();
   const at::Tensor w_hh = weight_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "lstm_layer_cuda", [&] {
+                                  "lstm_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     PersistentForward<scalar_t> params{};
     params.xg = xg.data_ptr<scalar_t>();
@@ -167,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
+lstm_backward_cuda(const std::optional<at::Tensor>& grad_output,
                          const std::optional<at::Tensor>& grad_h_n,
                          const std::optional<at::Tensor>& grad_c_n, const at::Tensor& input,
                          const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
@@ -201,7 +202,7 @@ lstm_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
   const at::Tensor r_all = shape.has_proj ? rnn::step_buffer(steps, H, options) : at::Tensor();
   const at::Tensor w_hh = weight_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "lstm_layer_backward_cuda", [&] {
+                                  "lstm_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     PersistentBackward<scalar_t> params{};
     params.w_hh = w_hh.data_ptr<scalar_t>();
@@ -249,7 +250,7 @@ lstm_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
           shape.has_proj ? at::mm(dh_total.t(), r_all) : at::empty({0}, options)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cuda(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
     const std::optional<at::Tensor>& bias_hh, const at::Tensor& batch_sizes, bool padded,
@@ -273,7 +274,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cuda(
   const at::Tensor w_hh = weight_hh.contiguous();
   const at::Tensor b_hh = bias_hh.has_value() ? bias_hh->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "gru_layer_cuda", [&] {
+                                  "gru_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     PersistentForward<scalar_t> params{};
     params.xg = xg.data_ptr<scalar_t>();
@@ -306,7 +307,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cuda(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-gru_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
+gru_backward_cuda(const std::optional<at::Tensor>& grad_output,
                         const std::optional<at::Tensor>& grad_h_n, const at::Tensor& input,
                         const at::Tensor& h0, const at::Tensor& weight_ih,
                         const at::Tensor& weight_hh, const at::Tensor& output,
@@ -335,7 +336,7 @@ gru_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
   const at::Tensor dhg = rnn::step_buffer(steps, G, options);  // [N, 3H]
   const at::Tensor w_hh = weight_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "gru_layer_backward_cuda", [&] {
+                                  "gru_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     PersistentBackward<scalar_t> params{};
     params.w_hh = w_hh.data_ptr<scalar_t>();
@@ -378,9 +379,9 @@ gru_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
 }  // namespace stseq
 
 TORCH_LIBRARY_IMPL(stseq, CUDA, m) {
-  m.impl("lstm_layer", &stseq::lstm_layer_cuda);
-  m.impl("lstm_layer_backward", &stseq::lstm_layer_backward_cuda);
-  m.impl("gru_layer", &stseq::gru_layer_cuda);
-  m.impl("gru_layer_backward", &stseq::gru_layer_backward_cuda);
+  m.impl("lstm", &stseq::lstm_cuda);
+  m.impl("lstm_backward", &stseq::lstm_backward_cuda);
+  m.impl("gru", &stseq::gru_cuda);
+  m.impl("gru_backward", &stseq::gru_backward_cuda);
 }
 

@@ -11,7 +11,7 @@
 
 namespace stseq {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cuda(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& weight_ih, const at::Tensor& weight_hh,
     const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
@@ -19,7 +19,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
     bool reverse, bool keep_activations, std::string_view algorithm);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
+lstm_backward_cuda(const std::optional<at::Tensor>& grad_output,
                          const std::optional<at::Tensor>& grad_h_n,
                          const std::optional<at::Tensor>& grad_c_n, const at::Tensor& input,
                          const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
@@ -28,14 +28,14 @@ lstm_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
                          const at::Tensor& cells, const at::Tensor& batch_sizes, bool padded,
                          bool reverse, bool has_bias, std::string_view algorithm);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cuda(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
     const std::optional<at::Tensor>& bias_hh, const at::Tensor& batch_sizes, bool padded,
     bool reverse, bool keep_activations, std::string_view algorithm);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-gru_layer_backward_cuda(const std::optional<at::Tensor>& grad_output,
+gru_backward_cuda(const std::optional<at::Tensor>& grad_output,
                         const std::optional<at::Tensor>& grad_h_n, const at::Tensor& input,
                         const at::Tensor& h0, const at::Tensor& weight_ih,
                         const at::Tensor& weight_hh, const at::Tensor& output,

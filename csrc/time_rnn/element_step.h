@@ -84,8 +84,9 @@ struct ElementStep {
 };
 
 // The LSTM cells' recurrent GEMM W_hh h goes into the first R blocks of the gates at each row's
-// position: straight from the GEMM where a step's rows sit at one position (time_rnn_driver.h),
-// else (reverse direction with padding) through a [B, R*H] step buffer and this step.
+// position: straight from the GEMM where a step's rows sit at one position (RecurrentGates in
+// time_rnn_plan.h), else (reverse direction with padding) through a [B, R*H] step buffer and
+// this step.
 
 template <typename scalar_t, typename acc_t>
 struct AddRecurrentArgs {

@@ -1,9 +1,9 @@
 """``lstm`` and ``gru``: fused multi-layer LSTM / GRU on torch.nn.LSTM / torch.nn.GRU's weights.
 
-Native ops, one layer in one direction each (C++ CPU, CUDA when built):
-``torch.ops.stseq.lstm_layer`` and ``torch.ops.stseq.gru_layer``, with fake impls for
-``torch.compile`` and autograd formulas whose backward is ``lstm_layer_backward`` /
-``gru_layer_backward``. Layers, directions, inter-layer dropout and the variable-length layout
+Native ops, one layer in one direction each (C++ CPU, CUDA when built), named like the Python
+ops: ``torch.ops.stseq.lstm`` and ``torch.ops.stseq.gru``, with fake impls for ``torch.compile``
+and autograd formulas whose backward is ``lstm_backward`` / ``gru_backward``. Layers,
+directions, inter-layer dropout and the variable-length layout
 are composed here; the time loop always runs in C++ (or CUDA). The twins are
 ``stseq.reference.lstm`` and ``stseq.reference.gru``.
 
@@ -322,12 +322,12 @@ def _native(mode, input, hx, weights, spec, *, bias, num_layers, dropout, traini
             k = layer * spec.directions + direction
             w_ih, w_hh, b_ih, b_hh, w_hr = spec.layer_weights(weights, k, bias)
             if mode == "lstm":
-                out, h, c, _, _ = torch.ops.stseq.lstm_layer(
+                out, h, c, _, _ = torch.ops.stseq.lstm(
                     data, states[0][k], states[1][k], w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
                     padded, direction == 1, keep, algorithm)
                 finals[1].append(c)
             else:
-                out, h, _ = torch.ops.stseq.gru_layer(
+                out, h, _ = torch.ops.stseq.gru(
                     data, states[0][k], w_ih, w_hh, b_ih, b_hh, batch_sizes, padded,
                     direction == 1, keep, algorithm)
             finals[0].append(h)
@@ -357,7 +357,7 @@ def _activation_dtype(dtype):
 
 
 def _register_native():
-    @torch.library.register_fake("stseq::lstm_layer")
+    @torch.library.register_fake("stseq::lstm")
     def _(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, padded,
           reverse, keep_activations, algorithm):
         rows, hidden, batch = input.shape[0], weight_ih.shape[0] // 4, h0.shape[0]
@@ -368,7 +368,7 @@ def _register_native():
         return (input.new_empty(rows, proj), h0.new_empty(batch, proj),
                 c0.new_empty(batch, hidden), gates, cells)
 
-    @torch.library.register_fake("stseq::lstm_layer_backward")
+    @torch.library.register_fake("stseq::lstm_backward")
     def _(grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, weight_hr,
           output, gates, cells, batch_sizes, padded, reverse, has_bias, algorithm):
         return (torch.empty_like(input), torch.empty_like(h0), torch.empty_like(c0),
@@ -376,7 +376,7 @@ def _register_native():
                 weight_ih.new_empty((weight_ih.shape[0],) if has_bias else (0,)),
                 torch.empty_like(weight_hr) if weight_hr is not None else input.new_empty(0))
 
-    @torch.library.register_fake("stseq::gru_layer")
+    @torch.library.register_fake("stseq::gru")
     def _(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, padded, reverse,
           keep_activations, algorithm):
         rows, hidden = input.shape[0], weight_ih.shape[0] // 3
@@ -384,7 +384,7 @@ def _register_native():
                                 dtype=_activation_dtype(input.dtype))
         return input.new_empty(rows, hidden), h0.new_empty(h0.shape), gates
 
-    @torch.library.register_fake("stseq::gru_layer_backward")
+    @torch.library.register_fake("stseq::gru_backward")
     def _(grad_output, grad_h_n, input, h0, weight_ih, weight_hh, output, gates, batch_sizes,
           padded, reverse, has_bias, algorithm):
         bias_shape = (weight_ih.shape[0],) if has_bias else (0,)
@@ -407,7 +407,7 @@ def _register_native():
          batch_sizes) = ctx.saved_tensors
         padded, reverse, has_bias, algorithm = ctx.config
         (grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias,
-         grad_weight_hr) = torch.ops.stseq.lstm_layer_backward(
+         grad_weight_hr) = torch.ops.stseq.lstm_backward(
             grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, weight_hr, out,
             gates, cells, batch_sizes, padded, reverse, has_bias, algorithm)
         grad_bias = grad_bias if has_bias else None
@@ -427,7 +427,7 @@ def _register_native():
         input, h0, weight_ih, weight_hh, out, gates, batch_sizes = ctx.saved_tensors
         padded, reverse, has_bias, algorithm = ctx.config
         (grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih,
-         grad_bias_hh) = torch.ops.stseq.gru_layer_backward(
+         grad_bias_hh) = torch.ops.stseq.gru_backward(
             grad_output, grad_h_n, input, h0, weight_ih, weight_hh, out, gates, batch_sizes,
             padded, reverse, has_bias, algorithm)
         if not has_bias:
@@ -435,9 +435,9 @@ def _register_native():
         return (grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih,
                 grad_bias_hh) + (None,) * 5
 
-    torch.library.register_autograd("stseq::lstm_layer", backward_lstm,
+    torch.library.register_autograd("stseq::lstm", backward_lstm,
                                     setup_context=setup_lstm)
-    torch.library.register_autograd("stseq::gru_layer", backward_gru, setup_context=setup_gru)
+    torch.library.register_autograd("stseq::gru", backward_gru, setup_context=setup_gru)
 
 
 if NATIVE is not None:

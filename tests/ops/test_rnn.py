@@ -249,8 +249,8 @@ def layer_samples(mode):
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_opcheck(mode):
-    op = getattr(torch.ops.stseq, f"{mode}_layer")
-    backward = getattr(torch.ops.stseq, f"{mode}_layer_backward")
+    op = getattr(torch.ops.stseq, mode)
+    backward = getattr(torch.ops.stseq, f"{mode}_backward")
     for args in layer_samples(mode):
         torch.library.opcheck(op.default, args)
     outputs = op(*args)  # the backward op on the last sample
@@ -455,8 +455,8 @@ def test_direct_op_calls_are_checked():
     w_ih, w_hh = torch.randn(9, 2, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64)
 
     def gru(batch_sizes, padded, h=h0, w=w_hh, keep=True):
-        return torch.ops.stseq.gru_layer(x, h, w_ih, w, None, None, batch_sizes, padded, False,
-                                         keep, "auto")
+        return torch.ops.stseq.gru(x, h, w_ih, w, None, None, batch_sizes, padded, False,
+                                   keep, "auto")
 
     with pytest.raises(ValueError, match="batch_sizes must be non-increasing"):
         gru(torch.tensor([2, 3, 1]), False)
@@ -469,13 +469,13 @@ def test_direct_op_calls_are_checked():
     with pytest.raises(ValueError, match=r"weight_hh must have shape \[G, P\]"):
         gru(torch.tensor([3, 3]), False, w=torch.randn(9, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="gru layers on CPU support float32 and float64"):
-        torch.ops.stseq.gru_layer(x.half(), h0.half(), w_ih.half(), w_hh.half(), None, None,
-                                  torch.tensor([3, 3]), False, False, True, "auto")
+        torch.ops.stseq.gru(x.half(), h0.half(), w_ih.half(), w_hh.half(), None, None,
+                            torch.tensor([3, 3]), False, False, True, "auto")
     output, _, gates = gru(torch.tensor([3, 3]), False, keep=False)
     assert gates.numel() == 0
     with pytest.raises(ValueError, match="keep_activations=True"):
-        torch.ops.stseq.gru_layer_backward(None, None, x, h0, w_ih, w_hh, output, gates,
-                                           torch.tensor([3, 3]), False, False, False, "auto")
+        torch.ops.stseq.gru_backward(None, None, x, h0, w_ih, w_hh, output, gates,
+                                     torch.tensor([3, 3]), False, False, False, "auto")
 
 
 CUDA_DTYPES = {torch.float32: dict(rtol=2e-4, atol=2e-4),

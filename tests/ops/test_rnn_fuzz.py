@@ -235,18 +235,18 @@ def direct_call(mode, input, h0, weight_ih, weight_hh, batch_sizes, padded, back
     """Run by the child of run_isolated: one native layer (and its backward) without the Python
     checks -> "finite" or "non-finite"."""
     if mode == "lstm":
-        out, h, c, gates, cells = torch.ops.stseq.lstm_layer(
+        out, h, c, gates, cells = torch.ops.stseq.lstm(
             input, h0, h0, weight_ih, weight_hh, None, None, None, batch_sizes, padded, False,
             backward, "auto")
         if backward:
-            out = torch.ops.stseq.lstm_layer_backward(
+            out = torch.ops.stseq.lstm_backward(
                 out, h, c, input, h0, h0, weight_ih, weight_hh, None, out, gates, cells,
                 batch_sizes, padded, False, False, "auto")[0]
     else:
-        out, h, gates = torch.ops.stseq.gru_layer(input, h0, weight_ih, weight_hh, None, None,
-                                                  batch_sizes, padded, False, backward, "auto")
+        out, h, gates = torch.ops.stseq.gru(input, h0, weight_ih, weight_hh, None, None,
+                                            batch_sizes, padded, False, backward, "auto")
         if backward:
-            out = torch.ops.stseq.gru_layer_backward(
+            out = torch.ops.stseq.gru_backward(
                 out, h, input, h0, weight_ih, weight_hh, out, gates, batch_sizes, padded, False,
                 False, "auto")[0]
     return "finite" if bool(out.isfinite().all()) else "non-finite"
