@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from stseq import ops
 from stseq.backends import check_backend
-
+from stseq.nn import recurrent
 
 
 def _check_state_dims(mode, hx, dims):
@@ -107,9 +107,7 @@ class LSTM(nn.RNNBase):
 
     def permute_hidden(self, hx, permutation):
         """(h, c) with their batch rows reordered by ``permutation`` (None: unchanged)."""
-        if permutation is None:
-            return hx
-        return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
+        return recurrent.permute_states(tuple(hx), permutation)
 
     def forward(self, input, hx=None, *, lengths=None):
         return _recurrent_forward(self, "lstm", input, hx, lengths)

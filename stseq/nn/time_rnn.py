@@ -6,13 +6,13 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from stseq import ops
 from stseq.backends import check_backend
+from stseq.nn import recurrent
 from stseq.ops.checks import check_sequences
-from stseq.ops.time_rnn import ACTIVATIONS, TIME_LSTM_BLOCKS
+from stseq.ops.time_rnn import ACTIVATIONS, TIME_LSTM_BLOCKS, sequence_in_length_order
 from stseq.time import check_gap_transform, check_time_unit, gaps_before, transform_gaps
 
 
@@ -177,12 +177,10 @@ class _TimeRNNBase(nn.Module):
         x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))  # [T, B, I], [B]
         gaps = self._packed_gaps(dt, input, x.shape[0])  # [T, B], sorted rows
         states = self._initial_states(hx, x, self._compute_dtype(x))
-        if sorted_indices is not None:
-            states = [state.index_select(1, sorted_indices) for state in states]
+        states = recurrent.permute_states(states, sorted_indices)
         output, finals = self._layers(x, gaps, states, lengths.to(x.device))
         packed = pack_padded_sequence(output, lengths)  # rows of the same batch_sizes
-        if unsorted_indices is not None:
-            finals = [final.index_select(1, unsorted_indices) for final in finals]
+        finals = recurrent.permute_states(finals, unsorted_indices)
         return self._result(PackedSequence(packed.data, batch_sizes, sorted_indices,
                                            unsorted_indices), finals)
 
@@ -219,34 +217,34 @@ class _TimeRNNBase(nn.Module):
         dt = transform_gaps(dt, self.time_unit, self.gap_transform).to(gap_dtype)
         if lengths is not None and lengths.device != input.device:
             raise ValueError(f"lengths is on {lengths.device} but input is on {input.device}")
+        order = None
+        if self.backend != "reference" and not sequence_in_length_order(input, dt, lengths):
+            # Rows sorted by length once for every layer (the kernels run the rows still going
+            # at each step, a prefix); results come back in the caller's order.
+            order = recurrent.length_order(lengths)
+            input, dt = input.index_select(1, order), dt.index_select(1, order)
+            states, lengths = recurrent.permute_states(states, order), lengths[order]
         directions = 2 if self.bidirectional else 1
         gaps = [dt, _reverse_gaps(dt, lengths)] if directions == 2 else [dt]
-        finals = [[] for _ in range(self._state_count)]
-        layer_input = input
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(directions):
-                index = layer * directions + direction
-                result = self._run(layer_input, gaps[direction],
-                                   [state[index] for state in states],
-                                   self._layer_parameters(index, compute_dtype), lengths,
-                                   bool(direction))
-                outputs.append(result[0])
-                for final, state in zip(finals, result[1:]):
-                    final.append(state)
-            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, -1)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, [torch.stack(final) for final in finals]
+
+        def run_layer(layer_input, layer_states, index, reverse):  # one layer, one direction
+            return self._run(layer_input, gaps[int(reverse)], layer_states,
+                             self._layer_parameters(index, compute_dtype), lengths, reverse)
+
+        output, finals = recurrent.run_layers(
+            run_layer, input, states, num_layers=self.num_layers, directions=directions,
+            dropout=self.dropout, training=self.training)
+        if order is not None:
+            output, finals = recurrent.restore_order(order, output, finals)
+        return output, finals
 
     def _result(self, output, finals):
         return output, tuple(finals) if self._state_count == 2 else finals[0]
 
     def _compute_dtype(self, input):
-        """input's dtype, or CUDA autocast's when it is on (weights and states follow)."""
-        if input.is_cuda and torch.is_autocast_enabled("cuda"):
-            return torch.get_autocast_dtype("cuda")
-        return input.dtype
+        """input's dtype, or CUDA autocast's when it is on (weights and states follow; CPU
+        autocast leaves input's dtype)."""
+        return recurrent.autocast_dtype(input) or input.dtype
 
     def _initial_states(self, hx, input, dtype):
         """The initial states as a list of [num_layers * D, B, H] tensors (zeros by default);

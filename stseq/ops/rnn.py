@@ -2,10 +2,12 @@
 
 Native ops, one layer in one direction each (C++ CPU, CUDA when built), named like the Python
 ops: ``torch.ops.stseq.lstm`` and ``torch.ops.stseq.gru``, with fake impls for ``torch.compile``
-and autograd formulas whose backward is ``lstm_backward`` / ``gru_backward``. Layers,
-directions, inter-layer dropout and the variable-length layout
-are composed here; the time loop always runs in C++ (or CUDA). The twins are
-``stseq.reference.lstm`` and ``stseq.reference.gru``.
+and autograd formulas whose backward is ``lstm_backward`` / ``gru_backward``; the time loop
+always runs in C++ (or CUDA). Layers, directions, inter-layer dropout, the autocast dtype and
+the order by length come from ``stseq.nn.recurrent``, the composition layer the five recurrent
+modules share (imported in the call: this functional form of ``stseq.nn.LSTM``/``GRU`` is the
+one place ops reaches into nn). The twins are ``stseq.reference.lstm`` and
+``stseq.reference.gru``.
 
 Layout handed to the layer ops: rows [N, I] in time order with ``batch_sizes`` [L] (CPU int64),
 either a PackedSequence's data (packed) or a time-major padded batch [L * B, I] (padded). A
@@ -14,7 +16,6 @@ running at any step are a prefix: the kernels skip finished rows instead of comp
 """
 
 import torch
-import torch.nn.functional as F
 
 from stseq import reference
 from stseq._native import NATIVE
@@ -92,15 +93,6 @@ def gru(input, hx, weights, *, bias=True, num_layers=1, dropout=0.0, training=Fa
                 lengths=lengths, batch_sizes=batch_sizes, backend=backend, algorithm=algorithm)
 
 
-def _autocast_dtype(input):
-    """Under autocast, the dtype the layers run in: CUDA the autocast dtype, the CPU (whose
-    kernels are float32/float64) float32."""
-    device_type = input.device.type if isinstance(input, torch.Tensor) else None
-    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
-        return None
-    return torch.get_autocast_dtype(device_type) if device_type == "cuda" else torch.float32
-
-
 def _cast(value, dtype):
     if isinstance(value, (tuple, list)):
         return type(value)(_cast(v, dtype) for v in value)
@@ -110,7 +102,10 @@ def _cast(value, dtype):
 
 
 def _run(mode, input, hx, weights, *, backend, algorithm, **config):
-    dtype = _autocast_dtype(input)
+    from stseq.nn import recurrent
+
+    # Under autocast: CUDA's autocast dtype; on the CPU (float32/float64 kernels) float32.
+    dtype = recurrent.autocast_dtype(input, cpu_dtype=torch.float32)
     if dtype is not None:
         input, hx, weights = _cast(input, dtype), _cast(hx, dtype), _cast(weights, dtype)
         with torch.autocast(input.device.type, enabled=False):
@@ -284,12 +279,15 @@ def _check_arguments(mode, input, hx, weights, *, bias, num_layers, dropout, tra
 
 
 def _sort_by_length(x, lengths, states):
-    """Rows of a padded x [L, B, I] sorted by length, longest first, padding zeroed.
+    """Rows of a padded x [L, B, I] sorted by length, longest first
+    (``stseq.nn.recurrent.length_order``), padding zeroed.
 
     Returns (x sorted, batch_sizes [L] CPU int64, states sorted, order [B] on x's device)."""
+    from stseq.nn.recurrent import length_order
+
     seq_len = x.shape[0]
     lengths = lengths.to("cpu", torch.int64)
-    order = torch.argsort(lengths, descending=True, stable=True)
+    order = length_order(lengths)
     sorted_lengths = lengths[order]
     steps = torch.arange(seq_len)
     batch_sizes = (sorted_lengths[None, :] > steps[:, None]).sum(1)  # [L]
@@ -301,6 +299,8 @@ def _sort_by_length(x, lengths, states):
 
 def _native(mode, input, hx, weights, spec, *, bias, num_layers, dropout, training,
             bidirectional, batch_first, lengths, batch_sizes, algorithm):
+    from stseq.nn import recurrent
+
     states = list(hx) if mode == "lstm" else [hx]
     order = None
     if batch_sizes is not None:
@@ -315,35 +315,26 @@ def _native(mode, input, hx, weights, spec, *, bias, num_layers, dropout, traini
         data, padded = x.reshape(seq_len * batch, x.shape[2]), True  # [L * B, I]
     keep = torch.is_grad_enabled() and any(
         t.requires_grad for t in [data, *states, *weights])
-    finals = [[] for _ in states]  # h_n (and c_n) per layer-direction
-    for layer in range(num_layers):
-        outputs = []
-        for direction in range(spec.directions):
-            k = layer * spec.directions + direction
-            w_ih, w_hh, b_ih, b_hh, w_hr = spec.layer_weights(weights, k, bias)
-            if mode == "lstm":
-                out, h, c, _, _ = torch.ops.stseq.lstm(
-                    data, states[0][k], states[1][k], w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
-                    padded, direction == 1, keep, algorithm)
-                finals[1].append(c)
-            else:
-                out, h, _ = torch.ops.stseq.gru(
-                    data, states[0][k], w_ih, w_hh, b_ih, b_hh, batch_sizes, padded,
-                    direction == 1, keep, algorithm)
-            finals[0].append(h)
-            outputs.append(out)
-        data = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]  # [N, D*P]
-        if dropout > 0 and training and layer < num_layers - 1:
-            data = F.dropout(data, dropout, training=True)
-    finals = [torch.stack(f) for f in finals]  # [num_layers * D, B, *]
-    output = data
+
+    def run_layer(data, layer_states, k, reverse):  # one layer, one direction: [N, *] rows
+        w_ih, w_hh, b_ih, b_hh, w_hr = spec.layer_weights(weights, k, bias)
+        if mode == "lstm":
+            out, h, c, _, _ = torch.ops.stseq.lstm(
+                data, layer_states[0], layer_states[1], w_ih, w_hh, b_ih, b_hh, w_hr,
+                batch_sizes, padded, reverse, keep, algorithm)
+            return out, h, c
+        out, h, _ = torch.ops.stseq.gru(data, layer_states[0], w_ih, w_hh, b_ih, b_hh,
+                                        batch_sizes, padded, reverse, keep, algorithm)
+        return out, h
+
+    output, finals = recurrent.run_layers(  # [N, D*P], [num_layers * D, B, *]
+        run_layer, data, states, num_layers=num_layers, directions=spec.directions,
+        dropout=dropout, training=training)
     if not padded:
         return _result(mode, output, finals)
     output = output.view(seq_len, batch, output.shape[1])  # [L, B, D*P]
     if order is not None:
-        inverse = torch.argsort(order)
-        output = output.index_select(1, inverse)
-        finals = [f.index_select(1, inverse) for f in finals]
+        output, finals = recurrent.restore_order(order, output, finals)
     return _result(mode, output.transpose(0, 1) if batch_first else output, finals)
 
 

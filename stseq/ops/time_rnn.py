@@ -24,7 +24,8 @@ from stseq.ops.checks import check_lengths, check_tensor, lengths_range_error
 
 ACTIVATIONS = ("tanh", "sigmoid")
 # Time-LSTM variant -> (gate blocks G, recurrent blocks R, peephole rows P, time rows K, saved
-# cell-state blocks C); see csrc/time_rnn/time_rnn.h.
+# cell-state blocks C); see csrc/time_rnn/time_lstm.h (T-LSTM: tlstm.h, time-decay GRU:
+# time_decay_gru.h).
 TIME_LSTM_BLOCKS = {1: (5, 4, 3, 2, 1), 2: (6, 4, 3, 3, 1), 3: (5, 3, 2, 3, 1)}
 TLSTM_GATES, TLSTM_CELLS = 4, 2
 TIME_DECAY_GRU_GATES, TIME_DECAY_GRU_CELLS = 3, 3
@@ -223,6 +224,32 @@ def _check_sequence(input, dt, lengths, weight_hh, recurrent_blocks):
     if not torch.compiler.is_compiling():
         in_order = _check_values(dt, lengths)
     return hidden, in_order
+
+
+def sequence_in_length_order(input, dt, lengths):
+    """Check input [L, B, I], dt [L, B] and lengths [B] as the ops do (the same errors, naming the
+    caller's rows) and return whether the rows are sorted by length, longest first (True
+    without lengths; under torch.compile, where the data checks are skipped, False with them).
+
+    ``stseq.nn``'s composition layer calls it once per forward before it sorts the rows for all
+    layers, so that each layer's op finds them in order.
+
+    Example::
+
+        sequence_in_length_order(torch.randn(5, 3, 2), torch.rand(5, 3), torch.tensor([5, 4, 1]))
+        # True
+    """
+    check_tensor(input, "input", rank=3, shape="[L, B, I]")
+    seq_len, batch, _ = input.shape
+    check_tensor(dt, "dt", rank=2, shape="[L, B]")
+    _check_shape(dt, "dt", (seq_len, batch), "[L, B]")
+    _check_device(dt, "dt", input.device)
+    if lengths is None:
+        return True
+    check_tensor(lengths, "lengths", rank=1, shape="[B]")
+    _check_device(lengths, "lengths", input.device)
+    check_lengths(lengths, batch)
+    return not torch.compiler.is_compiling() and _check_values(dt, lengths)
 
 
 def _check_like_input(value, name, shape, text, input):
