@@ -3,8 +3,9 @@
 // Forward, per layer and direction: the LSTM computes each step's [x_t, h_prev] [W_ih; W_hh]^T
 // in one packed product (below), or with at most kMaxRowsProjectingFirst rows per step x W_ih^T
 // for all rows first and h_prev W_hh^T per step (both on the packed weights); the GRU, whose
-// candidate gate needs the two parts apart, xg = W_ih x for all rows as one GEMM
-// (rnn_driver.h); the biases are added in the step. The
+// candidate gate needs the two parts apart, xg = W_ih x for all rows as one GEMM (rnn_driver.h;
+// at up to kMaxRowsProjectingFirst rows per step the packed GEMM on the calling thread); the
+// biases are added in the step. The
 // active batch rows are split into tiles of at least
 // kMinTileRows rows, at most one per thread (about equal total length), and each thread carries
 // its tile through every step on its own: hg = W_hh h_prev for the tile's active rows
@@ -363,7 +364,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
   const int64_t H = shape.hidden, G = shape.gates;
   const StepOrder order(steps, reverse, input.device());
   // The biases are added in the step, not by the GEMM (addmm first copies one into every row).
-  const at::Tensor xg = rnn::input_projection(order(input), weight_ih, std::nullopt);  // [N, 3H]
+  // At up to kMaxRowsProjectingFirst rows per step the projection (at most 8 L rows) runs on
+  // this thread through the packed GEMM: at::mm's threads wait for a busy core (issue 17, two
+  // threads, one core busy, B = 1, H = 128: 13 ms against torch.nn's 1.5 ms).
+  const bool project_here = steps.active_rows() <= kMaxRowsProjectingFirst;
+  const at::Tensor x = order(input);  // [N, I]
+  const at::Tensor xg = project_here  // [N, 3H]
+                            ? at::empty({steps.rows, G}, x.options())
+                            : rnn::input_projection(x, weight_ih, std::nullopt);
   const at::Tensor b_ih = bias_ih.has_value() ? bias_ih->contiguous() : at::Tensor();  // [3H]
   const at::TensorOptions options = input.options();
   const at::Tensor hidden = rnn::step_buffer(steps, H, options);                  // [N, H]
@@ -373,6 +381,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
   const at::Tensor b_hh = bias_hh.has_value() ? bias_hh->contiguous() : at::Tensor();  // [3H]
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "gru_layer_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
+    if (project_here && steps.rows > 0) {
+      const at::Tensor packed_ih = pack_panels<scalar_t>(kernels, {weight_ih.t()});  // [I, 3H]
+      recurrent_product<scalar_t>(kernels, x.size(1), G, packed_ih, x, 0, steps.rows, xg, 0);
+    }
     const at::Tensor packed = pack_panels<scalar_t>(kernels, {weight_hh.t()});  // [H, 3H]
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       const at::Tensor hg = at::empty({tile.end - tile.begin, G}, options);  // [rows, 3H]
