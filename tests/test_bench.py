@@ -155,6 +155,25 @@ def test_rnn_serving_cases_run_in_inference_mode_with_their_threads_and_load():
     assert {s["batch"] for s in rnn.FULL if s.get("inference")} == {1, 8, 64, 256}
 
 
+def test_rnn_training_cases_match_torch_with_and_without_the_backward():
+    from stseq.bench import rnn
+
+    shape = dict(cell="lstm", batch=2, seq_len=3, input_size=4, hidden=8, training=True,
+                 threads=1)
+    seen = []
+    for name, label, stseq_fn, peer_fn, _ in rnn.cases([shape], torch.device("cpu"),
+                                                       torch.float32):
+        out, peer_out = stseq_fn(), peer_fn()
+        assert torch.allclose(out[0], peer_out[0], atol=1e-5)
+        if name == "lstm forward+backward":  # (output, grad of the input, grad of W_hh)
+            assert out[1].shape == (3, 2, 4) and torch.allclose(out[2], peer_out[2], atol=1e-5)
+        seen.append((name, label))
+    assert seen == [("lstm training forward", "B=2,L=3,I=4,H=8,threads=1"),
+                    ("lstm forward+backward", "B=2,L=3,I=4,H=8,threads=1")]
+    assert {(s["batch"], s["threads"]) for s in rnn.FULL if s.get("training")} == {
+        (b, t) for b in (1, 8, 64) for t in (None, 1)}
+
+
 def test_a_self_measuring_suite_reaches_the_written_record():
     # stseq bench --out writes what `measured` receives: a suite with its own run() (data) too
     import types

@@ -40,24 +40,97 @@ struct PanelGemm {
   int64_t k, n;            // K, N
   const scalar_t* packed;  // [ceil(N / kPanel)][K][kPanel]
 
-  // out[r, :] = [a[r, :k1], a2[r, :K - k1]] B for r in [0, rows): the product of two operands
-  // side by side (e.g. x_t and h_prev against [W_ih; W_hh]^T), a [rows, k1] stride lda, a2
-  // [rows, K - k1] stride lda2 (unused when k1 = K), out stride ldo.
-  void operator()(int64_t rows, const scalar_t* a, int64_t lda, int64_t k1, const scalar_t* a2,
-                  int64_t lda2, scalar_t* out, int64_t ldo) const {
+  // Rows [k0, k0 + rows) of the packed B ([ceil(N / kPanel)][K][kPanel], at `dst`) from a part
+  // of B, [rows, N] with element (j, c) at src[j * row_stride + c * column_stride]; zero beyond
+  // column N. A transposed weight (column_stride != 1) goes through ATen's vector transpose in
+  // blocks of kBlock rows, so that the panel block being written stays in L1 (a scalar loop
+  // down a whole panel column missed L1 at every element: half of a B = 1 call's time).
+  static void pack(const scalar_t* src, int64_t rows, int64_t row_stride, int64_t column_stride,
+                   int64_t k, int64_t n, int64_t k0, scalar_t* dst) {
+    constexpr int64_t kBlock = 64;
     const int64_t panels = (n + kPanel - 1) / kPanel;
-    const int64_t blocked = rows - rows % 4;
-    const Operand first{a, lda, 0, k1}, second{a2, lda2, k1, k};
-    // 4 rows x 1 panel: 8 accumulators; each panel ([K, kPanel], 8 KB at K = 128 in float32)
-    // stays in L1 while every block of rows passes over it, so B is read once per step.
     for (int64_t p = 0; p < panels; ++p) {
-      for (int64_t r = 0; r < blocked; r += 4) {
-        Block4 acc;
-        four_rows(first, r, p, acc);
-        four_rows(second, r, p, acc);
-        for (int i = 0; i < 4; ++i) store(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
+      const int64_t width = std::min(kPanel, n - p * kPanel);
+      scalar_t* panel = dst + (p * k + k0) * kPanel;
+      const scalar_t* columns = src + p * kPanel * column_stride;
+      for (int64_t j = 0; j < rows; ++j) {
+        std::fill(panel + j * kPanel + width, panel + (j + 1) * kPanel, scalar_t(0));
+      }
+      if (column_stride == 1) {  // rows of B contiguous: copy them
+        for (int64_t j = 0; j < rows; ++j) {
+          std::copy(columns + j * row_stride, columns + j * row_stride + width,
+                    panel + j * kPanel);
+        }
+      } else if (row_stride == 1) {  // columns of B contiguous: transpose [width, rows] blocks
+        for (int64_t j = 0; j < rows; j += kBlock) {
+          at::vec::transpose_mxn<scalar_t>(columns + j, column_stride, panel + j * kPanel, kPanel,
+                                           static_cast<int>(width),
+                                           static_cast<int>(std::min(kBlock, rows - j)));
+        }
+      } else {
+        for (int64_t j = 0; j < rows; ++j) {
+          for (int64_t c = 0; c < width; ++c) {
+            panel[j * kPanel + c] = columns[j * row_stride + c * column_stride];
+          }
+        }
       }
     }
+  }
+
+  // out[r, :] = [a[r, :k1 - k0], a2[r, :k2 - k1]] B[k0:k2, :] for r in [0, rows): the product
+  // of two operands side by side (e.g. x_t and h_prev against [W_ih; W_hh]^T) with rows
+  // [k0, k2) of B (e.g. h_prev against the W_hh^T rows only), a [rows, k1 - k0] stride lda, a2
+  // [rows, k2 - k1] stride lda2 (unused when k1 = k2), out stride ldo.
+  void operator()(int64_t rows, int64_t k0, const scalar_t* a, int64_t lda, int64_t k1,
+                  const scalar_t* a2, int64_t lda2, int64_t k2, scalar_t* out,
+                  int64_t ldo) const {
+    const int64_t panels = (n + kPanel - 1) / kPanel;
+    const Operand first{a, lda, k0, k1}, second{a2, lda2, k1, k2};
+    // kEightRows: 8 rows x 1 panel, 16 accumulators (AVX-512's 32 vector registers hold them
+    // with the panel's two vectors; 8 FMAs per two panel loads left the FMA latency exposed),
+    // else 4 rows x 1 panel, 8 accumulators (AVX2's 16 registers). Each panel ([K, kPanel],
+    // 8 KB at K = 128 in float32) stays in L1 while the blocks of rows pass over it, so B is
+    // read once per step; rows go kRowChunk at a time so that the chunk of `a` stays in L2 when
+    // `rows` is large (the input projection of every step, up to L * B rows: without the chunks
+    // all of `a` streamed from memory once per panel).
+    constexpr int64_t kRowChunk = 64;
+    // K goes kDepth rows of B at a time (out accumulating after the first), so that the part
+    // of a panel that the blocks of rows pass over ([kDepth, kPanel], 32 KB in float32 with
+    // AVX-512) stays in L1: a whole panel of [x_t, h_prev] [W_ih; W_hh]^T at I = H = 256 is
+    // 64 KB, and every block of rows streamed it from L2 again.
+    constexpr int64_t kDepth = 256;
+    const int64_t blocked8 = kEightRows ? rows - rows % 8 : 0;
+    const int64_t blocked4 = blocked8 + (rows - blocked8) / 4 * 4;
+    for (int64_t r0 = 0; r0 < blocked4; r0 += kRowChunk) {
+      const int64_t r1 = std::min(blocked4, r0 + kRowChunk);
+      for (int64_t d0 = k0; d0 < k2; d0 += kDepth) {
+        const int64_t d1 = std::min(k2, d0 + kDepth);
+        const Operand f = first.within(d0, d1), g = second.within(d0, d1);
+        const bool accumulate = d0 > k0;
+        for (int64_t p = 0; p < panels; ++p) {
+          int64_t r = r0;
+          for (; r + 8 <= std::min(r1, blocked8); r += 8) {
+            Block8 acc;
+            if (accumulate) {
+              for (int i = 0; i < 8; ++i) load(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
+            }
+            eight_rows(f, r, p, acc);
+            eight_rows(g, r, p, acc);
+            for (int i = 0; i < 8; ++i) store(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
+          }
+          for (; r < r1; r += 4) {
+            Block4 acc;
+            if (accumulate) {
+              for (int i = 0; i < 4; ++i) load(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
+            }
+            four_rows(f, r, p, acc);
+            four_rows(g, r, p, acc);
+            for (int i = 0; i < 4; ++i) store(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
+          }
+        }
+      }
+    }
+    const int64_t blocked = blocked4;
     for (int64_t r = blocked; r < rows; ++r) {  // 1 row x 4 panels: 8 accumulators
       int64_t p = 0;
       for (; p + 4 <= panels; p += 4) {
@@ -80,6 +153,12 @@ struct PanelGemm {
   struct Operand {
     const scalar_t* a;
     int64_t lda, begin, end;
+    // The same operand restricted to columns [d0, d1) of K (empty when they do not meet).
+    Operand within(int64_t d0, int64_t d1) const {
+      const int64_t b = std::max(begin, d0), e = std::min(end, d1);
+      if (b >= e) return {a, lda, 0, 0};
+      return {a + (b - begin), lda, b, e};
+    }
   };
   // Eight accumulators. Passed by reference into always-inlined loops: GCC keeps them in
   // registers there (an array of vectors held across a non-inlined loop is stored to memory on
@@ -87,6 +166,15 @@ struct PanelGemm {
   struct Block4 {
     V c[4][2] = {{V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}};
   };
+  struct Block8 {
+    V c[8][2] = {{V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)},
+                 {V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}};
+  };
+#if defined(CPU_CAPABILITY_AVX512)
+  static constexpr bool kEightRows = true;
+#else
+  static constexpr bool kEightRows = false;
+#endif
 
   const scalar_t* panel(int64_t p) const { return packed + p * k * kPanel; }
 
@@ -102,6 +190,21 @@ struct PanelGemm {
     low.store(buffer);
     high.store(buffer + kLanes);
     std::copy(buffer, buffer + width, row + column);
+  }
+
+  // The inverse of store: two vectors from columns [p * kPanel, ...) of one output row (zero
+  // beyond column N).
+  void load(const scalar_t* row, int64_t p, V& low, V& high) const {
+    const int64_t column = p * kPanel, width = std::min(kPanel, n - column);
+    if (width == kPanel) {
+      low = V::loadu(row + column);
+      high = V::loadu(row + column + kLanes);
+      return;
+    }
+    scalar_t buffer[kPanel] = {};
+    std::copy(row + column, row + column + width, buffer);
+    low = V::loadu(buffer);
+    high = V::loadu(buffer + kLanes);
   }
 
   STSEQ_GEMM_INLINE void four_rows(const Operand& o, int64_t r, int64_t p, Block4& acc) const {
@@ -125,6 +228,49 @@ struct PanelGemm {
     }
     acc.c[0][0] = c00, acc.c[0][1] = c01, acc.c[1][0] = c10, acc.c[1][1] = c11;
     acc.c[2][0] = c20, acc.c[2][1] = c21, acc.c[3][0] = c30, acc.c[3][1] = c31;
+  }
+
+  STSEQ_GEMM_INLINE void eight_rows(const Operand& o, int64_t r, int64_t p, Block8& acc) const {
+    if (o.begin >= o.end) return;
+    V c00 = acc.c[0][0], c01 = acc.c[0][1], c10 = acc.c[1][0], c11 = acc.c[1][1];
+    V c20 = acc.c[2][0], c21 = acc.c[2][1], c30 = acc.c[3][0], c31 = acc.c[3][1];
+    V c40 = acc.c[4][0], c41 = acc.c[4][1], c50 = acc.c[5][0], c51 = acc.c[5][1];
+    V c60 = acc.c[6][0], c61 = acc.c[6][1], c70 = acc.c[7][0], c71 = acc.c[7][1];
+    const scalar_t* w = panel(p) + o.begin * kPanel;
+    const scalar_t* a0 = o.a + r * o.lda - o.begin;
+    const scalar_t *a1 = a0 + o.lda, *a2 = a1 + o.lda, *a3 = a2 + o.lda;
+    const scalar_t *a4 = a3 + o.lda, *a5 = a4 + o.lda, *a6 = a5 + o.lda, *a7 = a6 + o.lda;
+    for (int64_t j = o.begin; j < o.end; ++j, w += kPanel) {
+      const V low = V::loadu(w), high = V::loadu(w + kLanes);
+      V x(a0[j]);
+      c00 = at::vec::fmadd(x, low, c00);
+      c01 = at::vec::fmadd(x, high, c01);
+      x = V(a1[j]);
+      c10 = at::vec::fmadd(x, low, c10);
+      c11 = at::vec::fmadd(x, high, c11);
+      x = V(a2[j]);
+      c20 = at::vec::fmadd(x, low, c20);
+      c21 = at::vec::fmadd(x, high, c21);
+      x = V(a3[j]);
+      c30 = at::vec::fmadd(x, low, c30);
+      c31 = at::vec::fmadd(x, high, c31);
+      x = V(a4[j]);
+      c40 = at::vec::fmadd(x, low, c40);
+      c41 = at::vec::fmadd(x, high, c41);
+      x = V(a5[j]);
+      c50 = at::vec::fmadd(x, low, c50);
+      c51 = at::vec::fmadd(x, high, c51);
+      x = V(a6[j]);
+      c60 = at::vec::fmadd(x, low, c60);
+      c61 = at::vec::fmadd(x, high, c61);
+      x = V(a7[j]);
+      c70 = at::vec::fmadd(x, low, c70);
+      c71 = at::vec::fmadd(x, high, c71);
+    }
+    acc.c[0][0] = c00, acc.c[0][1] = c01, acc.c[1][0] = c10, acc.c[1][1] = c11;
+    acc.c[2][0] = c20, acc.c[2][1] = c21, acc.c[3][0] = c30, acc.c[3][1] = c31;
+    acc.c[4][0] = c40, acc.c[4][1] = c41, acc.c[5][0] = c50, acc.c[5][1] = c51;
+    acc.c[6][0] = c60, acc.c[6][1] = c61, acc.c[7][0] = c70, acc.c[7][1] = c71;
   }
 
   // One row against panels first .. first + 3.

@@ -1,8 +1,11 @@
 // CPU time loops of the LSTM/GRU layer ops.
 //
 // Forward, per layer and direction: the LSTM computes each step's [x_t, h_prev] [W_ih; W_hh]^T
-// in one packed product (below); the GRU, whose candidate gate needs the two parts apart,
-// xg = W_ih x for all rows as one GEMM (rnn_driver.h); the biases are added in the step. The
+// in one packed product (below), or with at most kMaxRowsProjectingFirst rows per step x W_ih^T
+// for all rows first and h_prev W_hh^T per step (both on the packed weights); the GRU, whose
+// candidate gate needs the two parts apart, xg = W_ih x for all rows as one GEMM (rnn_driver.h;
+// at up to kMaxRowsProjectingFirst rows per step the packed GEMM on the calling thread); the
+// biases are added in the step. The
 // active batch rows are split into tiles of at least
 // kMinTileRows rows, at most one per thread (about equal total length), and each thread carries
 // its tile through every step on its own: hg = W_hh h_prev for the tile's active rows
@@ -27,6 +30,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -81,7 +85,14 @@ struct Tile {
 
 // A tile's fewest rows: below it a step's work (a few microseconds) does not pay for a second
 // thread, and on a busy machine a descheduled thread stalls the whole call (issue 17: B = 1 and
-// 8 took 24 ms with two threads against 1 ms with one).
+// 8 took 24 ms with two threads against 1 ms with one; the stall there was the parallel fill
+// and copy of the weight packing, now on the calling thread). Tiles never wait for each other
+// inside the time loop, so a second tile costs one parallel region per call, not per step.
+// Measured with two threads on the 2-core machine while three other sessions kept it at a
+// load average of 7.4 (L = 50, inference, B = 16/32/64, H = 64/128/256, grains 4, 8, 16 and
+// one tile): every grain beat one tile from B = 32 on (B = 64, H = 256: 80-87 ms against
+// 108 ms), and between 4, 8 and 16 the medians moved by more than the grains differed; 16
+// stays until a quiet run (stseq bench --ops rnn, threads=2 cases) says otherwise.
 constexpr int64_t kMinTileRows = 16;
 
 // Up to one tile per thread over the rows that have steps (at least kMinTileRows rows each),
@@ -123,33 +134,26 @@ int64_t tile_rows_at(const Steps& steps, const Tile& tile, int64_t s) {
   return std::min(tile.end, steps.sizes[s]) - tile.begin;
 }
 
-// b [K, N] (any strides) packed for the recurrent GEMM (common/cpu_gemm.h): panels of `width`
-// columns, [ceil(N / width), K, width], zero beyond column N. Once per call: the steps then
-// read the weights in the order they use them, with no packing of their own.
+// B = [parts[0]; parts[1]; ...] ([K, N], each part [K_i, N] with any strides) packed for the
+// recurrent GEMM (common/cpu_gemm.h): panels of the kernels' panel width, [ceil(N / width), K,
+// width], zero beyond column N. Once per call: the steps then read the weights in the order
+// they use them, with no packing of their own. On the calling thread and straight from the
+// parts (no concatenated copy, no zero fill of the whole buffer): an ATen fill or copy of a
+// buffer this size goes parallel, and with one core busy the call then waits for a descheduled
+// thread (issue 17's B = 8 under load).
 template <typename scalar_t>
-at::Tensor pack_panels(const at::Tensor& b, int64_t width) {
-  const int64_t k = b.size(0), n = b.size(1), panels = (n + width - 1) / width;
-  const at::Tensor packed = at::zeros({panels, k, width}, b.options());
-  const scalar_t* src = b.data_ptr<scalar_t>();
-  const int64_t row_stride = b.stride(0), column_stride = b.stride(1);
-  scalar_t* dst = packed.data_ptr<scalar_t>();
-  // Read along b's contiguous dimension (a transposed weight is read row by row).
-  const bool columns_contiguous = row_stride == 1 && column_stride != 1;
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t width_here = std::min(width, n - p * width);
-    scalar_t* panel = dst + p * k * width;
-    if (columns_contiguous) {
-      for (int64_t c = 0; c < width_here; ++c) {
-        const scalar_t* column = src + (p * width + c) * column_stride;
-        for (int64_t j = 0; j < k; ++j) panel[j * width + c] = column[j];
-      }
-    } else {
-      for (int64_t j = 0; j < k; ++j) {
-        for (int64_t c = 0; c < width_here; ++c) {
-          panel[j * width + c] = src[j * row_stride + (p * width + c) * column_stride];
-        }
-      }
-    }
+at::Tensor pack_panels(const rnn::CpuPointwise<scalar_t>& kernels,
+                       std::initializer_list<at::Tensor> parts) {
+  const int64_t width = kernels.panel_width;
+  int64_t k = 0;
+  for (const at::Tensor& part : parts) k += part.size(0);
+  const int64_t n = parts.begin()->size(1), panels = (n + width - 1) / width;
+  const at::Tensor packed = at::empty({panels, k, width}, parts.begin()->options());
+  int64_t k0 = 0;  // the part's first row of B
+  for (const at::Tensor& part : parts) {
+    kernels.pack({part.data_ptr<scalar_t>(), part.size(0), part.stride(0), part.stride(1), k, n,
+                  k0, packed.data_ptr<scalar_t>()});
+    k0 += part.size(0);
   }
   return packed;
 }
@@ -179,6 +183,22 @@ const scalar_t* previous_rows_ptr(const Steps& steps, const at::Tensor& first,
                                   int64_t width) {
   return (s == 0 ? first : states).data_ptr<scalar_t>() + previous_row(steps, tile, s) * width;
 }
+
+// The most rows per step for which the LSTM forward computes x W_ih^T for every row of every
+// step before the time loop (one product over all L * B rows: W_ih is read once per call) and
+// each step multiplies h_prev by W_hh^T only; above it each step computes [x_t, h_prev]
+// [W_ih; W_hh]^T in one product (the [N, 4H] projection is never written to memory and read
+// back). Measured (issue 17, one thread, L = 50, I = H, inference, CPU time of the calling
+// thread, interleaved with torch.nn.LSTM, ratios torch / stseq, projection first vs fused):
+//   B = 1:  H = 64 1.24 vs 0.96, H = 128 1.08 vs 0.94, H = 256 1.15 vs 0.63
+//   B = 8:  H = 64 1.08 vs 0.98, H = 128 0.88-0.97 vs 0.97-0.98, H = 256 1.13 vs 0.94
+//   B = 16: H = 64 0.83-0.98 vs 0.99-1.01, H = 128 0.99 vs 1.08, H = 256 0.98 vs 0.93
+//   B = 64: H = 64 0.83 vs 1.01, H = 128 0.80 vs 0.97, H = 256 0.80 vs 0.93
+// At few rows the fused product reads all of [W_ih; W_hh] per step for a handful of rows (at
+// I = H = 256 that is 2 MB, the size of L2); at many rows the weights are shared by enough rows
+// that the fused product runs at the GEMM's speed and the [L * B, 4H] buffer (13 MB at B = 64,
+// H = 256) is what costs.
+constexpr int64_t kMaxRowsProjectingFirst = 8;
 
 }  // namespace
 
@@ -211,10 +231,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
   const at::Tensor c_state = c0.clone(at::MemoryFormat::Contiguous);           // [B, H]
   const at::Tensor h_first = h0.contiguous();                                  // [B, P]
   const at::Tensor w_hr_t = shape.has_proj ? weight_hr->t() : at::Tensor();    // [H, P]
+  const bool project_first = steps.active_rows() <= kMaxRowsProjectingFirst;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstm_layer_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
-    const at::Tensor packed = pack_panels<scalar_t>(
-        at::cat({weight_ih, weight_hh}, 1).t(), kernels.panel_width);  // [I + P, 4H]
+    const at::Tensor packed =
+        pack_panels<scalar_t>(kernels, {weight_ih.t(), weight_hh.t()});  // [I + P, 4H]
+    // With project_first, xg = x W_ih^T for every row first, on this thread (rows [0, I) of the
+    // packed weights), and each step multiplies h_prev by rows [I, I + P) only.
+    const at::Tensor xg = project_first ? at::empty({steps.rows, G}, options) : at::Tensor();
+    if (project_first && steps.rows > 0) {
+      kernels.recurrent_gemm({steps.rows, I + P, G, x.data_ptr<scalar_t>(), I,
+                              packed.data_ptr<scalar_t>(), xg.data_ptr<scalar_t>(), G, I,
+                              nullptr, 0, 0, I});
+    }
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       const int64_t tile_rows = tile.end - tile.begin;
       const at::Tensor hg = at::empty({tile_rows, G}, options);  // [rows, 4H] pre-activations
@@ -223,13 +252,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
         const int64_t n = tile_rows_at(steps, tile, s);
         if (n <= 0) break;
         const int64_t row = steps.offsets[s] + tile.begin;
-        kernels.recurrent_gemm({n, I + P, G, x.data_ptr<scalar_t>() + row * I, I,
-                                packed.data_ptr<scalar_t>(), hg.data_ptr<scalar_t>(), G, I,
-                                previous_rows_ptr<scalar_t>(steps, h_first, hidden, tile, s, P),
-                                P});
+        const scalar_t* h_prev = previous_rows_ptr<scalar_t>(steps, h_first, hidden, tile, s, P);
+        if (project_first) {
+          kernels.recurrent_gemm({n, I + P, G, h_prev, P, packed.data_ptr<scalar_t>(),
+                                  hg.data_ptr<scalar_t>(), G, -1, nullptr, 0, I});
+        } else {
+          kernels.recurrent_gemm({n, I + P, G, x.data_ptr<scalar_t>() + row * I, I,
+                                  packed.data_ptr<scalar_t>(), hg.data_ptr<scalar_t>(), G, I,
+                                  h_prev, P});
+        }
         const rnn::LstmForwardRows<scalar_t> rows{
-            n, H, nullptr, G, hg.data_ptr<scalar_t>(),
-            bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
+            n, H, project_first ? xg.data_ptr<scalar_t>() + row * G : nullptr, G,
+            hg.data_ptr<scalar_t>(), bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
             c_state.data_ptr<scalar_t>() + tile.begin * H,
             keep_activations ? gates.data_ptr<scalar_t>() + row * G : nullptr,
             keep_activations ? cells.data_ptr<scalar_t>() + row * H : nullptr,
@@ -277,7 +311,7 @@ lstm_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
   const at::Tensor r_all = shape.has_proj ? rnn::step_buffer(steps, H, options) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstm_layer_backward_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
-    const at::Tensor packed = pack_panels<scalar_t>(weight_hh, kernels.panel_width);  // [4H, P]
+    const at::Tensor packed = pack_panels<scalar_t>(kernels, {weight_hh});  // [4H, P]
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       const at::Tensor dr =
           shape.has_proj ? at::empty({tile.end - tile.begin, H}, options) : at::Tensor();
@@ -330,7 +364,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
   const int64_t H = shape.hidden, G = shape.gates;
   const StepOrder order(steps, reverse, input.device());
   // The biases are added in the step, not by the GEMM (addmm first copies one into every row).
-  const at::Tensor xg = rnn::input_projection(order(input), weight_ih, std::nullopt);  // [N, 3H]
+  // At up to kMaxRowsProjectingFirst rows per step the projection (at most 8 L rows) runs on
+  // this thread through the packed GEMM: at::mm's threads wait for a busy core (issue 17, two
+  // threads, one core busy, B = 1, H = 128: 13 ms against torch.nn's 1.5 ms).
+  const bool project_here = steps.active_rows() <= kMaxRowsProjectingFirst;
+  const at::Tensor x = order(input);  // [N, I]
+  const at::Tensor xg = project_here  // [N, 3H]
+                            ? at::empty({steps.rows, G}, x.options())
+                            : rnn::input_projection(x, weight_ih, std::nullopt);
   const at::Tensor b_ih = bias_ih.has_value() ? bias_ih->contiguous() : at::Tensor();  // [3H]
   const at::TensorOptions options = input.options();
   const at::Tensor hidden = rnn::step_buffer(steps, H, options);                  // [N, H]
@@ -340,7 +381,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
   const at::Tensor b_hh = bias_hh.has_value() ? bias_hh->contiguous() : at::Tensor();  // [3H]
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "gru_layer_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
-    const at::Tensor packed = pack_panels<scalar_t>(weight_hh.t(), kernels.panel_width);  // [H, 3H]
+    if (project_here && steps.rows > 0) {
+      const at::Tensor packed_ih = pack_panels<scalar_t>(kernels, {weight_ih.t()});  // [I, 3H]
+      recurrent_product<scalar_t>(kernels, x.size(1), G, packed_ih, x, 0, steps.rows, xg, 0);
+    }
+    const at::Tensor packed = pack_panels<scalar_t>(kernels, {weight_hh.t()});  // [H, 3H]
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       const at::Tensor hg = at::empty({tile.end - tile.begin, G}, options);  // [rows, 3H]
       for (int64_t s = 0; s < steps.num_steps(); ++s) {
@@ -389,7 +434,7 @@ gru_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
   const at::Tensor dhg = rnn::step_buffer(steps, G, input.options());  // [N, 3H]
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "gru_layer_backward_cpu", [&] {
     const auto& kernels = pointwise<scalar_t>();
-    const at::Tensor packed = pack_panels<scalar_t>(weight_hh, kernels.panel_width);  // [3H, H]
+    const at::Tensor packed = pack_panels<scalar_t>(kernels, {weight_hh});  // [3H, H]
     for_each_tile(make_tiles(steps), [&](const Tile& tile) {
       for (int64_t s = steps.num_steps() - 1; s >= 0; --s) {
         const int64_t n = tile_rows_at(steps, tile, s);

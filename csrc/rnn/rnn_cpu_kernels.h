@@ -65,18 +65,32 @@ struct GruBackwardRows {
 
 // out[n, N] = a[n, K] B, B packed by rnn_cpu.cpp's pack_panels into panels of `panel_width`
 // columns (common/cpu_gemm.h): the recurrent GEMM of one step.
-// With a second operand a2 (k1 < K): out = [a, a2] B, a [n, k1] and a2 [n, K - k1] side by side.
+// With a second operand a2 (k1 < k_end): out = [a, a2] B, a [n, k1] and a2 [n, k_end - k1] side
+// by side. With k_begin > 0 or k_end < K only rows [k_begin, k_end) of B take part (a then has
+// k1 - k_begin columns).
 template <typename scalar_t>
 struct RecurrentGemm {
   int64_t rows, k, n;      // n, K, N
-  const scalar_t* a;       // [n, k1] stride lda
+  const scalar_t* a;       // [n, k1 - k_begin] stride lda
   int64_t lda;
   const scalar_t* packed;  // [ceil(N / panel_width)][K][panel_width]
   scalar_t* out;           // [n, N] stride ldo
   int64_t ldo;
-  int64_t k1 = -1;         // columns of K from a (-1: all of them)
-  const scalar_t* a2 = nullptr;  // [n, K - k1] stride lda2
+  int64_t k1 = -1;         // a covers rows [k_begin, k1) of B (-1: up to k_end)
+  const scalar_t* a2 = nullptr;  // [n, k_end - k1] stride lda2
   int64_t lda2 = 0;
+  int64_t k_begin = 0;     // the first row of B taking part
+  int64_t k_end = -1;      // one past the last (-1: K)
+};
+
+// One part of the recurrent GEMM's B, written into rows [k0, k0 + rows) of the packed buffer
+// [ceil(N / panel_width)][K][panel_width] (zero beyond column N).
+template <typename scalar_t>
+struct PackPart {
+  const scalar_t* src;     // [rows, N]: element (j, c) at src[j * row_stride + c * column_stride]
+  int64_t rows, row_stride, column_stride;
+  int64_t k, n, k0;        // K, N of the packed B; the part's first row in it
+  scalar_t* packed;
 };
 
 template <typename scalar_t>
@@ -86,6 +100,7 @@ struct CpuPointwise {
   void (*gru_forward)(const GruForwardRows<scalar_t>&);
   void (*gru_backward)(const GruBackwardRows<scalar_t>&);
   void (*recurrent_gemm)(const RecurrentGemm<scalar_t>&);
+  void (*pack)(const PackPart<scalar_t>&);  // B for recurrent_gemm, one part at a time
   int64_t panel_width;     // columns per packed panel of recurrent_gemm's B
 };
 

@@ -158,8 +158,16 @@ void gru_backward(const GruBackwardRows<scalar_t>& p) {
 
 template <typename scalar_t>
 void recurrent_gemm(const RecurrentGemm<scalar_t>& p) {
+  const int64_t k_end = p.k_end < 0 ? p.k : p.k_end;
   ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>{p.k, p.n, p.packed}(
-      p.rows, p.a, p.lda, p.k1 < 0 ? p.k : p.k1, p.a2, p.lda2, p.out, p.ldo);
+      p.rows, p.k_begin, p.a, p.lda, p.k1 < 0 ? k_end : p.k1, p.a2, p.lda2, k_end, p.out, p.ldo);
+}
+
+template <typename scalar_t>
+void pack(const PackPart<scalar_t>& p) {
+  ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>::pack(p.src, p.rows, p.row_stride,
+                                                           p.column_stride, p.k, p.n, p.k0,
+                                                           p.packed);
 }
 
 }  // namespace
@@ -167,7 +175,7 @@ void recurrent_gemm(const RecurrentGemm<scalar_t>& p) {
 template <typename scalar_t>
 CpuPointwise<scalar_t> pointwise_kernels() {
   return {&lstm_forward<scalar_t>, &lstm_backward<scalar_t>, &gru_forward<scalar_t>,
-          &gru_backward<scalar_t>, &recurrent_gemm<scalar_t>,
+          &gru_backward<scalar_t>, &recurrent_gemm<scalar_t>, &pack<scalar_t>,
           ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>::kPanel};
 }
 

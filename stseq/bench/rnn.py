@@ -9,9 +9,11 @@ sides compute in float32 and the parity column means something). On the 2-core C
 cut to B=256 (a B=4096, L=200 step of the full grid takes minutes per call there).
 
 Serving cases (CPU, issue 17): inference (``torch.inference_mode``) at B in {1, 8, 64, 256},
-L = 50, H in {64, 128, 256}, with every thread of the run and with one thread; and the same
-inference at H = 128 on a loaded machine: another process busy on one core while they are
-timed (``threads=`` and ``load=`` in the shape label).
+L = 50, H in {64, 128, 256}, with every thread of the run and with one thread; the training
+forward (autograd recording, activations kept for the backward) and forward+backward at
+B in {1, 8, 64} on the same shapes and threads; and inference at H = 128 on a loaded machine:
+another process busy on one core while they are timed (``threads=`` and ``load=`` in the
+shape label). ``benchmarks/results/rnn/serving.py`` runs these without the padded/packed grid.
 """
 
 import atexit
@@ -49,9 +51,13 @@ _SERVING = [dict(cell=cell, batch=batch, seq_len=50, input_size=hidden, hidden=h
                  inference=True, threads=threads)
             for threads in (None, 1) for cell in CELLS for hidden in (64, 128, 256)
             for batch in (1, 8, 64, 256)]
+_TRAINING = [dict(cell=cell, batch=batch, seq_len=50, input_size=hidden, hidden=hidden,
+                  training=True, threads=threads)
+             for threads in (None, 1) for cell in CELLS for hidden in (64, 128, 256)
+             for batch in (1, 8, 64)]
 _LOADED = [dict(cell=cell, batch=batch, seq_len=50, input_size=128, hidden=128, inference=True,
                 load=True) for cell in CELLS for batch in (1, 8, 64, 256)]
-FULL = _CPU + _SERVING + _LOADED + _GPU
+FULL = _CPU + _SERVING + _TRAINING + _LOADED + _GPU
 
 
 def make_case(*, cell, batch, seq_len, input_size, hidden, packed=False, device="cpu",
@@ -108,6 +114,13 @@ def run(implementation, fn, case):
         return fn(case["stseq"], case)
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         return fn(case["peer"], case)
+
+
+def training_forward(module, case):
+    """One forward as in training (autograd records it; the activations for the backward are
+    kept), without the backward -> (output, h_n)."""
+    output, hidden = module(case["inputs"])
+    return _data(output).detach(), _final_hidden(hidden).detach()
 
 
 def inference(module, case):
@@ -170,10 +183,16 @@ def cases(grid, device, dtype):
     for shape in grid:
         if shape.get("device", "cpu") != device.type:
             continue
-        config = {k: v for k, v in shape.items() if k not in ("inference", "threads", "load")}
+        config = {k: v for k, v in shape.items()
+                  if k not in ("inference", "training", "threads", "load")}
         case = make_case(**{**config, "device": device}, dtype=dtype)
-        modes = ((("inference", inference),) if shape.get("inference") else
-                 (("forward", forward), ("forward+backward", forward_backward)))
+        if shape.get("inference"):
+            modes = (("inference", inference),)
+        elif shape.get("training"):
+            modes = (("training forward", training_forward),
+                     ("forward+backward", forward_backward))
+        else:
+            modes = (("forward", forward), ("forward+backward", forward_backward))
         for mode, fn in modes:
             yield (f"{shape['cell']} {mode}", _label(shape),
                    lambda fn=fn, case=case, shape=shape: _timed("stseq", fn, case, shape),

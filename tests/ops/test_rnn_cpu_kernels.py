@@ -1,0 +1,119 @@
+"""The CPU LSTM/GRU kernel paths that the small random shapes of test_rnn.py never reach:
+the LSTM forward's two plans (the input projection of all steps first at up to 8 rows per step,
+the fused [x_t, h_prev] [W_ih; W_hh]^T product above), the recurrent GEMM's 8-row, 4-row and
+one-row blocks, its K blocks (K = I + H over 256), a last panel cut short (4H not a multiple of
+the panel width), rows dropping out of packed batches, and the weight packing from contiguous,
+transposed and strided weights."""
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import stseq
+
+MODES = {"lstm": (torch.nn.LSTM, stseq.nn.LSTM), "gru": (torch.nn.GRU, stseq.nn.GRU)}
+
+# (batch, input_size, hidden): both sides of the 8-row crossover, 8/4/1-row remainders, and
+# I + H = 290 > 256 with 4H = 360 (a cut panel).
+SHAPES = [(1, 200, 90), (3, 5, 7), (8, 200, 90), (9, 33, 20), (13, 200, 90), (37, 16, 24)]
+
+
+def _pair(mode, input_size, hidden):
+    torch.manual_seed(0)
+    reference = MODES[mode][0](input_size, hidden, dtype=torch.float64)
+    module = MODES[mode][1](input_size, hidden, dtype=torch.float64)
+    module.load_state_dict(reference.state_dict())
+    return reference, module
+
+
+def _run(module, x, lengths):
+    inputs = x if lengths is None else pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out, hidden = module(inputs)
+    out = out if lengths is None else out.data
+    hidden = list(hidden) if isinstance(hidden, tuple) else [hidden]
+    g = torch.Generator().manual_seed(1)
+    results = [out, *hidden]
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in results)
+    grads = torch.autograd.grad(loss, [x, *module.parameters()])
+    return [t.detach() for t in results], grads
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("batch,input_size,hidden", SHAPES)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_cpu_plans_match_torch(mode, batch, input_size, hidden, packed):
+    reference, module = _pair(mode, input_size, hidden)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, batch, input_size, generator=g, dtype=torch.float64).requires_grad_()
+    lengths = None
+    if packed:
+        lengths = torch.randint(1, 7, (batch,), generator=g)
+        lengths[0] = 6
+    expected, expected_grads = _run(reference, x, lengths)
+    actual, grads = _run(module, x, lengths)
+    for a, e in zip([*actual, *grads], [*expected, *expected_grads], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def _strided(weight, layout):
+    """The same values as `weight` in another memory layout."""
+    if layout == "transposed":  # strides (1, rows): the packing copies rows of W^T
+        return weight.t().contiguous().t()
+    if layout == "strided":  # every other column of a wider tensor: no contiguous dimension
+        wide = torch.zeros(weight.shape[0], 2 * weight.shape[1], dtype=weight.dtype)
+        wide[:, ::2] = weight
+        return wide[:, ::2]
+    return weight
+
+
+@pytest.mark.parametrize("layout", ["transposed", "strided"])
+@pytest.mark.parametrize("batch", [2, 12])
+def test_lstm_weight_layouts_pack_alike(layout, batch):
+    g = torch.Generator().manual_seed(3)
+    seq_len, input_size, hidden = 5, 40, 36
+    x = torch.randn(seq_len * batch, input_size, generator=g, dtype=torch.float64)
+    h0 = torch.randn(batch, hidden, generator=g, dtype=torch.float64)
+    c0 = torch.randn(batch, hidden, generator=g, dtype=torch.float64)
+    w_ih = torch.randn(4 * hidden, input_size, generator=g, dtype=torch.float64)
+    w_hh = torch.randn(4 * hidden, hidden, generator=g, dtype=torch.float64)
+    bias = torch.randn(4 * hidden, generator=g, dtype=torch.float64)
+    batch_sizes = torch.full((seq_len,), batch, dtype=torch.int64)
+
+    def forward_backward(weight_ih, weight_hh):
+        out, h, c, gates, cells = torch.ops.stseq.lstm_layer(
+            x, h0, c0, weight_ih, weight_hh, bias, bias, None, batch_sizes, True, False, True,
+            "auto")
+        grads = torch.ops.stseq.lstm_layer_backward(
+            torch.ones_like(out), None, None, x, h0, c0, weight_ih, weight_hh, None, out, gates,
+            cells, batch_sizes, True, False, True, "auto")
+        return [out, h, c, *grads]
+
+    expected = forward_backward(w_ih, w_hh)
+    actual = forward_backward(_strided(w_ih, layout), _strided(w_hh, layout))
+    assert _strided(w_ih, layout).stride() != w_ih.stride()
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["transposed", "strided"])
+def test_gru_weight_layouts_pack_alike(layout):
+    g = torch.Generator().manual_seed(4)
+    seq_len, batch, input_size, hidden = 5, 3, 20, 44
+    x = torch.randn(seq_len * batch, input_size, generator=g, dtype=torch.float64)
+    h0 = torch.randn(batch, hidden, generator=g, dtype=torch.float64)
+    w_ih = torch.randn(3 * hidden, input_size, generator=g, dtype=torch.float64)
+    w_hh = torch.randn(3 * hidden, hidden, generator=g, dtype=torch.float64)
+    batch_sizes = torch.full((seq_len,), batch, dtype=torch.int64)
+
+    def forward_backward(weight_hh):
+        out, h, gates = torch.ops.stseq.gru_layer(x, h0, w_ih, weight_hh, None, None, batch_sizes,
+                                                  True, False, True, "auto")
+        grads = torch.ops.stseq.gru_layer_backward(
+            torch.ones_like(out), None, x, h0, w_ih, weight_hh, out, gates, batch_sizes, True,
+            False, False, "auto")
+        return [out, h, *grads]
+
+    expected = forward_backward(w_hh)
+    actual = forward_backward(_strided(w_hh, layout))
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
