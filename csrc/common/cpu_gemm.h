@@ -6,7 +6,7 @@
 // call into panels of two vector registers' width and each step is a register-blocked loop on
 // the calling thread.
 //
-// Layout of the packed B (pack_panels, rnn_cpu.cpp): panels of kPanel = 2 vector lanes columns,
+// Layout of the packed B (pack_panels, rnn_cpu_loop.h): panels of kPanel = 2 vector lanes columns,
 // [ceil(N / kPanel)][K][kPanel], zero beyond column N.
 // Included by the translation units built for different instruction sets, after cpu_vector.h,
 // each naming its namespace first with STSEQ_CPU_NAMESPACE (internal linkage there).

@@ -13,7 +13,7 @@ namespace stseq {
 
 // (output [N, P], h_n [B, P], c_n [B, H], gates [N, 4H], cells [N, H]); gates and cells are the
 // activations the backward reads, [0] when keep_activations is false.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cpu(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& weight_ih, const at::Tensor& weight_hh,
     const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
@@ -23,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_laye
 // (grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias [4H] or [0],
 //  grad_weight_hr [P, H] or [0]); grad_bias is the gradient of bias_ih and of bias_hh.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
+lstm_backward_cpu(const std::optional<at::Tensor>& grad_output,
                         const std::optional<at::Tensor>& grad_h_n,
                         const std::optional<at::Tensor>& grad_c_n, const at::Tensor& input,
                         const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
@@ -33,7 +33,7 @@ lstm_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
                         std::string_view algorithm);
 
 // (output [N, H], h_n [B, H], gates [N, 4H] = r, z, n, W_hn h + b_hn; [0] when not kept).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cpu(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
     const std::optional<at::Tensor>& bias_hh, const at::Tensor& batch_sizes, bool padded,
@@ -42,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
 // (grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh; the bias
 //  gradients are [0] without bias).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-gru_layer_backward_cpu(const std::optional<at::Tensor>& grad_output,
+gru_backward_cpu(const std::optional<at::Tensor>& grad_output,
                        const std::optional<at::Tensor>& grad_h_n, const at::Tensor& input,
                        const at::Tensor& h0, const at::Tensor& weight_ih,
                        const at::Tensor& weight_hh, const at::Tensor& output,

@@ -45,7 +45,7 @@
 namespace stseq {
 namespace time_rnn {
 
-// The impls of one device (schemas in bindings.cpp): time_rnn_cpu.cpp and time_rnn_cuda.cu
+// The impls of one device (schemas: the fragment at the end of time_rnn_cpu.cpp): time_rnn_cpu.cpp and time_rnn_cuda.cu
 // register their launcher's instantiations of the entry points of time_rnn_forward.h and
 // time_rnn_backward.h.
 

@@ -80,10 +80,10 @@ def test_lstm_weight_layouts_pack_alike(layout, batch):
     batch_sizes = torch.full((seq_len,), batch, dtype=torch.int64)
 
     def forward_backward(weight_ih, weight_hh):
-        out, h, c, gates, cells = torch.ops.stseq.lstm_layer(
+        out, h, c, gates, cells = torch.ops.stseq.lstm(
             x, h0, c0, weight_ih, weight_hh, bias, bias, None, batch_sizes, True, False, True,
             "auto")
-        grads = torch.ops.stseq.lstm_layer_backward(
+        grads = torch.ops.stseq.lstm_backward(
             torch.ones_like(out), None, None, x, h0, c0, weight_ih, weight_hh, None, out, gates,
             cells, batch_sizes, True, False, True, "auto")
         return [out, h, c, *grads]
@@ -106,9 +106,9 @@ def test_gru_weight_layouts_pack_alike(layout):
     batch_sizes = torch.full((seq_len,), batch, dtype=torch.int64)
 
     def forward_backward(weight_hh):
-        out, h, gates = torch.ops.stseq.gru_layer(x, h0, w_ih, weight_hh, None, None, batch_sizes,
+        out, h, gates = torch.ops.stseq.gru(x, h0, w_ih, weight_hh, None, None, batch_sizes,
                                                   True, False, True, "auto")
-        grads = torch.ops.stseq.gru_layer_backward(
+        grads = torch.ops.stseq.gru_backward(
             torch.ones_like(out), None, x, h0, w_ih, weight_hh, out, gates, batch_sizes, True,
             False, False, "auto")
         return [out, h, *grads]
