@@ -344,7 +344,7 @@ def training_batches(interactions, *, batch_size=128, max_length=50, stride=None
         for epoch in range(3):
             for batch in batches:      # a new shuffled order each epoch
                 ...
-        overlapping = training_batches(split.train, max_length=50, stride=10)  # >= 40 events
+        overlapping = training_batches(split.train, max_length=50, stride=10)  # >= 41 events
     """
     if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
             or max_length < 1:
