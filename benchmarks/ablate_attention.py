@@ -32,6 +32,9 @@ def main():
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    parser.add_argument("--stride", type=int, default=None,
+                        help="TrainConfig.stride (default: max_length, no overlap)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--tag", required=True)
     parser.add_argument("--out", required=True)
@@ -43,7 +46,9 @@ def main():
         seed_everything(seed)
         model = build_model(args.model, split.train, **options)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             warmup_steps=args.warmup_steps, patience=args.patience, seed=seed,
+                             weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                             stride=args.stride,
+                             patience=args.patience, seed=seed,
                              device="cpu", progress=False)
         start = time.perf_counter()
         result = Trainer(model, split, config).fit()
@@ -51,7 +56,8 @@ def main():
         history = result["history"]
         row = {"tag": args.tag, "model": args.model, "data": args.data, "seed": seed,
                "options": options, "lr": args.lr, "batch_size": args.batch_size,
-               "warmup_steps": args.warmup_steps, "epochs": len(history),
+               "warmup_steps": args.warmup_steps,
+               "weight_decay": args.weight_decay, "stride": args.stride, "epochs": len(history),
                "best_epoch": result["best_epoch"], "valid_NDCG@10": result["best_valid"],
                "valid_curve": [round(r["valid_NDCG@10"], 4) for r in history],
                "test_NDCG@10": result["test"]["NDCG@10"], "test_HR@10": result["test"]["HR@10"],

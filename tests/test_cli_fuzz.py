@@ -95,7 +95,7 @@ def test_bad_tables(columns, names, time_format, rows):
         run(argv)
 
 
-TRAIN_OPTIONS = ["--epochs", "--batch-size", "--max-length", "--lr", "--weight-decay",
+TRAIN_OPTIONS = ["--epochs", "--batch-size", "--max-length", "--stride", "--lr", "--weight-decay",
                  "--patience", "--dropout", "--dim", "--num-negatives", "--seed", "--device",
                  "--split", "--loss", "--backend", "--format", "--time-format", "--columns"]
 SYNTHETIC_KEYS = ["num_users", "num_items", "num_categories", "num_regions", "min_length",

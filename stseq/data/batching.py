@@ -41,7 +41,9 @@ class Batch:
             padding); or None.
         behaviors: [B, L] int64 behavior codes (0 at padding); or None.
         next_items: [B, L] int64 item of the next event at each position, ``pad_item`` at
-            padding (training batches only; None in evaluation batches).
+            padding and at the positions an overlapping window leaves to the window before it
+            (``training_batches(stride=...)``): the targets are where it is not ``pad_item``
+            (training batches only; None in evaluation batches).
         pad_item: the padding item id.
 
     Example::
@@ -271,16 +273,26 @@ def score_batch(score, batch, num_items):
     return scores
 
 
+def _untrain_before(batch, first):
+    """``batch`` with ``next_items = pad_item`` at the positions before ``first[b]`` of each
+    row (positions trained by an earlier, overlapping window)."""
+    step = torch.arange(batch.items.shape[1])
+    earlier = step < torch.from_numpy(first)[:, None]
+    return replace(batch, next_items=batch.next_items.masked_fill(earlier, batch.pad_item))
+
+
 class Batches:
     """An iterable of ``Batch`` es over fixed windows, with ``len()`` = batches per pass.
 
     With ``shuffle``, every pass draws a new order from a generator seeded once with
-    ``seed`` (so epoch e's order is reproducible). Built by ``training_batches`` and
-    ``evaluation_batches``.
+    ``seed`` (so epoch e's order is reproducible). ``trained_from`` ([rows] int64 or None):
+    the first event index of each row that carries a target (earlier positions get
+    ``next_items = pad_item``). Built by ``training_batches`` and ``evaluation_batches``.
     """
 
     def __init__(self, interactions, users, starts, ends, query_times, *, batch_size,
-                 with_next_items, shuffle=False, seed=0, drop_last=False, length=None):
+                 with_next_items, shuffle=False, seed=0, drop_last=False, length=None,
+                 trained_from=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.interactions = interactions
@@ -289,6 +301,7 @@ class Batches:
             else (users, starts, ends, query_times)
         self.batch_size, self.with_next_items = batch_size, with_next_items
         self.shuffle, self.drop_last, self.length = shuffle, drop_last, length
+        self.trained_from = trained_from
         self._rng = np.random.default_rng(seed)
 
     def __len__(self):
@@ -300,19 +313,30 @@ class Batches:
         order = self._rng.permutation(count) if self.shuffle else np.arange(count)
         for batch in range(len(self)):
             rows = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            yield _gather(self.interactions, self.users[rows], self.starts[rows],
-                          self.ends[rows], self.query_times[rows],
-                          with_next_items=self.with_next_items, length=self.length)
+            batch = _gather(self.interactions, self.users[rows], self.starts[rows],
+                            self.ends[rows], self.query_times[rows],
+                            with_next_items=self.with_next_items, length=self.length)
+            if self.trained_from is not None:
+                batch = _untrain_before(batch, self.trained_from[rows] - self.starts[rows])
+            yield batch
 
 
-def training_batches(interactions, *, batch_size=128, max_length=50, shuffle=True, seed=0,
-                     drop_last=False, pad_to_max_length=False):
+def training_batches(interactions, *, batch_size=128, max_length=50, stride=None, shuffle=True,
+                     seed=0, drop_last=False, pad_to_max_length=False):
     """Teacher-forcing batches covering every transition of ``interactions`` exactly once.
 
     Each user's sequence is cut, from its end backwards, into windows of at most
-    ``max_length`` input events; a window of events ``[s, e)`` has ``next_items`` = the items of
-    events ``[s + 1, e + 1)``. Users with fewer than two events give no window. Pads to the
-    longest row of each batch, or to ``max_length`` with ``pad_to_max_length`` (static shapes).
+    ``max_length`` input events whose ends are ``stride`` events apart (default
+    ``stride = max_length``: windows that do not overlap); a window of events ``[s, e)`` has
+    ``next_items`` = the items of events ``[s + 1, e + 1)``. With ``stride < max_length`` the
+    windows overlap and only the last ``stride`` positions of a window carry a target (the
+    others, trained by the window before it, have ``next_items = pad_item``), except in the
+    user's first window, which trains all its positions: every transition is still trained
+    once, from a history of at least ``max_length - stride + 1`` events (or all the user's
+    earlier events, when there are fewer), closer to the evaluation targets, which see
+    ``max_length``; an epoch then costs about ``max_length / stride`` times as much. Users with
+    fewer than two events give no window. Pads to the longest row of each batch, or to
+    ``max_length`` with ``pad_to_max_length`` (static shapes).
 
     Example::
 
@@ -320,19 +344,28 @@ def training_batches(interactions, *, batch_size=128, max_length=50, shuffle=Tru
         for epoch in range(3):
             for batch in batches:      # a new shuffled order each epoch
                 ...
+        overlapping = training_batches(split.train, max_length=50, stride=10)  # >= 41 events
     """
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
+            or max_length < 1:
+        raise ValueError(f"max_length must be an integer >= 1, got {max_length!r}")
+    if stride is None:
+        stride = max_length
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) \
+            or not 1 <= stride <= max_length:
+        raise ValueError(f"stride must be an integer in [1, max_length={max_length}] or None, "
+                         f"got {stride!r}")
     transitions = np.maximum(interactions.lengths - 1, 0)  # [U]
-    windows = -(-transitions // max_length)  # [U]
+    windows = -(-transitions // stride)  # [U]
     users = np.repeat(np.arange(interactions.num_users), windows)
     back = ranges(np.zeros_like(windows), windows)  # window index from the end
-    ends = transitions[users] - back * max_length
+    ends = transitions[users] - back * stride
     starts = np.maximum(ends - max_length, 0)
     query = interactions.timestamps[interactions.offsets[users] + ends]
+    trained_from = np.maximum(ends - stride, 0) if stride < max_length else None
     return Batches(interactions, users, starts, ends, query, batch_size=batch_size,
                    with_next_items=True, shuffle=shuffle, seed=seed, drop_last=drop_last,
-                   length=max_length if pad_to_max_length else None)
+                   length=max_length if pad_to_max_length else None, trained_from=trained_from)
 
 
 def evaluation_batches(interactions, targets, *, batch_size=256, max_length=50,

@@ -145,6 +145,10 @@ def add_command(commands, formatter):
     add("--epochs", type=positive_int, default=DEFAULT_EPOCHS, help="most passes over the data")
     add("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="windows per step")
     add("--max-length", type=positive_int, default=50, help="events of history per window")
+    add("--stride", type=positive_int, default=None, help="events between the ends of a user's "
+        "consecutive training windows, at most --max-length (default: --max-length, windows "
+        "that do not overlap); smaller trains every target once with at least max-length - "
+        "stride + 1 events of history, at max-length / stride times the cost per epoch")
     add("--lr", type=positive_float, default=DEFAULT_LR, help="AdamW's peak learning rate")
     add("--weight-decay", type=non_negative_float, default=0.01, help="AdamW's weight decay")
     add("--patience", type=positive_int, default=3,
@@ -261,7 +265,8 @@ def _train_config(args):
     if args.num_negatives is not None and args.loss == "ce":
         raise ValueError("--num-negatives applies to --loss sampled or bce")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                         max_length=args.max_length, lr=args.lr, weight_decay=args.weight_decay,
+                         max_length=args.max_length, stride=args.stride, lr=args.lr,
+                         weight_decay=args.weight_decay,
                          patience=args.patience, loss=args.loss,
                          num_negatives=args.num_negatives, seed=args.seed,
                          deterministic=args.deterministic, device=args.device,

@@ -39,6 +39,11 @@ class TrainConfig:
         epochs: most passes over the training transitions.
         batch_size: windows per step (the global batch under data parallelism).
         max_length: events per window (and history given to the model when evaluating).
+        stride: events between the ends of a user's consecutive training windows (None:
+            ``max_length``, windows that do not overlap); smaller overlaps them so that every
+            target is trained once with at least ``max_length - stride + 1`` events of history,
+            at about ``max_length / stride`` times the cost per epoch
+            (``stseq.data.training_batches``).
         lr, weight_decay: AdamW's (weight decay on matrices only, not on biases or norms).
         warmup_steps: linear warm-up; then cosine decay to ``min_lr_ratio * lr`` at the end.
         clip_norm: gradient-norm clipping (None: off).
@@ -57,6 +62,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     max_length: int = 50
+    stride: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
@@ -78,6 +84,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "max_length", "patience", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.stride is not None and (isinstance(self.stride, bool)
+                                        or not isinstance(self.stride, int)
+                                        or not 1 <= self.stride <= self.max_length):
+            raise ValueError(f"stride must be an integer in [1, max_length={self.max_length}] "
+                             f"or None, got {self.stride!r}")
         if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError(f"lr must be > 0 and weight_decay, warmup_steps >= 0, got "
                              f"{self.lr}, {self.weight_decay}, {self.warmup_steps}")
@@ -193,7 +204,8 @@ class Trainer:
         self.model.to(self.device)
         self.loss = build_loss(config.loss, num_negatives=config.num_negatives)
         self.batches = training_batches(split.train, batch_size=config.batch_size,
-                                        max_length=config.max_length, seed=config.seed)
+                                        max_length=config.max_length, stride=config.stride,
+                                        seed=config.seed)
         if len(self.batches) == 0:
             raise ValueError("the training split has no transitions (every user needs two "
                              "events)")

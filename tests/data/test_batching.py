@@ -1,10 +1,12 @@
-"""Batches against direct indexing: windows cover each transition once, padding, per-event
-time gaps and distances, evaluation rows without targets, jagged layout, and that batches feed
-the time-gap op as they are."""
+"""Batches against direct indexing: windows cover each transition once (overlapping ones too),
+padding, per-event time gaps and distances, evaluation rows without targets, jagged layout, and
+that batches feed the time-gap op as they are."""
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stseq import ops
 from stseq.data import (Interactions, Targets, evaluation_batches, make_batch, synthetic,
@@ -193,3 +195,72 @@ def test_prefetched_pins_memory_for_the_gpu():
     data = synthetic(num_users=40, num_items=30, seed=1).interactions
     batch = next(iter(Prefetched(training_batches(data, batch_size=4), pin_memory=True)))
     assert batch.items.is_pinned() and batch.to("cuda", non_blocking=True).items.is_cuda
+
+
+def _trained(batches, data):
+    """{(user, target event index): history length} over the targets of ``batches``, checking
+    every target and input against the user's sequence and that no target comes twice."""
+    trained = {}
+    for batch in batches:
+        for row in range(len(batch.users)):
+            user, n = int(batch.users[row]), int(batch.lengths[row])
+            start = int(batch.positions[row]) - n
+            sequence = data.sequence(user)
+            assert batch.items[row, :n].tolist() == sequence.items[start:start + n].tolist()
+            for p in torch.nonzero(batch.next_items[row] != batch.pad_item)[:, 0].tolist():
+                assert p < n and int(batch.next_items[row, p]) == sequence.items[start + p + 1]
+                assert (user, start + p + 1) not in trained
+                trained[(user, start + p + 1)] = p + 1
+    return trained
+
+
+@pytest.mark.parametrize("max_length, stride", [(7, 7), (7, 3), (7, 1), (5, 4)])
+def test_overlapping_windows_train_every_transition_once_with_long_histories(data, max_length,
+                                                                              stride):
+    batches = training_batches(data, batch_size=16, max_length=max_length, stride=stride, seed=0)
+    trained = _trained(batches, data)
+    expected = [(u, p) for u in range(data.num_users) for p in range(1, data.lengths[u])]
+    assert sorted(trained) == expected
+    # each target sees max_length - stride + 1 events or more (all it has when fewer)
+    assert all(history >= min(target, max_length - stride + 1)
+               for (_, target), history in trained.items())
+    assert all(b.items.shape[1] <= max_length for b in batches)
+    windows = sum(-(-(int(n) - 1) // stride) for n in data.lengths if n > 1)
+    assert len(batches.users) == windows
+
+
+def test_stride_of_max_length_is_the_default_windows(data):
+    _assert_same_batches(training_batches(data, batch_size=8, max_length=6, seed=4),
+                         training_batches(data, batch_size=8, max_length=6, stride=6, seed=4))
+
+
+def test_overlapping_windows_by_hand():
+    data = Interactions.from_sequences([[0, 1, 2, 3, 4, 5, 6]], [[1, 2, 3, 4, 5, 6, 7]])
+    batches = training_batches(data, batch_size=8, max_length=4, stride=2, shuffle=False)
+    batch = next(iter(batches))
+    pad = batch.pad_item
+    # 6 transitions, ends 6, 4, 2: windows [2, 6), [0, 4), [0, 2)
+    assert batch.items.tolist() == [[2, 3, 4, 5], [0, 1, 2, 3], [0, 1, pad, pad]]
+    assert batch.next_items.tolist() == [[pad, pad, 5, 6], [pad, pad, 3, 4], [1, 2, pad, pad]]
+
+
+@pytest.mark.parametrize("stride", [0, 8, 2.5, True, "3"])
+def test_bad_stride_is_named(data, stride):
+    with pytest.raises(ValueError, match="stride must be an integer in"):
+        training_batches(data, max_length=7, stride=stride)
+
+
+@given(lengths=st.lists(st.integers(1, 30), min_size=1, max_size=6),
+       max_length=st.integers(1, 12), data=st.data())
+def test_any_stride_trains_every_transition_once(lengths, max_length, data):
+    stride = data.draw(st.integers(1, max_length))
+    events = Interactions.from_sequences([[i % 5 for i in range(n)] for n in lengths],
+                                         [list(range(n)) for n in lengths])
+    if sum(lengths) == len(lengths):  # no transitions at all
+        assert len(training_batches(events, max_length=max_length, stride=stride)) == 0
+        return
+    trained = _trained(training_batches(events, batch_size=4, max_length=max_length,
+                                        stride=stride, seed=0), events)
+    assert sorted(trained) == [(u, p) for u, n in enumerate(lengths) for p in range(1, n)]
+    assert all(history >= min(target, max_length - stride + 1)
+               for (_, target), history in trained.items())

@@ -186,6 +186,9 @@ def test_bad_configuration(split, tmp_path):
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="metric must be one of"):
         TrainConfig(metric="NDCG@5")
+    for stride in (0, 51, 2.0, True):
+        with pytest.raises(ValueError, match="stride must be an integer in"):
+            TrainConfig(stride=stride)
     with pytest.raises(ValueError, match="loss must be one of"):
         TrainConfig(loss="hinge")
     with pytest.raises(ValueError, match="num_negatives applies to the sampled losses"):
@@ -199,3 +202,17 @@ def test_bad_configuration(split, tmp_path):
     trainer.save()
     with pytest.raises(ValueError, match="model gru4rec in the checkpoint, lstm now"):
         Trainer(fresh("lstm", split), split, CONFIG).load(tmp_path / "checkpoint.pt")
+
+
+def test_overlapping_windows_train_every_target_once(split):
+    trainer = Trainer(fresh("sasrec", split, num_heads=1), split, replace(CONFIG, stride=3))
+    plain = Trainer(fresh("sasrec", split, num_heads=1), split, CONFIG)
+
+    def targets(batches):
+        return sum(int((b.next_items != b.pad_item).sum()) for b in batches)
+
+    assert len(trainer.batches.users) > len(plain.batches.users)
+    assert targets(trainer.batches) == targets(plain.batches) == \
+        int((split.train.lengths - 1).clip(min=0).sum())
+    result = trainer.fit()
+    assert len(result["history"]) == CONFIG.epochs and result["test"]["NDCG@10"] >= 0
