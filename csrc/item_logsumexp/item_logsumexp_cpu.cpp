@@ -19,6 +19,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "item_logsumexp/item_scoring.h"
+
 #include <algorithm>
 #include <limits>
 
@@ -29,28 +31,11 @@ namespace {
 // sum they are added to; the opt-in gradient filter skips chunks made only of such values.
 constexpr double kFilterThreshold = 1.0 / 16777216.0;
 
-at::ScalarType accumulate_type(at::ScalarType type) {
-  return type == at::kDouble ? at::kDouble : at::kFloat;
-}
+using item_scoring::accumulate_type;
 
 void check_inputs(const at::Tensor& hidden, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias, int64_t chunk_size) {
-  TORCH_CHECK_VALUE(hidden.dim() == 2, "hidden must have shape [M, D], got ", hidden.sizes());
-  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(1) == hidden.size(1),
-                    "weight must have shape [N, D] with D = ", hidden.size(1), ", got ",
-                    weight.sizes());
-  TORCH_CHECK_VALUE(weight.size(0) >= 1, "weight needs at least one item (N >= 1)");
-  TORCH_CHECK_VALUE(hidden.is_floating_point() && weight.scalar_type() == hidden.scalar_type(),
-                    "hidden and weight must share one floating dtype, got ",
-                    hidden.scalar_type(), " and ", weight.scalar_type());
-  TORCH_CHECK_VALUE(hidden.device().is_cpu() && weight.device().is_cpu(),
-                    "hidden and weight must be CPU tensors here");
-  if (bias.has_value()) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0),
-                      "bias must have shape [N] = [", weight.size(0), "], got ", bias->sizes());
-    TORCH_CHECK_VALUE(bias->scalar_type() == hidden.scalar_type() && bias->device().is_cpu(),
-                      "bias must be a CPU tensor of hidden's dtype ", hidden.scalar_type());
-  }
+  item_scoring::check_inputs(hidden, weight, bias);
   TORCH_CHECK_VALUE(chunk_size >= 1, "chunk_size must be >= 1, got ", chunk_size);
 }
 
