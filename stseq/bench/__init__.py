@@ -20,6 +20,7 @@ import pathlib
 import platform
 import subprocess
 import sys
+import tempfile
 
 import torch
 
@@ -198,6 +199,11 @@ def main(args):
     if unknown:
         print(f"stseq bench: unknown ops {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
         return 2
+    scale = getattr(args, "scale", None)
+    if scale is not None and (names != ["scoring"] or device.type != "cpu"):
+        print("stseq bench: --scale is the scoring suite's catalogue-scale run on the CPU: use "
+              "--ops scoring --scale [EVENTS]", file=sys.stderr)
+        return 2
     repeats = args.repeats or (3 if args.quick else 10)
     if device.type == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -212,12 +218,15 @@ def main(args):
         if path:
             _write_record(path, record)
 
-    for family in names:
+    if scale is not None:
+        measured(scoring.scale_run(scale, workdir=os.path.join(tempfile.gettempdir(),
+                                                               "stseq-scale")))
+    for family in names if scale is None else ():
         run_family(SUITES[family], device=device, quick=args.quick, repeats=repeats,
                    measured=measured)
     print()
     print(format_table(record["cases"]))
-    if path:
+    if path and scale is None:
         _write_chart(path, record)
     return 0 if all(row["parity_ok"] for row in record["cases"]) else 1
 
