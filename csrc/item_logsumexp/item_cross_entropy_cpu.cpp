@@ -35,9 +35,6 @@ namespace {
 
 using item_scoring::accumulate_type;
 
-// Rows of one element-wise block: about 1 MiB of scores, so that the passes over it stay in L2.
-constexpr int64_t kBlockBytes = 1 << 20;
-
 struct CrossEntropy {
   at::Tensor losses;                                  // [M]
   at::Tensor grad_hidden, grad_weight, grad_bias;     // [M, D], [N, D], [N] (or [0])
@@ -90,8 +87,7 @@ CrossEntropy cross_entropy_pass(const at::Tensor& hidden, const at::Tensor& weig
   const int64_t chunk = std::max<int64_t>(1, std::min(chunk_rows, num_rows));
   at::Tensor buffer = at::empty({num_rows == 0 ? 0 : chunk, num_items}, rows.options());
   const at::Tensor ones = at::ones({chunk}, rows.options());
-  const int64_t block = std::max<int64_t>(
-      1, kBlockBytes / (num_items * static_cast<int64_t>(sizeof(scalar_t))));
+  const int64_t block = item_scoring::block_rows(num_items, sizeof(scalar_t));
 
   for (int64_t start = 0; start < num_rows; start += chunk) {
     const int64_t count = std::min(chunk, num_rows - start);

@@ -1,9 +1,11 @@
 // Shared by the item-scoring CPU kernels (item_logsumexp_cpu.cpp, item_cross_entropy_cpu.cpp):
-// the accumulation dtype and the checks of hidden [M, D], weight [N, D] and bias [N].
+// the accumulation dtype, the element-wise block size and the checks of hidden [M, D], weight [N, D] and bias [N].
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <optional>
 
 namespace stseq {
@@ -12,6 +14,12 @@ namespace item_scoring {
 // float64 inputs accumulate in float64, every other floating dtype in float32.
 inline at::ScalarType accumulate_type(at::ScalarType type) {
   return type == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Rows of one element-wise block of a [rows, columns] score buffer: about 1 MiB, so that the
+// passes over it (max, exp, sum, scaling) stay in L2; at least one row.
+inline int64_t block_rows(int64_t columns, int64_t element_size) {
+  return std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, columns * element_size));
 }
 
 inline void check_inputs(const at::Tensor& hidden, const at::Tensor& weight,
