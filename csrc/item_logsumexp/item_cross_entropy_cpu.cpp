@@ -13,6 +13,12 @@
 //     d_hidden[rows] = S @ weight                                          [R, D]  GEMM 2
 //     d_weight += S^T @ hidden[rows]       d_bias += S^T 1                 [N, D]  GEMM 3
 //
+// With the transition mixture (log_keep, log_prior [M] given) the loss is
+// -log(exp(log_keep) p_target + exp(log_prior)) = -logaddexp(log_keep - ce, log_prior), ce the
+// cross-entropy above (label_smoothing 0); its gradient in the scores is pi (P - onehot) with
+// pi = exp(log_keep - ce + loss) the model's share, so the same pass computes it with w scaled
+// by pi, and the gradients of log_keep and log_prior are -pi and -(1 - pi) per row.
+//
 // Three [M, N]-sized GEMMs in all, as F.linear + F.cross_entropy forward and backward. w is the
 // row's weight: 1 in the forward (0 on rows whose target is ignore_index); the backward op
 // scales the stored gradients by grad_output when it is one value on every counted row (sum,
@@ -29,6 +35,7 @@
 #include <algorithm>
 #include <cmath>
 #include <tuple>
+#include <vector>
 
 namespace stseq {
 namespace {
@@ -38,11 +45,29 @@ using item_scoring::accumulate_type;
 struct CrossEntropy {
   at::Tensor losses;                                  // [M]
   at::Tensor grad_hidden, grad_weight, grad_bias;     // [M, D], [N, D], [N] (or [0])
+  at::Tensor grad_log_keep, grad_log_prior;           // [M] (or [0])
 };
+
+// The transition mixture's two per-row log-weights, both given or both absent.
+struct Mixture {
+  const std::optional<at::Tensor>& log_keep;   // [M] log of the model's weight, log(1 - w)
+  const std::optional<at::Tensor>& log_prior;  // [M] log(w q_target), -inf without a prior
+};
+
+// torch.logaddexp's value: log(e^x + e^y), x where x == y is infinite.
+template <typename scalar_t>
+scalar_t log_add_exp(scalar_t x, scalar_t y) {
+  if (x == y && std::isinf(x)) {
+    return x;
+  }
+  const scalar_t high = std::max(x, y);
+  return high + std::log1p(std::exp(-std::abs(x - y)));
+}
 
 void check_arguments(const at::Tensor& hidden, const at::Tensor& weight,
                      const std::optional<at::Tensor>& bias, const at::Tensor& targets,
-                     int64_t ignore_index, double label_smoothing, int64_t chunk_rows) {
+                     const Mixture& mixture, int64_t ignore_index, double label_smoothing,
+                     int64_t chunk_rows) {
   item_scoring::check_inputs(hidden, weight, bias);
   const int64_t rows = hidden.size(0), items = weight.size(0);
   TORCH_CHECK_VALUE(targets.dim() == 1 && targets.size(0) == rows &&
@@ -56,14 +81,28 @@ void check_arguments(const at::Tensor& hidden, const at::Tensor& weight,
   TORCH_CHECK_VALUE(label_smoothing >= 0.0 && label_smoothing <= 1.0,
                     "label_smoothing must be in [0, 1], got ", label_smoothing);
   TORCH_CHECK_VALUE(chunk_rows >= 1, "chunk_rows must be >= 1, got ", chunk_rows);
+  TORCH_CHECK_VALUE(mixture.log_keep.has_value() == mixture.log_prior.has_value(),
+                    "log_keep and log_prior go together (the transition mixture)");
+  if (mixture.log_keep.has_value()) {
+    for (const at::Tensor& x : {*mixture.log_keep, *mixture.log_prior}) {
+      TORCH_CHECK_VALUE(x.dim() == 1 && x.size(0) == rows && x.device().is_cpu() &&
+                            x.scalar_type() == accumulate_type(hidden.scalar_type()),
+                        "log_keep and log_prior must be CPU tensors of shape [M] = [", rows,
+                        "] in ", accumulate_type(hidden.scalar_type()), ", got ",
+                        x.scalar_type(), " ", x.sizes());
+    }
+    TORCH_CHECK_VALUE(label_smoothing == 0.0,
+                      "label_smoothing must be 0 with the transition mixture");
+  }
 }
 
 // The pass described at the top. row_weights [M] (accumulation dtype) or undefined: no gradient.
 template <typename scalar_t>
 CrossEntropy cross_entropy_pass(const at::Tensor& hidden, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, const at::Tensor& targets,
-                                const at::Tensor& row_weights, int64_t ignore_index,
-                                double label_smoothing, int64_t chunk_rows) {
+                                const Mixture& mixture, const at::Tensor& row_weights,
+                                int64_t ignore_index, double label_smoothing,
+                                int64_t chunk_rows) {
   const auto accumulate = accumulate_type(hidden.scalar_type());
   const at::Tensor rows = hidden.to(accumulate).contiguous();     // [M, D]
   const at::Tensor items = weight.to(accumulate).contiguous();    // [N, D]
@@ -72,6 +111,11 @@ CrossEntropy cross_entropy_pass(const at::Tensor& hidden, const at::Tensor& weig
   const at::Tensor target_ids = targets.contiguous();
   const int64_t* target = target_ids.data_ptr<int64_t>();
   const scalar_t* row_weight = with_grad ? row_weights.data_ptr<scalar_t>() : nullptr;
+  const bool mixed = mixture.log_keep.has_value();
+  const at::Tensor keep_values = mixed ? mixture.log_keep->contiguous() : at::Tensor();
+  const at::Tensor prior_values = mixed ? mixture.log_prior->contiguous() : at::Tensor();
+  const scalar_t* log_keep = mixed ? keep_values.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* log_prior = mixed ? prior_values.data_ptr<scalar_t>() : nullptr;
   const scalar_t eps = static_cast<scalar_t>(label_smoothing);
   const scalar_t inverse_items = scalar_t(1) / static_cast<scalar_t>(num_items);
 
@@ -82,6 +126,13 @@ CrossEntropy cross_entropy_pass(const at::Tensor& hidden, const at::Tensor& weig
   out.grad_weight = with_grad ? at::zeros({num_items, dim}, rows.options()) : rows.new_empty({0});
   out.grad_bias = with_grad && bias.has_value() ? at::zeros({num_items}, rows.options())
                                                 : rows.new_empty({0});
+  out.grad_log_keep = with_grad && mixed ? at::zeros({num_rows}, rows.options())
+                                         : rows.new_empty({0});
+  out.grad_log_prior = with_grad && mixed ? at::zeros({num_rows}, rows.options())
+                                          : rows.new_empty({0});
+  scalar_t* grad_keep = with_grad && mixed ? out.grad_log_keep.data_ptr<scalar_t>() : nullptr;
+  scalar_t* grad_prior = with_grad && mixed ? out.grad_log_prior.data_ptr<scalar_t>() : nullptr;
+  std::vector<scalar_t> weight_of_row(num_rows);  // w, times pi with the mixture
   const std::optional<at::Tensor> item_bias =
       bias.has_value() ? std::optional<at::Tensor>(bias->to(accumulate)) : std::nullopt;
   const int64_t chunk = std::max<int64_t>(1, std::min(chunk_rows, num_rows));
@@ -123,14 +174,25 @@ CrossEntropy cross_entropy_pass(const at::Tensor& hidden, const at::Tensor& weig
           const int64_t row = start + begin + i;
           const bool counted = target[row] != ignore_index;
           const scalar_t lse = maximum[i] + std::log(total[i]);
+          scalar_t w = with_grad && counted ? row_weight[row] : scalar_t(0);
           if (counted) {
             loss[row] = (scalar_t(1) - eps) * (lse - target_score[i]);
             if (label_smoothing > 0) {
               const scalar_t mean = row_sum.data_ptr<scalar_t>()[i] * inverse_items;
               loss[row] += eps * (lse - mean);
             }
+            if (mixed) {
+              const scalar_t model = log_keep[row] - loss[row];  // log((1 - w) p_target)
+              loss[row] = -log_add_exp(model, log_prior[row]);
+              const scalar_t share = std::exp(model + loss[row]);  // pi
+              if (with_grad) {
+                grad_keep[row] = -share * w;
+                grad_prior[row] = -std::exp(log_prior[row] + loss[row]) * w;
+              }
+              w *= share;
+            }
           }
-          const scalar_t w = with_grad && counted ? row_weight[row] : scalar_t(0);
+          weight_of_row[row] = w;
           factor_data[i] = w / total[i];
           offset_data[i] = w * eps * inverse_items;
         }
@@ -144,7 +206,7 @@ CrossEntropy cross_entropy_pass(const at::Tensor& hidden, const at::Tensor& weig
         for (int64_t i = 0; i < size; ++i) {
           const int64_t row = start + begin + i;
           if (target[row] != ignore_index) {
-            data[i * num_items + target[row]] -= row_weight[row] * (scalar_t(1) - eps);
+            data[i * num_items + target[row]] -= weight_of_row[row] * (scalar_t(1) - eps);
           }
         }
       }
@@ -164,40 +226,53 @@ CrossEntropy cross_entropy_pass(const at::Tensor& hidden, const at::Tensor& weig
 
 CrossEntropy run(const at::Tensor& hidden, const at::Tensor& weight,
                  const std::optional<at::Tensor>& bias, const at::Tensor& targets,
-                 const at::Tensor& row_weights, int64_t ignore_index, double label_smoothing,
-                 int64_t chunk_rows) {
+                 const Mixture& mixture, const at::Tensor& row_weights, int64_t ignore_index,
+                 double label_smoothing, int64_t chunk_rows) {
   if (accumulate_type(hidden.scalar_type()) == at::kDouble) {
-    return cross_entropy_pass<double>(hidden, weight, bias, targets, row_weights, ignore_index,
-                                      label_smoothing, chunk_rows);
+    return cross_entropy_pass<double>(hidden, weight, bias, targets, mixture, row_weights,
+                                      ignore_index, label_smoothing, chunk_rows);
   }
-  return cross_entropy_pass<float>(hidden, weight, bias, targets, row_weights, ignore_index,
-                                   label_smoothing, chunk_rows);
+  return cross_entropy_pass<float>(hidden, weight, bias, targets, mixture, row_weights,
+                                   ignore_index, label_smoothing, chunk_rows);
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> item_cross_entropy_cpu(
-    const at::Tensor& hidden, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    const at::Tensor& targets, int64_t ignore_index, double label_smoothing, int64_t chunk_rows,
-    bool compute_grad) {
-  check_arguments(hidden, weight, bias, targets, ignore_index, label_smoothing, chunk_rows);
+using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+Outputs item_cross_entropy_cpu(const at::Tensor& hidden, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, const at::Tensor& targets,
+                               const std::optional<at::Tensor>& log_keep,
+                               const std::optional<at::Tensor>& log_prior, int64_t ignore_index,
+                               double label_smoothing, int64_t chunk_rows, bool compute_grad) {
+  const Mixture mixture{log_keep, log_prior};
+  check_arguments(hidden, weight, bias, targets, mixture, ignore_index, label_smoothing,
+                  chunk_rows);
   const auto accumulate = accumulate_type(hidden.scalar_type());
   const at::Tensor unit = compute_grad
                               ? at::ones({hidden.size(0)}, hidden.options().dtype(accumulate))
                               : at::Tensor();
-  CrossEntropy out = run(hidden, weight, bias, targets, unit, ignore_index, label_smoothing,
-                         chunk_rows);
-  return {out.losses, out.grad_hidden, out.grad_weight, out.grad_bias};
+  CrossEntropy out = run(hidden, weight, bias, targets, mixture, unit, ignore_index,
+                         label_smoothing, chunk_rows);
+  return {out.losses,      out.grad_hidden,   out.grad_weight,
+          out.grad_bias,   out.grad_log_keep, out.grad_log_prior};
 }
 
 // Gradients of sum_m grad[m] loss[m]: the stored ones (those of sum_m loss[m]) scaled when grad
 // is one finite value on every counted row, else the pass again with row weights grad.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> item_cross_entropy_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& hidden, const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias, const at::Tensor& targets,
-    const at::Tensor& grad_hidden, const at::Tensor& grad_weight, const at::Tensor& grad_bias,
-    int64_t ignore_index, double label_smoothing, int64_t chunk_rows) {
-  check_arguments(hidden, weight, bias, targets, ignore_index, label_smoothing, chunk_rows);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+item_cross_entropy_backward_cpu(const at::Tensor& grad, const at::Tensor& hidden,
+                                const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                const at::Tensor& targets,
+                                const std::optional<at::Tensor>& log_keep,
+                                const std::optional<at::Tensor>& log_prior,
+                                const at::Tensor& grad_hidden, const at::Tensor& grad_weight,
+                                const at::Tensor& grad_bias, const at::Tensor& grad_log_keep,
+                                const at::Tensor& grad_log_prior, int64_t ignore_index,
+                                double label_smoothing, int64_t chunk_rows) {
+  const Mixture mixture{log_keep, log_prior};
+  check_arguments(hidden, weight, bias, targets, mixture, ignore_index, label_smoothing,
+                  chunk_rows);
   const int64_t num_rows = hidden.size(0), num_items = weight.size(0), dim = hidden.size(1);
   TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == num_rows,
                     "grad must have shape [M] = [", num_rows, "], got ", grad.sizes());
@@ -211,40 +286,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> item_cross_entropy_backward_cpu(
   const auto matches = [&](const at::Tensor& x, at::IntArrayRef shape) {
     return x.scalar_type() == accumulate && x.device().is_cpu() && x.sizes() == shape;
   };
+  const bool mixed = log_keep.has_value();
   const bool stored = matches(grad_hidden, {num_rows, dim}) &&
                       matches(grad_weight, {num_items, dim}) &&
-                      (!bias.has_value() || matches(grad_bias, {num_items}));
-  at::Tensor d_hidden, d_weight, d_bias;
+                      (!bias.has_value() || matches(grad_bias, {num_items})) &&
+                      (!mixed || (matches(grad_log_keep, {num_rows}) &&
+                                  matches(grad_log_prior, {num_rows})));
+  CrossEntropy out;
   if (uniform && stored) {
     const double scale = counted_grad.numel() ? counted_grad[0].item<double>() : 0.0;
-    d_hidden = grad_hidden * weights.unsqueeze(1);
-    d_weight = grad_weight * scale;
-    d_bias = bias.has_value() ? grad_bias * scale : at::zeros({num_items}, weights.options());
+    out.grad_hidden = grad_hidden * weights.unsqueeze(1);
+    out.grad_weight = grad_weight * scale;
+    out.grad_bias = grad_bias * scale;
+    out.grad_log_keep = mixed ? grad_log_keep * weights : grad_log_keep.clone();
+    out.grad_log_prior = mixed ? grad_log_prior * weights : grad_log_prior.clone();
   } else {
-    CrossEntropy out = run(hidden, weight, bias, targets, weights, ignore_index,
-                           label_smoothing, chunk_rows);
-    d_hidden = out.grad_hidden;
-    d_weight = out.grad_weight;
-    d_bias = bias.has_value() ? out.grad_bias : at::zeros({num_items}, weights.options());
+    out = run(hidden, weight, bias, targets, mixture, weights, ignore_index, label_smoothing,
+              chunk_rows);
   }
   const auto bias_type = bias.has_value() ? bias->scalar_type() : weight.scalar_type();
-  return {d_hidden.to(hidden.scalar_type()), d_weight.to(weight.scalar_type()),
-          d_bias.to(bias_type)};
+  return {out.grad_hidden.to(hidden.scalar_type()), out.grad_weight.to(weight.scalar_type()),
+          bias.has_value() ? out.grad_bias.to(bias_type)
+                           : at::zeros({num_items}, weight.options().dtype(bias_type)),
+          out.grad_log_keep, out.grad_log_prior};
 }
 
 }  // namespace stseq
 
-// chunk_rows: rows per chunk ([chunk_rows, N] scores at once); compute_grad: also return the
-// gradients of the losses' sum (else the three gradient outputs are empty [0] tensors).
+// log_keep, log_prior: the transition mixture's [M] log-weights (both or neither); chunk_rows:
+// rows per chunk ([chunk_rows, N] scores at once); compute_grad: also return the gradients of
+// the losses' sum in hidden, weight, bias, log_keep, log_prior (else empty [0] tensors; [0]
+// also for bias and the mixture's when they are absent).
 TORCH_LIBRARY_FRAGMENT(stseq, m) {
   m.def(
       "item_cross_entropy(Tensor hidden, Tensor weight, Tensor? bias, Tensor targets, "
-      "int ignore_index, float label_smoothing, int chunk_rows, bool compute_grad) "
-      "-> (Tensor, Tensor, Tensor, Tensor)");
+      "Tensor? log_keep, Tensor? log_prior, int ignore_index, float label_smoothing, "
+      "int chunk_rows, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "item_cross_entropy_backward(Tensor grad, Tensor hidden, Tensor weight, Tensor? bias, "
-      "Tensor targets, Tensor grad_hidden, Tensor grad_weight, Tensor grad_bias, "
-      "int ignore_index, float label_smoothing, int chunk_rows) -> (Tensor, Tensor, Tensor)");
+      "Tensor targets, Tensor? log_keep, Tensor? log_prior, Tensor grad_hidden, "
+      "Tensor grad_weight, Tensor grad_bias, Tensor grad_log_keep, Tensor grad_log_prior, "
+      "int ignore_index, float label_smoothing, int chunk_rows) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(stseq, CPU, m) {

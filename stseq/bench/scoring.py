@@ -10,6 +10,7 @@ the materialised loss over blocks of rows (each block's logits and gradient fit)
 Issue 21's CPU targets: fused CE at least as fast as the materialised path at N = 10^5
 (M = 6,400, D = 128) with at most 1/20 of its peak memory; the training step >= 1.5x.
 Evaluation throughput in users/s is users * 1000 / ms (the label gives the users).
+``--scale [EVENTS]`` runs ``scale_run`` (at the end of this file) instead of the grid.
 """
 
 import torch
@@ -19,8 +20,8 @@ from stseq.bench import measure
 from stseq.eval.metrics import positions_from_counts, relevant_positions
 from stseq.data import ItemScores
 from stseq.eval.ranking import chunked_counts_above, chunked_topk
-from stseq.models.losses import FullSoftmax, item_cross_entropy
-from stseq.ops import item_logsumexp
+from stseq.models.losses import FullSoftmax
+from stseq.ops import item_cross_entropy, item_logsumexp
 
 PEER = "F.linear + F.cross_entropy (materialised)"
 LSE_PEER = "F.linear + torch.logsumexp (materialised)"

@@ -11,9 +11,8 @@ model's log-softmax values over all N items at ``columns``
 
 - ``FullSoftmax`` (the default, ``"ce"``): cross-entropy over all N items. Fused by default:
   ``stseq.ops.item_cross_entropy`` (on the CPU the losses and their gradients in one pass over
-  row chunks, memory O(chunk * N) instead of O(M * N)); with a transition mixture
-  ``stseq.ops.item_logsumexp`` and the target's score; ``fused=False`` is the materialised
-  reference path (``F.linear`` + ``F.cross_entropy``).
+  row chunks, memory O(chunk * N) instead of O(M * N)), the transition mixture included;
+  ``fused=False`` is the materialised reference path (``F.linear`` + ``F.cross_entropy``).
 - ``SampledSoftmax`` (``"sampled"``): cross-entropy over the target and ``num_negatives`` items
   drawn once per call and shared by the batch (a negative equal to the row's target is masked),
   from a uniform or a popularity (count^alpha) proposal with the log-Q correction, optionally
@@ -29,8 +28,8 @@ does) makes them reproducible.
 import torch
 import torch.nn.functional as F
 
-from stseq.ops.scoring import (check_targets, item_cross_entropy, item_logsumexp, log_softmax_at,
-                               target_scores)
+from stseq.ops.scoring import check_targets, item_cross_entropy
+from stseq.ops.scoring import item_logsumexp  # noqa: F401 (models reach the op through losses)
 
 PROPOSALS = ("uniform", "popularity")
 
@@ -39,8 +38,9 @@ class FullSoftmax:
     """Cross-entropy over every item: fused (``item_cross_entropy``, never [M, N]) by default,
     or materialised (``fused=False``: ``F.linear`` + ``F.cross_entropy``, the reference).
 
-    With a transition mixture the loss is ``-log((1 - w) exp(s_t - lse) + w q_t)``: it needs
-    only lse, the target's score and its count, so it is fused too.
+    With a transition mixture the loss is ``-log((1 - w) exp(s_t - lse) + w q_t)``: a per-row
+    function of the cross-entropy, so ``item_cross_entropy`` computes it in the same pass
+    (``log_keep`` = log(1 - w), ``log_prior`` = log(w q_t)).
 
     Example::
 
@@ -50,15 +50,14 @@ class FullSoftmax:
 
     name = "ce"
 
-    def __init__(self, *, fused=True, label_smoothing=0.0, chunk_size=None, chunk_rows=None):
+    def __init__(self, *, fused=True, label_smoothing=0.0, chunk_rows=None):
         if not isinstance(fused, bool):
             raise TypeError(f"fused must be a bool, got {type(fused).__name__}")
         if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
             raise ValueError(f"label_smoothing must be a number in [0, 1], got "
                              f"{label_smoothing!r}")
         self.fused, self.label_smoothing = fused, label_smoothing
-        # items per chunk of item_logsumexp (mixture), rows per chunk of item_cross_entropy
-        self.chunk_size, self.chunk_rows = chunk_size, chunk_rows
+        self.chunk_rows = chunk_rows  # rows per chunk of item_cross_entropy's native kernel
 
     def __call__(self, hidden, targets, weight, bias, mixture=None):
         weight, bias = weight.to(hidden.dtype), bias.to(hidden.dtype)
@@ -76,10 +75,15 @@ class FullSoftmax:
                                       label_smoothing=self.label_smoothing,
                                       chunk_rows=self.chunk_rows)
         check_targets(targets, hidden, weight, -100)
-        lse = item_logsumexp(hidden, weight, bias, chunk_size=self.chunk_size)  # [M]
-        log_softmax = log_softmax_at(target_scores(hidden, weight, bias, targets).to(lse.dtype),
-                                     lse)
-        return -mixture.log_probs_at(log_softmax[:, None], targets[:, None])[:, 0]
+        # the mixture's log-probability of the target: -logaddexp(log(1 - w) - ce, log(w q_t)),
+        # log(w q_t) read from the mixture at a log-softmax of -inf (-inf without a prior)
+        accumulate = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        no_model = torch.full((len(targets), 1), float("-inf"), dtype=accumulate,
+                              device=hidden.device)
+        log_prior = mixture.log_probs_at(no_model, targets[:, None])[:, 0]
+        return item_cross_entropy(hidden, weight, bias, targets, reduction="none",
+                                  log_keep=mixture.log_rest.to(accumulate),
+                                  log_prior=log_prior.to(accumulate), chunk_rows=self.chunk_rows)
 
 
 class SampledSoftmax:

@@ -94,7 +94,8 @@ def item_logsumexp(hidden, weight, bias=None, *, chunk_size=None, gradient_filte
 
 
 def item_cross_entropy(hidden, weight, bias, targets, *, ignore_index=-100, label_smoothing=0.0,
-                       reduction="mean", chunk_rows=None, backend=None):
+                       reduction="mean", log_keep=None, log_prior=None, chunk_rows=None,
+                       backend=None):
     """``F.cross_entropy(F.linear(hidden, weight, bias), targets, ...)`` without the [M, N]
     logits.
 
@@ -112,6 +113,11 @@ def item_cross_entropy(hidden, weight, bias, targets, *, ignore_index=-100, labe
         targets: [M] int64 item ids in [0, N), or ``ignore_index``.
         ignore_index, label_smoothing (in [0, 1]), reduction ("none", "mean", "sum"): as in
             ``F.cross_entropy``.
+        log_keep, log_prior: [M] each, or None: the transition mixture
+            (``stseq.models.transitions``), whose loss is
+            ``-log(exp(log_keep) p_target + exp(log_prior))`` = ``-logaddexp(log_keep - ce,
+            log_prior)``: log(1 - w) and log(w q_target) (-inf without a prior), differentiable;
+            label_smoothing must be 0 with it.
         chunk_rows: rows per chunk of the native kernel (default: 2^25 / N, 128 MiB of
             float32 scores at once, and at least 128).
         backend: ``"auto"`` (C++ on the CPU, Triton's item_logsumexp on CUDA), ``"native"``,
@@ -136,6 +142,7 @@ def item_cross_entropy(hidden, weight, bias, targets, *, ignore_index=-100, labe
                 backend=backend)
     check_arguments(hidden, weight, bias)
     check_targets(targets, hidden, weight, ignore_index)
+    log_keep, log_prior = _check_mixture(log_keep, log_prior, hidden, label_smoothing)
     if not (isinstance(label_smoothing, (int, float)) and not isinstance(label_smoothing, bool)
             and 0.0 <= label_smoothing <= 1.0):
         raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
@@ -148,19 +155,46 @@ def item_cross_entropy(hidden, weight, bias, targets, *, ignore_index=-100, labe
     if choice == "native":
         compute_grad = torch.is_grad_enabled() and any(
             x is not None and x.requires_grad for x in (hidden, weight, bias))
-        losses = torch.ops.stseq.item_cross_entropy(hidden, weight, bias, targets, ignore_index,
+        compute_grad = compute_grad or (log_keep is not None and torch.is_grad_enabled() and (
+            log_keep.requires_grad or log_prior.requires_grad))
+        losses = torch.ops.stseq.item_cross_entropy(hidden, weight, bias, targets, log_keep,
+                                                    log_prior, ignore_index,
                                                     float(label_smoothing), chunk_rows,
                                                     compute_grad)[0]
-    elif choice == "triton":
-        losses = _cross_entropy_from_logsumexp(hidden, weight, bias, targets, ignore_index,
-                                               label_smoothing)
     else:
-        losses = reference.item_cross_entropy(hidden, weight, bias, targets,
-                                              ignore_index=ignore_index,
-                                              label_smoothing=label_smoothing)
+        if choice == "triton":
+            losses = _cross_entropy_from_logsumexp(hidden, weight, bias, targets, ignore_index,
+                                                   label_smoothing)
+        else:
+            losses = reference.item_cross_entropy(hidden, weight, bias, targets,
+                                                  ignore_index=ignore_index,
+                                                  label_smoothing=label_smoothing)
+        if log_keep is not None:
+            mixed = -torch.logaddexp(log_keep - losses, log_prior)
+            losses = torch.where(targets != ignore_index, mixed, 0.0)
     if reduction == "none":
         return losses
     return losses.sum() if reduction == "sum" else losses.sum() / (targets != ignore_index).sum()
+
+
+def _check_mixture(log_keep, log_prior, hidden, label_smoothing):
+    """(log_keep, log_prior) in the accumulation dtype, or (None, None); errors name them."""
+    if (log_keep is None) != (log_prior is None):
+        raise ValueError("log_keep and log_prior go together (the transition mixture): pass "
+                         "both or neither")
+    if log_keep is None:
+        return None, None
+    for name, value in (("log_keep", log_keep), ("log_prior", log_prior)):
+        if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point:
+            raise TypeError(f"{name} must be a floating-point torch.Tensor [M]")
+        if value.shape != (hidden.shape[0],) or value.device != hidden.device:
+            raise ValueError(f"{name} must have shape [M] = [{hidden.shape[0]}] on "
+                             f"{hidden.device}, got {tuple(value.shape)} on {value.device}")
+    if label_smoothing != 0:
+        raise ValueError("label_smoothing must be 0 with the transition mixture (log_keep, "
+                         "log_prior)")
+    accumulate = _accumulate_dtype(hidden)
+    return log_keep.to(accumulate), log_prior.to(accumulate)
 
 
 def _cross_entropy_from_logsumexp(hidden, weight, bias, targets, ignore_index, label_smoothing):
@@ -325,34 +359,40 @@ def _register_native():
 
 def _register_native_cross_entropy():
     @torch.library.register_fake("stseq::item_cross_entropy")
-    def _(hidden, weight, bias, targets, ignore_index, label_smoothing, chunk_rows,
-          compute_grad):
+    def _(hidden, weight, bias, targets, log_keep, log_prior, ignore_index, label_smoothing,
+          chunk_rows, compute_grad):
         accumulate = _accumulate_dtype(hidden)
         rows, dim, items = hidden.shape[0], hidden.shape[1], weight.shape[0]
-        shapes = ([(rows, dim), (items, dim), (items if bias is not None else 0,)]
-                  if compute_grad else [(0,), (0,), (0,)])
+        mixed = rows if log_keep is not None else 0
+        shapes = ([(rows, dim), (items, dim), (items if bias is not None else 0,), (mixed,),
+                   (mixed,)] if compute_grad else [(0,)] * 5)
         return (hidden.new_empty(rows, dtype=accumulate),
                 *(hidden.new_empty(shape, dtype=accumulate) for shape in shapes))
 
     @torch.library.register_fake("stseq::item_cross_entropy_backward")
-    def _(grad, hidden, weight, bias, targets, grad_hidden, grad_weight, grad_bias,
-          ignore_index, label_smoothing, chunk_rows):
+    def _(grad, hidden, weight, bias, targets, log_keep, log_prior, grad_hidden, grad_weight,
+          grad_bias, grad_log_keep, grad_log_prior, ignore_index, label_smoothing, chunk_rows):
         bias_dtype = weight.dtype if bias is None else bias.dtype
+        accumulate = _accumulate_dtype(hidden)
+        mixed = hidden.shape[0] if log_keep is not None else 0
         return (torch.empty_like(hidden), torch.empty_like(weight),
-                weight.new_empty(weight.shape[0], dtype=bias_dtype))
+                weight.new_empty(weight.shape[0], dtype=bias_dtype),
+                hidden.new_empty(mixed, dtype=accumulate),
+                hidden.new_empty(mixed, dtype=accumulate))
 
     def setup_context(ctx, inputs, output):
-        hidden, weight, bias, targets, ignore_index, label_smoothing, chunk_rows, _ = inputs
-        ctx.config = (ignore_index, label_smoothing, chunk_rows)
-        ctx.has_bias = bias is not None
+        hidden, weight, bias, targets, log_keep, log_prior, *config, _ = inputs
+        ctx.config = config  # ignore_index, label_smoothing, chunk_rows
+        ctx.has_bias, ctx.mixed = bias is not None, log_keep is not None
         ctx.mark_non_differentiable(*output[1:])
-        ctx.save_for_backward(hidden, weight, bias, targets, *output[1:])
+        ctx.save_for_backward(hidden, weight, bias, targets, log_keep, log_prior, *output[1:])
 
     def backward(ctx, grad, *_):
-        hidden, weight, bias, targets, *stored = ctx.saved_tensors
-        grads = torch.ops.stseq.item_cross_entropy_backward(grad, hidden, weight, bias, targets,
-                                                            *stored, *ctx.config)
-        return (grads[0], grads[1], grads[2] if ctx.has_bias else None, *[None] * 5)
+        grads = torch.ops.stseq.item_cross_entropy_backward(grad, *ctx.saved_tensors,
+                                                            *ctx.config)
+        mixture = (grads[3], grads[4]) if ctx.mixed else (None, None)
+        return (grads[0], grads[1], grads[2] if ctx.has_bias else None, None, *mixture,
+                *[None] * 4)
 
     torch.library.register_autograd("stseq::item_cross_entropy", backward,
                                     setup_context=setup_context)

@@ -62,7 +62,7 @@ def test_float32_and_the_triton_kernel():
 def test_full_softmax_is_fused_by_default_and_matches_the_materialised_path():
     hidden, weight, item_bias, targets = case(dtype=torch.float32)
     assert FullSoftmax().fused
-    fused = FullSoftmax(chunk_size=4)(hidden, targets, weight, item_bias)
+    fused = FullSoftmax(chunk_rows=4)(hidden, targets, weight, item_bias)
     materialised = FullSoftmax(fused=False)(hidden, targets, weight, item_bias)
     torch.testing.assert_close(fused, materialised)
     inputs = (hidden, weight, item_bias)
@@ -93,7 +93,7 @@ def test_mixture_loss_without_the_full_logits_matches_the_materialised_one(train
 
     def loss(fused):
         mixture = prior.mixture(hidden, previous, targets if training else None)
-        return FullSoftmax(fused=fused, chunk_size=5)(hidden, targets, weight, item_bias,
+        return FullSoftmax(fused=fused, chunk_rows=5)(hidden, targets, weight, item_bias,
                                                       mixture)
 
     fused, materialised = loss(True), loss(False)

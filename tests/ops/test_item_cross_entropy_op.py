@@ -2,7 +2,7 @@
 materialised twin F.linear + F.cross_entropy: forward and every gradient for the summed/mean
 losses (stored gradients, scaled) and for any other grad_output (recomputed); chunk edges,
 ignore_index, label smoothing, NaN/inf, gradcheck, opcheck, torch.compile, determinism,
-float16 inputs, autocast, inputs left untouched and bad arguments."""
+float16 inputs, autocast, the transition mixture, inputs left untouched and bad arguments."""
 
 import pytest
 import torch
@@ -44,7 +44,7 @@ def assert_close(got, want, dtype):
 
 # (rows, items, dim, chunk_rows): chunks that do not divide M, a chunk larger than M, M = 1,
 # N = 1, blocks of one row (N large enough that one row fills a block).
-SHAPES = [(9, 50, 8, 4), (1, 37, 5, 7), (6, 10, 4, 64), (4, 1, 3, 1), (11, 300_000, 2, 5)]
+SHAPES = [(9, 50, 8, 4), (1, 37, 5, 7), (6, 10, 4, 64), (4, 1, 3, 1), (11, 140_000, 2, 5)]
 
 
 @pytest.mark.parametrize("rows,items,dim,chunk", SHAPES)
@@ -122,6 +122,33 @@ def test_rows_of_only_minus_inf_give_nan():
     assert torch.isnan(want).all() and torch.isnan(got).all()
 
 
+def mixture_case(rows, seed=1):
+    """log_keep = log(1 - w) and log_prior = log(w q) (-inf on rows without a prior)."""
+    generator = torch.Generator().manual_seed(seed)
+    gate = torch.randn(rows, generator=generator, dtype=torch.float64)
+    prior = torch.rand(rows, generator=generator, dtype=torch.float64)
+    log_prior = torch.nn.functional.logsigmoid(gate) + prior.log()
+    log_prior[::3] = float("-inf")
+    return (torch.nn.functional.logsigmoid(-gate).requires_grad_(),
+            log_prior.requires_grad_())
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_transition_mixture_matches_the_materialised_formula(reduction):
+    hidden, weight, item_bias, targets = random_case(10, 40, 6)
+    log_keep, log_prior = mixture_case(10)
+    inputs = (hidden, weight, item_bias, log_keep, log_prior)
+    grad = torch.randn(10, dtype=torch.float64) if reduction == "none" else None
+    ce = reference.item_cross_entropy(hidden, weight, item_bias, targets)
+    want = -torch.logaddexp(log_keep - ce, log_prior)
+    want = want.sum() if reduction == "sum" else want
+    got = item_cross_entropy(hidden, weight, item_bias, targets, log_keep=log_keep,
+                             log_prior=log_prior, reduction=reduction, chunk_rows=3,
+                             backend="native")
+    assert_close((got.detach(), *torch.autograd.grad(got, inputs, grad)),
+                 (want.detach(), *torch.autograd.grad(want, inputs, grad)), torch.float64)
+
+
 def test_gradcheck_float64():
     hidden, weight, item_bias, targets = random_case(5, 9, 3, ignored=[2])
     for reduction in ("mean", "none"):  # stored gradients scaled; recomputed
@@ -130,16 +157,27 @@ def test_gradcheck_float64():
                                                reduction=reduction, chunk_rows=2,
                                                backend="native"),
             (hidden, weight, item_bias))
+    log_keep, log_prior = mixture_case(5)
+    log_prior = log_prior.detach().clamp(min=-30).requires_grad_()  # finite differences
+    for reduction in ("mean", "none"):
+        assert torch.autograd.gradcheck(
+            lambda h, w, b, keep, prior: item_cross_entropy(
+                h, w, b, targets, log_keep=keep, log_prior=prior, reduction=reduction,
+                chunk_rows=2, backend="native"),
+            (hidden, weight, item_bias, log_keep, log_prior))
 
 
 def test_opcheck():
     hidden, weight, item_bias, targets = (x.detach() for x in random_case(6, 11, 4, ignored=[1]))
-    for compute_grad in (True, False):
-        for bias in (item_bias, None):
-            leaves = [x.clone().requires_grad_() if x is not None else None
-                      for x in (hidden, weight, bias)]
-            torch.library.opcheck(torch.ops.stseq.item_cross_entropy,
-                                  (*leaves, targets, -100, 0.1, 4, compute_grad))
+    mixture = [torch.randn(6, dtype=torch.float64).requires_grad_() for _ in range(2)]
+    for bias, log_keep_and_prior, compute_grad in ((None, (None, None), False),
+                                                   (item_bias, mixture, True)):
+        leaves = [x.clone().requires_grad_() if x is not None else None
+                  for x in (hidden, weight, bias)]
+        torch.library.opcheck(torch.ops.stseq.item_cross_entropy,
+                              (*leaves, targets, *log_keep_and_prior, -100,
+                               0.0 if bias is None else 0.1 * (log_keep_and_prior[0] is None),
+                               4, compute_grad))
 
 
 def test_torch_compile_fullgraph():
@@ -211,6 +249,11 @@ BAD = {
     "ignore_index float": (dict(ignore_index=1.5), TypeError, "ignore_index"),
     "reduction": (dict(reduction="avg"), ValueError, "reduction"),
     "backend": (dict(backend="gpu"), ValueError, "backend"),
+    "log_keep alone": (dict(log_keep=torch.zeros(4)), ValueError, "log_keep and log_prior"),
+    "log_prior shape": (dict(log_keep=torch.zeros(4), log_prior=torch.zeros(3)), ValueError,
+                        "log_prior must have shape"),
+    "mixture smoothing": (dict(log_keep=torch.zeros(4), log_prior=torch.zeros(4),
+                               label_smoothing=0.1), ValueError, "label_smoothing"),
 }
 
 
@@ -226,15 +269,19 @@ def test_native_op_checks_its_arguments():
     hidden, weight, item_bias, targets = (x.detach() for x in random_case(4, 9, 3))
     op = torch.ops.stseq.item_cross_entropy
     with pytest.raises(ValueError, match="targets must be item ids"):
-        op(hidden, weight, item_bias, torch.tensor([0, 9, 1, 2]), -100, 0.0, 2, True)
+        op(hidden, weight, item_bias, torch.tensor([0, 9, 1, 2]), None, None, -100, 0.0, 2,
+           True)
     with pytest.raises(ValueError, match="targets must be a CPU int64"):
-        op(hidden, weight, item_bias, targets[:3], -100, 0.0, 2, True)
+        op(hidden, weight, item_bias, targets[:3], None, None, -100, 0.0, 2, True)
     with pytest.raises(ValueError, match="chunk_rows"):
-        op(hidden, weight, item_bias, targets, -100, 0.0, 0, True)
+        op(hidden, weight, item_bias, targets, None, None, -100, 0.0, 0, True)
     with pytest.raises(ValueError, match="label_smoothing"):
-        op(hidden, weight, item_bias, targets, -100, 1.5, 2, True)
-    stored = op(hidden, weight, item_bias, targets, -100, 0.0, 2, True)[1:]
+        op(hidden, weight, item_bias, targets, None, None, -100, 1.5, 2, True)
+    with pytest.raises(ValueError, match="log_keep and log_prior go together"):
+        op(hidden, weight, item_bias, targets, torch.zeros(4, dtype=torch.float64), None, -100,
+           0.0, 2, True)
+    stored = op(hidden, weight, item_bias, targets, None, None, -100, 0.0, 2, True)[1:]
     with pytest.raises(ValueError, match="grad must have shape"):
         torch.ops.stseq.item_cross_entropy_backward(torch.ones(3, dtype=torch.float64), hidden,
-                                                    weight, item_bias, targets, *stored,
-                                                    -100, 0.0, 2)
+                                                    weight, item_bias, targets, None, None,
+                                                    *stored, -100, 0.0, 2)
