@@ -28,8 +28,8 @@ does) makes them reproducible.
 import torch
 import torch.nn.functional as F
 
-from stseq.ops.scoring import check_targets, item_cross_entropy
-from stseq.ops.scoring import item_logsumexp  # noqa: F401 (models reach the op through losses)
+from stseq.ops.scoring import (check_targets, item_cross_entropy, item_logsumexp, log_softmax_at,
+                               target_scores)
 
 PROPOSALS = ("uniform", "popularity")
 
@@ -40,7 +40,8 @@ class FullSoftmax:
 
     With a transition mixture the loss is ``-log((1 - w) exp(s_t - lse) + w q_t)``: a per-row
     function of the cross-entropy, so ``item_cross_entropy`` computes it in the same pass
-    (``log_keep`` = log(1 - w), ``log_prior`` = log(w q_t)).
+    (``log_keep`` = the mixture's ``log_rest``, log(1 - w); ``log_prior`` = log(w q_t)); a
+    mixture without ``log_rest`` gets its ``log_probs_at`` of ``s_t - item_logsumexp``.
 
     Example::
 
@@ -75,9 +76,13 @@ class FullSoftmax:
                                       label_smoothing=self.label_smoothing,
                                       chunk_rows=self.chunk_rows)
         check_targets(targets, hidden, weight, -100)
-        # the mixture's log-probability of the target: -logaddexp(log(1 - w) - ce, log(w q_t)),
-        # log(w q_t) read from the mixture at a log-softmax of -inf (-inf without a prior)
         accumulate = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        if not hasattr(mixture, "log_rest"):  # any mixture: its log-probs at the target
+            lse = item_logsumexp(hidden, weight, bias)  # [M]
+            log_softmax = log_softmax_at(target_scores(hidden, weight, bias, targets), lse)
+            return -mixture.log_probs_at(log_softmax[:, None], targets[:, None])[:, 0]
+        # TransitionMixture: -logaddexp(log(1 - w) - ce, log(w q_t)) in the one-pass kernel,
+        # log(w q_t) read from the mixture at a log-softmax of -inf (-inf without a prior)
         no_model = torch.full((len(targets), 1), float("-inf"), dtype=accumulate,
                               device=hidden.device)
         log_prior = mixture.log_probs_at(no_model, targets[:, None])[:, 0]
