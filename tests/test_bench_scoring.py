@@ -16,7 +16,7 @@ def test_scale_run_writes_training_and_evaluation_rows(tmp_path, monkeypatch, ca
     assert cli.main(["bench", "--ops", "scoring", "--scale", "10000", "--out",
                      str(tmp_path / "out")]) == 0
     assert "training step (scale run)" in capsys.readouterr().out
-    (result,) = (tmp_path / "out").glob("cpu-*.json")
+    (result,) = (tmp_path / "out").glob("cpu-*-scale.json")
     record = json.loads(result.read_text())
     ops = [row["op"] for row in record["cases"]]
     assert ops == [f"{model} {what} (scale run)" for model in scoring.SCALE_MODELS

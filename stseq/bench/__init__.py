@@ -211,7 +211,8 @@ def main(args):
               "repeats": repeats, "load_average": {"start": os.getloadavg()}, "cases": []}
     path = None
     if args.out:
-        path = pathlib.Path(args.out) / f"{device.type}-{record['date'][:10]}.json"
+        suffix = "-scale" if scale is not None else ""  # beside the grid's run of the day
+        path = pathlib.Path(args.out) / f"{device.type}-{record['date'][:10]}{suffix}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
     def measured(rows):  # written after every shape: a run stopped midway keeps its rows
         record["cases"] += rows
