@@ -138,8 +138,8 @@ def item_cross_entropy(hidden, weight, bias, targets, *, ignore_index=-100, labe
         with torch.autocast(hidden.device.type, enabled=False):
             return item_cross_entropy(
                 *_cast((hidden, weight, bias), dtype), targets, ignore_index=ignore_index,
-                label_smoothing=label_smoothing, reduction=reduction, chunk_rows=chunk_rows,
-                backend=backend)
+                label_smoothing=label_smoothing, reduction=reduction, log_keep=log_keep,
+                log_prior=log_prior, chunk_rows=chunk_rows, backend=backend)
     check_arguments(hidden, weight, bias)
     check_targets(targets, hidden, weight, ignore_index)
     log_keep, log_prior = _check_mixture(log_keep, log_prior, hidden, label_smoothing)

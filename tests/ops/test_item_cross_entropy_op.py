@@ -227,6 +227,13 @@ def test_autocast_runs_both_ops_in_float32_on_the_cpu():
         lse_of_bf16 = item_logsumexp(projected, weight, None)
     assert loss.dtype == lse.dtype == lse_of_bf16.dtype == torch.float32
     assert torch.equal(loss, plain_loss)
+    log_keep, log_prior = (x.detach().float() for x in mixture_case(6))
+    plain_mixed = item_cross_entropy(hidden, weight, item_bias, targets, log_keep=log_keep,
+                                     log_prior=log_prior)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = item_cross_entropy(hidden, weight, item_bias, targets, log_keep=log_keep,
+                                   log_prior=log_prior)
+    assert torch.equal(mixed, plain_mixed) and not torch.equal(mixed, plain_loss)
     torch.testing.assert_close(lse, plain_lse, atol=0.1, rtol=0.02)  # inputs rounded to bf16
     grads = torch.autograd.grad(loss, (hidden, weight, item_bias))
     assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
