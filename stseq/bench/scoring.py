@@ -13,6 +13,9 @@ Evaluation throughput in users/s is users * 1000 / ms (the label gives the users
 ``--scale [EVENTS]`` runs ``scale_run`` (at the end of this file) instead of the grid.
 """
 
+import os
+import time
+
 import torch
 import torch.nn.functional as F
 
@@ -205,9 +208,6 @@ def scale_run(events=SCALE_EVENTS, *, workdir, steps=None, eval_users=None, mode
 
         rows = scale_run(10_000, workdir="/tmp/stseq-scale", steps=1, eval_users=50)
     """
-    import os
-    import time
-
     import stseq.eval
     import stseq.models
     from stseq.data import leave_one_out, training_batches
