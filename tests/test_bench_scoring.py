@@ -26,7 +26,7 @@ def test_scale_run_writes_training_and_evaluation_rows(tmp_path, monkeypatch, ca
         assert math.isnan(row["speedup"]) and row["peer"] == scoring.SCALE_PEER
     training, evaluation = record["cases"][:2]
     assert training["steps"] == 2 and training["events_per_s"] > 0
-    assert "users=40," in evaluation["shape"] and evaluation["users_per_s"] > 0
+    assert "eval_users=40," in evaluation["shape"] and evaluation["users_per_s"] > 0
     assert 0.0 <= evaluation["ndcg_at_10"] <= 1.0
     assert list((tmp_path / "work" / "stseq-scale").glob("log-10000-1500.csv"))
 

@@ -255,7 +255,7 @@ def scale_run(events=SCALE_EVENTS, *, workdir, steps=None, eval_users=None, mode
             result = stseq.eval.evaluate(model.item_scores, split.interactions, test, ks=(10,))
         elapsed = time.perf_counter() - tic
         rows.append(_scale_row(f"{name} full-ranking evaluation (scale run)",
-                               f"users={len(test)},{size}", elapsed, _peak_mib(),
+                               f"eval_users={len(test)},{size}", elapsed, _peak_mib(),
                                os.getloadavg()[0], users_per_s=len(test) / elapsed,
                                ndcg_at_10=float(result["NDCG@10"])))
         del model, optimizer
