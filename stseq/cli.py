@@ -220,6 +220,11 @@ def build_parser():
     bench.add_argument("--ops", nargs="+", default=None, help="ops to run (default: all but data)")
     bench.add_argument("--repeats", type=positive_int, default=None,
                        help="timed repeats per case (default: 3 with --quick, else 10)")
+    bench.add_argument("--scale", nargs="?", type=positive_int, const=10_000_000, default=None,
+                       metavar="EVENTS",
+                       help="with --ops scoring: the catalogue-scale run instead of the grid, "
+                            "on a generated Taobao-shaped log of EVENTS events (default 10^7; "
+                            "EVENTS/100 users, 0.15*EVENTS items), kept under the temp folder")
     bench.add_argument("--out", default=None,
                        help="folder for the JSON results (default: none written)")
     bench.set_defaults(run=_bench)

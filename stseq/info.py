@@ -11,11 +11,15 @@ from stseq._native import NATIVE, NATIVE_CUDA, NATIVE_ERROR
 # Op -> the kernels it has besides the reference (which every op has).
 OPS = {"time_gap_embedding": ("native",), "lstm": ("native",), "gru": ("native",),
        "time_lstm": ("native",), "tlstm": ("native",), "time_decay_gru": ("native",),
-       "time_decay_attention": ("triton",)}
+       "time_decay_attention": ("triton",), "item_logsumexp": ("native", "triton"),
+       "item_cross_entropy": ("native", "triton")}
 # Op -> devices where ``auto`` runs the reference although other kernels are usable there (on
 # the CPU the Triton interpreter is a test vehicle; the chunked CPU path, stseq.cpu.attention, which
 # backend "reference" runs for this op, is the fast one).
 AUTO_RUNS_REFERENCE = {"time_decay_attention": ("cpu",)}
+# Op -> devices where ``auto`` never runs the Triton kernel (on the CPU the interpreter is a
+# test vehicle: the item-scoring ops run C++ there, Triton on CUDA).
+AUTO_SKIPS_TRITON = {"item_logsumexp": ("cpu",), "item_cross_entropy": ("cpu",)}
 
 
 def _version(package):
@@ -42,7 +46,8 @@ def info():
                    "triton": backends.triton_unavailable_reason(where)}
         usable[device] = {}
         for op, kernels in OPS.items():  # in the order auto tries them
-            names = [name for name in kernels if reasons[name] is None]
+            names = [name for name in kernels if reasons[name] is None
+                     and not (name == "triton" and device in AUTO_SKIPS_TRITON.get(op, ()))]
             auto_first = device in AUTO_RUNS_REFERENCE.get(op, ())
             usable[device][op] = ["reference"] + names if auto_first else names + ["reference"]
     return {

@@ -15,11 +15,15 @@ def test_info_reports_the_build():
     assert report["torch"] == torch.__version__
     assert report["native"]["cpu"] is True, report["native"]["error"]
     assert report["ops"]["cpu"]["time_gap_embedding"] == ["native", "reference"]
+    for op in ("item_logsumexp", "item_cross_entropy"):  # auto: C++ on the CPU, never Triton
+        assert report["ops"]["cpu"][op] == ["native", "reference"]
 
 
 def test_info_command_prints_text_and_json(capsys):
     assert cli.main(["info"]) == 0
-    assert "native C++   built" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "native C++   built" in out
+    assert "cpu  item_cross_entropy       native > reference" in out
     assert cli.main(["info", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["native"]["cpu"] is True
 

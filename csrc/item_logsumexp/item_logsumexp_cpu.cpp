@@ -5,6 +5,7 @@
 //               S = hidden [M, D] @ weight[c]^T [D, C] + bias[c]           (one ATen GEMM)
 //               online max/sum: m' = max(m, max_j S), sum' = sum e^(m - m') + sum_j e^(S - m')
 //             lse = log(sum) + m                                         [M]
+//             (the element-wise passes on blocks of rows that fit in L2, parallel over blocks)
 //   backward: for each chunk c: recompute P = e^(S - lse) [M, C], then with g = grad [M]:
 //               d_hidden += P @ weight[c]  (times g at the end)
 //               d_weight[c] = P^T @ (g * hidden)    d_bias[c] = P^T @ g
@@ -17,7 +18,10 @@
 // a +inf score makes it +inf, a row of -inf gives -inf (the shift is 0 when the running max is
 // infinite, and a zero running sum is never rescaled, so no 0 * inf appears).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include "item_logsumexp/item_scoring.h"
 
 #include <algorithm>
 #include <limits>
@@ -29,28 +33,11 @@ namespace {
 // sum they are added to; the opt-in gradient filter skips chunks made only of such values.
 constexpr double kFilterThreshold = 1.0 / 16777216.0;
 
-at::ScalarType accumulate_type(at::ScalarType type) {
-  return type == at::kDouble ? at::kDouble : at::kFloat;
-}
+using item_scoring::accumulate_type;
 
 void check_inputs(const at::Tensor& hidden, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias, int64_t chunk_size) {
-  TORCH_CHECK_VALUE(hidden.dim() == 2, "hidden must have shape [M, D], got ", hidden.sizes());
-  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(1) == hidden.size(1),
-                    "weight must have shape [N, D] with D = ", hidden.size(1), ", got ",
-                    weight.sizes());
-  TORCH_CHECK_VALUE(weight.size(0) >= 1, "weight needs at least one item (N >= 1)");
-  TORCH_CHECK_VALUE(hidden.is_floating_point() && weight.scalar_type() == hidden.scalar_type(),
-                    "hidden and weight must share one floating dtype, got ",
-                    hidden.scalar_type(), " and ", weight.scalar_type());
-  TORCH_CHECK_VALUE(hidden.device().is_cpu() && weight.device().is_cpu(),
-                    "hidden and weight must be CPU tensors here");
-  if (bias.has_value()) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0),
-                      "bias must have shape [N] = [", weight.size(0), "], got ", bias->sizes());
-    TORCH_CHECK_VALUE(bias->scalar_type() == hidden.scalar_type() && bias->device().is_cpu(),
-                      "bias must be a CPU tensor of hidden's dtype ", hidden.scalar_type());
-  }
+  item_scoring::check_inputs(hidden, weight, bias);
   TORCH_CHECK_VALUE(chunk_size >= 1, "chunk_size must be >= 1, got ", chunk_size);
 }
 
@@ -81,14 +68,25 @@ at::Tensor item_logsumexp_cpu(const at::Tensor& hidden, const at::Tensor& weight
   for (int64_t start = 0; start < num_items; start += chunk_size) {
     const int64_t end = std::min(num_items, start + chunk_size);
     at::Tensor scores = chunk_scores(rows, weight, bias, start, end);  // [M, C]
-    at::Tensor new_max = at::maximum(running_max, scores.amax(1));    // NaN propagates
-    at::Tensor new_shift = new_max.masked_fill(new_max.abs() == inf, 0.0);
-    at::Tensor rescaled = at::where(running_sum == 0, running_sum,
-                                    running_sum * (shift - new_shift).exp());
-    scores.sub_(new_shift.unsqueeze(1)).exp_();
-    running_sum = rescaled + scores.sum(1);
-    running_max = new_max;
-    shift = new_shift;
+    // The element-wise passes run on blocks of rows that stay in L2, one thread per block.
+    const int64_t block = item_scoring::block_rows(end - start, scores.element_size());
+    at::parallel_for(0, (rows.size(0) + block - 1) / block, 1, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b) {
+        const int64_t begin = b * block, size = std::min(block, rows.size(0) - begin);
+        at::Tensor part = scores.narrow(0, begin, size);                 // [r, C]
+        at::Tensor part_max = running_max.narrow(0, begin, size);        // [r]
+        at::Tensor part_shift = shift.narrow(0, begin, size);
+        at::Tensor part_sum = running_sum.narrow(0, begin, size);
+        at::Tensor new_max = at::maximum(part_max, part.amax(1));       // NaN propagates
+        at::Tensor new_shift = new_max.masked_fill(new_max.abs() == inf, 0.0);
+        at::Tensor rescaled = at::where(part_sum == 0, part_sum,
+                                        part_sum * (part_shift - new_shift).exp());
+        part.sub_(new_shift.unsqueeze(1)).exp_();
+        part_sum.copy_(rescaled + part.sum(1));
+        part_max.copy_(new_max);
+        part_shift.copy_(new_shift);
+      }
+    });
   }
   return running_sum.log_().add_(shift);  // [M]
 }

@@ -20,6 +20,7 @@ import pathlib
 import platform
 import subprocess
 import sys
+import tempfile
 
 import torch
 
@@ -198,6 +199,11 @@ def main(args):
     if unknown:
         print(f"stseq bench: unknown ops {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
         return 2
+    scale = getattr(args, "scale", None)
+    if scale is not None and (names != ["scoring"] or device.type != "cpu"):
+        print("stseq bench: --scale is the scoring suite's catalogue-scale run on the CPU: use "
+              "--ops scoring --scale [EVENTS]", file=sys.stderr)
+        return 2
     repeats = args.repeats or (3 if args.quick else 10)
     if device.type == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -205,19 +211,23 @@ def main(args):
               "repeats": repeats, "load_average": {"start": os.getloadavg()}, "cases": []}
     path = None
     if args.out:
-        path = pathlib.Path(args.out) / f"{device.type}-{record['date'][:10]}.json"
+        suffix = "-scale" if scale is not None else ""  # beside the grid's run of the day
+        path = pathlib.Path(args.out) / f"{device.type}-{record['date'][:10]}{suffix}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
     def measured(rows):  # written after every shape: a run stopped midway keeps its rows
         record["cases"] += rows
         if path:
             _write_record(path, record)
 
-    for family in names:
+    if scale is not None:
+        measured(scoring.scale_run(scale, workdir=os.path.join(tempfile.gettempdir(),
+                                                               "stseq-scale")))
+    for family in names if scale is None else ():
         run_family(SUITES[family], device=device, quick=args.quick, repeats=repeats,
                    measured=measured)
     print()
     print(format_table(record["cases"]))
-    if path:
+    if path and scale is None:
         _write_chart(path, record)
     return 0 if all(row["parity_ok"] for row in record["cases"]) else 1
 

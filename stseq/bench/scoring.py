@@ -10,7 +10,11 @@ the materialised loss over blocks of rows (each block's logits and gradient fit)
 Issue 21's CPU targets: fused CE at least as fast as the materialised path at N = 10^5
 (M = 6,400, D = 128) with at most 1/20 of its peak memory; the training step >= 1.5x.
 Evaluation throughput in users/s is users * 1000 / ms (the label gives the users).
+``--scale [EVENTS]`` runs ``scale_run`` (at the end of this file) instead of the grid.
 """
+
+import os
+import time
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +23,8 @@ from stseq.bench import measure
 from stseq.eval.metrics import positions_from_counts, relevant_positions
 from stseq.data import ItemScores
 from stseq.eval.ranking import chunked_counts_above, chunked_topk
-from stseq.models.losses import FullSoftmax, item_cross_entropy
-from stseq.ops import item_logsumexp
+from stseq.models.losses import FullSoftmax
+from stseq.ops import item_cross_entropy, item_logsumexp
 
 PEER = "F.linear + F.cross_entropy (materialised)"
 LSE_PEER = "F.linear + torch.logsumexp (materialised)"
@@ -29,14 +33,14 @@ RANKING_PEER = "materialised [users, N] scores: rank counts + topk"
 TRAINING_PEER = "same model, materialised loss (F.linear + F.cross_entropy)"
 # Largest logits the materialised peers may build at once (float32 elements: 2.56 GB).
 MATERIALISED_LIMIT = 6400 * 100_000
-# In order of importance (a run stopped midway keeps the shapes measured so far): evaluation,
-# the issue's target shape, 10^6 items (at M = 640: one fused forward + backward at M = 6,400
-# takes minutes on 2 shared cores, and the timing loop calls each function 3 + repeats times),
-# the training step, then the rest of the grid.
-FULL = ([dict(kind="ranking", users=256, dim=128, items=n) for n in (100_000, 1_000_000)]
-        + [dict(kind="loss", rows=6400, dim=128, items=100_000),
-           dict(kind="loss", rows=640, dim=64, items=1_000_000, logsumexp=False),
-           dict(kind="training", items=100_000)]
+# In order of importance (a run stopped midway keeps the shapes measured so far): the issue's
+# target shape, the training step, evaluation, 10^6 items (at M = 640: one fused forward +
+# backward at M = 6,400 takes minutes on 2 shared cores, and the timing loop calls each function
+# 1 + repeats times), then the rest of the grid.
+FULL = ([dict(kind="loss", rows=6400, dim=128, items=100_000),
+         dict(kind="training", items=100_000)]
+        + [dict(kind="ranking", users=256, dim=128, items=n) for n in (100_000, 1_000_000)]
+        + [dict(kind="loss", rows=640, dim=64, items=1_000_000, logsumexp=False)]
         + [dict(kind="loss", rows=6400, dim=d, items=n) for n, d in ((100_000, 64),
                                                                        (10_000, 64),
                                                                        (10_000, 128))])
@@ -158,3 +162,101 @@ def cases(grid, device, dtype):
 # Full-softmax losses summed over 10^5..10^6 items in float32 in another order: relative
 # differences of a few 1e-6 in the loss and of up to ~1e-5 in the largest gradients.
 TOLERANCES = {dtype: 5 * tolerance for dtype, tolerance in measure.TOLERANCES.items()}
+
+
+# The catalogue-scale run (``stseq bench --ops scoring --scale [EVENTS]``): a generated
+# Taobao-shaped log of EVENTS events (10^7 by default), EVENTS / 100 users and 0.15 * EVENTS
+# item ids (1.5 M at 10^7; about 0.85 M of them occur), through the binary cache,
+# leave-one-out; per model a few training steps with the full-softmax loss (fused, never
+# [rows, items]) and a chunked full-ranking evaluation of a slice of the test users.
+SCALE_EVENTS = 10_000_000
+SCALE_MODELS = ("time-decay-gru", "timesasrec")
+SCALE_STEPS, SCALE_EVAL_USERS = 4, 2000
+SCALE_PEER = "none: the materialised [rows, items] logits do not fit"
+
+
+def _peak_mib():
+    """This process's peak resident memory (VmHWM) in MiB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+
+
+def _reset_peak():
+    """Restart VmHWM at the current resident size (Linux; elsewhere the peak stays the
+    process's)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
+def _scale_row(op, shape, seconds, peak, load, **extra):
+    return {"op": op, "shape": shape, "dtype": "float32", "stseq_ms": 1000 * seconds,
+            "peer": SCALE_PEER, "peer_ms": float("nan"), "speedup": float("nan"),
+            "max_error": 0.0, "parity_ok": True, "stseq_peak_mib": peak,
+            "peer_peak_mib": float("nan"), "load_1min": load, **extra}
+
+
+def scale_run(events=SCALE_EVENTS, *, workdir, steps=None, eval_users=None, models=SCALE_MODELS):
+    """Result rows of the catalogue-scale run: per model one training row (ms per step,
+    ``events_per_s`` = training targets per second) and one evaluation row (ms for
+    ``eval_users`` users, ``users_per_s``), each with the process's peak memory since the
+    model was built. The generated log and its cache stay in ``workdir`` for the next run.
+
+    Example::
+
+        rows = scale_run(10_000, workdir="/tmp/stseq-scale", steps=1, eval_users=50)
+    """
+    import stseq.eval
+    import stseq.models
+    from stseq.data import leave_one_out, training_batches
+    from stseq.data.cache import load_cached
+    from stseq.data.generate import generate_log
+
+    steps = SCALE_STEPS if steps is None else steps
+    eval_users = SCALE_EVAL_USERS if eval_users is None else eval_users
+    items = max(1, int(events * 0.15))
+    os.makedirs(workdir, exist_ok=True)
+    csv = os.path.join(workdir, f"log-{events}-{items}.csv")
+    if not os.path.exists(csv):
+        generate_log(csv, events=events, users=max(1, events // 100), items=items, seed=0)
+    data, _ = load_cached("taobao", csv, os.path.join(workdir, f"cache-{events}-{items}"),
+                          integer_ids=True)
+    split = leave_one_out(data)
+    size = f"events={len(data.items)},users={data.num_users},items={data.num_items}"
+    print(f"  scale run: {size}", flush=True)
+    loss = stseq.models.build_loss("ce")
+    rows = []
+    for name in models:
+        _reset_peak()
+        torch.manual_seed(0)
+        model = stseq.models.build_model(name, split.train)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model.train()
+        targets, seconds = 0, []
+        batches = training_batches(split.train, batch_size=128, max_length=50, seed=0)
+        for _, batch in zip(range(steps), batches):
+            tic = time.perf_counter()
+            total, count = model.training_loss(batch, loss)
+            optimizer.zero_grad()
+            (total / count).backward()
+            optimizer.step()
+            seconds.append(time.perf_counter() - tic)
+            targets += count
+        train_peak = _peak_mib()
+        rows.append(_scale_row(f"{name} training step (scale run)", f"B=128,L=50,{size}",
+                               sum(seconds) / len(seconds), train_peak, os.getloadavg()[0],
+                               steps=len(seconds), events_per_s=targets / sum(seconds)))
+        model.eval()
+        test = split.test.select(slice(0, eval_users))
+        tic = time.perf_counter()
+        with torch.no_grad():
+            result = stseq.eval.evaluate(model.item_scores, split.interactions, test, ks=(10,))
+        elapsed = time.perf_counter() - tic
+        rows.append(_scale_row(f"{name} full-ranking evaluation (scale run)",
+                               f"eval_users={len(test)},{size}", elapsed, _peak_mib(),
+                               os.getloadavg()[0], users_per_s=len(test) / elapsed,
+                               ndcg_at_10=float(result["NDCG@10"])))
+        del model, optimizer
+    return rows

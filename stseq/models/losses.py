@@ -10,9 +10,9 @@ model's log-softmax values over all N items at ``columns``
 (``stseq.models.transitions.TransitionMixture``).
 
 - ``FullSoftmax`` (the default, ``"ce"``): cross-entropy over all N items. Fused by default:
-  ``item_cross_entropy`` = ``stseq.ops.item_logsumexp`` - the target's score, memory
-  O(M * chunk) instead of O(M * N); ``fused=False`` is the materialised reference path
-  (``F.linear`` + ``F.cross_entropy``).
+  ``stseq.ops.item_cross_entropy`` (on the CPU the losses and their gradients in one pass over
+  row chunks, memory O(chunk * N) instead of O(M * N)), the transition mixture included;
+  ``fused=False`` is the materialised reference path (``F.linear`` + ``F.cross_entropy``).
 - ``SampledSoftmax`` (``"sampled"``): cross-entropy over the target and ``num_negatives`` items
   drawn once per call and shared by the batch (a negative equal to the row's target is masked),
   from a uniform or a popularity (count^alpha) proposal with the log-Q correction, optionally
@@ -28,101 +28,20 @@ does) makes them reproducible.
 import torch
 import torch.nn.functional as F
 
-from stseq.ops.scoring import item_logsumexp
+from stseq.ops.scoring import (check_targets, item_cross_entropy, item_logsumexp, log_softmax_at,
+                               target_scores)
 
-REDUCTIONS = ("none", "mean", "sum")
 PROPOSALS = ("uniform", "popularity")
-
-
-def item_cross_entropy(hidden, weight, bias, targets, *, ignore_index=-100, label_smoothing=0.0,
-                       reduction="mean", chunk_size=None, backend=None):
-    """``F.cross_entropy(F.linear(hidden, weight, bias), targets, ...)`` without the [M, N]
-    logits: ``item_logsumexp(hidden, weight, bias)`` minus the target's score (a gather and a
-    dot product). Label smoothing eps gives
-    ``(1 - eps) (lse - s_target) + eps (lse - mean_j s_j)`` with ``mean_j s_j`` from the column
-    sums of ``weight`` and ``bias``; rows whose target is ``ignore_index`` give 0 and are not
-    counted by ``"mean"``, as in ``F.cross_entropy``.
-
-    Args:
-        hidden: [M, D]; weight: [N, D]; bias: [N] or None (one floating dtype).
-        targets: [M] int64 item ids in [0, N), or ``ignore_index``.
-        ignore_index, label_smoothing (in [0, 1]), reduction ("none", "mean", "sum"): as in
-            ``F.cross_entropy``.
-        chunk_size, backend: passed to ``item_logsumexp``.
-
-    Returns:
-        float32 (float64 for float64 inputs): [M] with ``reduction="none"``, else a scalar.
-
-    Example::
-
-        hidden = torch.randn(6400, 128, requires_grad=True)
-        weight = torch.randn(100_000, 128, requires_grad=True)
-        targets = torch.randint(0, 100_000, (6400,))
-        item_cross_entropy(hidden, weight, None, targets).backward()
-    """
-    _check_targets(targets, hidden, weight, ignore_index)
-    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
-        raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    lse = item_logsumexp(hidden, weight, bias, chunk_size=chunk_size, backend=backend)  # [M]
-    valid = targets != ignore_index
-    safe = torch.where(valid, targets, 0)
-    losses = -log_softmax_at(target_scores(hidden, weight, bias, safe).to(lse.dtype), lse)
-    if label_smoothing > 0:
-        rows = hidden.to(lse.dtype)
-        mean_score = rows @ weight.to(lse.dtype).mean(0)  # [M]
-        if bias is not None:
-            mean_score = mean_score + bias.to(lse.dtype).mean()
-        losses = (1 - label_smoothing) * losses + label_smoothing * (lse - mean_score)
-    losses = torch.where(valid, losses, 0.0)
-    if reduction == "none":
-        return losses
-    return losses.sum() if reduction == "sum" else losses.sum() / valid.sum()
-
-
-def log_softmax_at(scores, lse):
-    """``scores - lse``: the log-softmax at the scores [M], NaN where ``lse`` is +inf (a row
-    holding a +inf score), as ``torch.log_softmax`` gives for every entry of such a row."""
-    return torch.where(lse == float("inf"), float("nan"), scores - lse)
-
-
-def target_scores(hidden, weight, bias, targets):
-    """[M] score of each row's item: hidden[m] . weight[targets[m]] + bias[targets[m]], in the
-    accumulation dtype (float32, float64 for float64 inputs)."""
-    accumulate = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-    scores = (hidden.to(accumulate) * weight[targets].to(accumulate)).sum(-1)
-    return scores if bias is None else scores + bias[targets].to(accumulate)
-
-
-def _check_targets(targets, hidden, weight, ignore_index):
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets must be a torch.Tensor [M], got {type(targets).__name__}")
-    if targets.dtype != torch.int64:
-        raise TypeError(f"targets must be int64 item ids, got {targets.dtype}")
-    if targets.dim() != 1 or (isinstance(hidden, torch.Tensor) and hidden.dim() >= 1
-                              and targets.shape[0] != hidden.shape[0]):
-        rows = hidden.shape[0] if isinstance(hidden, torch.Tensor) and hidden.dim() else "M"
-        raise ValueError(f"targets must have shape [M] = [{rows}] (one per hidden row), got "
-                         f"{tuple(targets.shape)}")
-    if isinstance(hidden, torch.Tensor) and targets.device != hidden.device:
-        raise ValueError(f"targets is on {targets.device} but hidden is on {hidden.device}")
-    if torch.compiler.is_compiling() or not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-        return
-    items = weight.shape[0]
-    bad = (targets != ignore_index) & ((targets < 0) | (targets >= items))
-    if bad.any():
-        row = int(bad.nonzero()[0, 0])
-        raise ValueError(f"targets must be item ids in [0, N = {items}) or ignore_index "
-                         f"({ignore_index}); row {row} has {int(targets[row])}")
 
 
 class FullSoftmax:
     """Cross-entropy over every item: fused (``item_cross_entropy``, never [M, N]) by default,
     or materialised (``fused=False``: ``F.linear`` + ``F.cross_entropy``, the reference).
 
-    With a transition mixture the loss is ``-log((1 - w) exp(s_t - lse) + w q_t)``: it needs
-    only lse, the target's score and its count, so it is fused too.
+    With a transition mixture the loss is ``-log((1 - w) exp(s_t - lse) + w q_t)``: a per-row
+    function of the cross-entropy, so ``item_cross_entropy`` computes it in the same pass
+    (``log_keep`` = the mixture's ``log_rest``, log(1 - w); ``log_prior`` = log(w q_t)); a
+    mixture without ``log_rest`` gets its ``log_probs_at`` of ``s_t - item_logsumexp``.
 
     Example::
 
@@ -132,13 +51,14 @@ class FullSoftmax:
 
     name = "ce"
 
-    def __init__(self, *, fused=True, label_smoothing=0.0, chunk_size=None):
+    def __init__(self, *, fused=True, label_smoothing=0.0, chunk_rows=None):
         if not isinstance(fused, bool):
             raise TypeError(f"fused must be a bool, got {type(fused).__name__}")
         if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
             raise ValueError(f"label_smoothing must be a number in [0, 1], got "
                              f"{label_smoothing!r}")
-        self.fused, self.label_smoothing, self.chunk_size = fused, label_smoothing, chunk_size
+        self.fused, self.label_smoothing = fused, label_smoothing
+        self.chunk_rows = chunk_rows  # rows per chunk of item_cross_entropy's native kernel
 
     def __call__(self, hidden, targets, weight, bias, mixture=None):
         weight, bias = weight.to(hidden.dtype), bias.to(hidden.dtype)
@@ -154,12 +74,21 @@ class FullSoftmax:
         if mixture is None:
             return item_cross_entropy(hidden, weight, bias, targets, reduction="none",
                                       label_smoothing=self.label_smoothing,
-                                      chunk_size=self.chunk_size)
-        _check_targets(targets, hidden, weight, -100)
-        lse = item_logsumexp(hidden, weight, bias, chunk_size=self.chunk_size)  # [M]
-        log_softmax = log_softmax_at(target_scores(hidden, weight, bias, targets).to(lse.dtype),
-                                     lse)
-        return -mixture.log_probs_at(log_softmax[:, None], targets[:, None])[:, 0]
+                                      chunk_rows=self.chunk_rows)
+        check_targets(targets, hidden, weight, -100)
+        accumulate = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        if not hasattr(mixture, "log_rest"):  # any mixture: its log-probs at the target
+            lse = item_logsumexp(hidden, weight, bias)  # [M]
+            log_softmax = log_softmax_at(target_scores(hidden, weight, bias, targets), lse)
+            return -mixture.log_probs_at(log_softmax[:, None], targets[:, None])[:, 0]
+        # TransitionMixture: -logaddexp(log(1 - w) - ce, log(w q_t)) in the one-pass kernel,
+        # log(w q_t) read from the mixture at a log-softmax of -inf (-inf without a prior)
+        no_model = torch.full((len(targets), 1), float("-inf"), dtype=accumulate,
+                              device=hidden.device)
+        log_prior = mixture.log_probs_at(no_model, targets[:, None])[:, 0]
+        return item_cross_entropy(hidden, weight, bias, targets, reduction="none",
+                                  log_keep=mixture.log_rest.to(accumulate),
+                                  log_prior=log_prior.to(accumulate), chunk_rows=self.chunk_rows)
 
 
 class SampledSoftmax:

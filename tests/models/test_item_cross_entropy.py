@@ -32,7 +32,7 @@ def test_matches_cross_entropy_and_its_gradients(reduction, label_smoothing, ign
         targets[[1, 4]] = -100
     options = dict(reduction=reduction, label_smoothing=label_smoothing)
     want = F.cross_entropy(F.linear(hidden, weight, item_bias), targets, **options)
-    got = item_cross_entropy(hidden, weight, item_bias, targets, chunk_size=5, **options)
+    got = item_cross_entropy(hidden, weight, item_bias, targets, chunk_rows=4, **options)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     inputs = [x for x in (hidden, weight, item_bias) if x is not None]
     grad = torch.rand_like(want)
@@ -62,7 +62,7 @@ def test_float32_and_the_triton_kernel():
 def test_full_softmax_is_fused_by_default_and_matches_the_materialised_path():
     hidden, weight, item_bias, targets = case(dtype=torch.float32)
     assert FullSoftmax().fused
-    fused = FullSoftmax(chunk_size=4)(hidden, targets, weight, item_bias)
+    fused = FullSoftmax(chunk_rows=4)(hidden, targets, weight, item_bias)
     materialised = FullSoftmax(fused=False)(hidden, targets, weight, item_bias)
     torch.testing.assert_close(fused, materialised)
     inputs = (hidden, weight, item_bias)
@@ -93,7 +93,7 @@ def test_mixture_loss_without_the_full_logits_matches_the_materialised_one(train
 
     def loss(fused):
         mixture = prior.mixture(hidden, previous, targets if training else None)
-        return FullSoftmax(fused=fused, chunk_size=5)(hidden, targets, weight, item_bias,
+        return FullSoftmax(fused=fused, chunk_rows=5)(hidden, targets, weight, item_bias,
                                                       mixture)
 
     fused, materialised = loss(True), loss(False)
