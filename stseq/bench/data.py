@@ -279,7 +279,7 @@ def measure_pipeline(cache_folder, *, batches, model_steps, synthetic_options=No
     return rows
 
 
-def run(*, quick, repeats, device, workdir=None):
+def run_suite(*, quick, repeats, device, workdir=None):
     """Every measurement of the suite -> result rows (see the module docstring)."""
     if device.type != "cpu":
         print("  data: runs on the CPU only (skipped on", device.type + ")")

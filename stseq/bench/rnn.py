@@ -107,7 +107,7 @@ def forward_backward(module, case):
     return (output.detach(), *grads)
 
 
-def run(implementation, fn, case):
+def call(implementation, fn, case):
     """fn (forward or forward_backward) on ``"stseq"`` or ``"peer"``; the peer runs with exact
     float32 (cuDNN would use TF32 by default)."""
     if implementation == "stseq":
@@ -202,4 +202,4 @@ def cases(grid, device, dtype):
 
 def _timed(implementation, fn, case, shape):
     with _conditions(shape):
-        return run(implementation, fn, case)
+        return call(implementation, fn, case)

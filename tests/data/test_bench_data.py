@@ -57,7 +57,7 @@ def test_data_suite_on_a_tiny_grid(monkeypatch, tmp_path):
                 pipeline_rounds=1, synthetic={"num_users": 60, "num_items": 50})
     monkeypatch.setattr(bench_data, "QUICK", tiny)
     monkeypatch.setattr(bench_data, "_child", in_process)
-    rows = bench_data.run(quick=True, repeats=1, device=torch.device("cpu"), workdir=tmp_path)
+    rows = bench_data.run_suite(quick=True, repeats=1, device=torch.device("cpu"), workdir=tmp_path)
     names = [f"load {name}" for name in bench_data.FORMATS]
     assert [row["op"] for row in rows] == names + names + [
         "cache load", "training batches (synthetic)", "training batches (cache)"]
@@ -69,5 +69,5 @@ def test_data_suite_on_a_tiny_grid(monkeypatch, tmp_path):
 
 
 def test_cuda_runs_nothing():
-    assert bench_data.run(quick=True, repeats=1, device=torch.device("cuda")) == []
+    assert bench_data.run_suite(quick=True, repeats=1, device=torch.device("cuda")) == []
     assert list(bench_data.cases(bench_data.QUICK, torch.device("cuda"), torch.float32)) == []
