@@ -68,8 +68,13 @@ struct Tile {
 // Measured with two threads on the 2-core machine while three other sessions kept it at a
 // load average of 7.4 (L = 50, inference, B = 16/32/64, H = 64/128/256, grains 4, 8, 16 and
 // one tile): every grain beat one tile from B = 32 on (B = 64, H = 256: 80-87 ms against
-// 108 ms), and between 4, 8 and 16 the medians moved by more than the grains differed; 16
-// stays until a quiet run (stseq bench --ops rnn, threads=2 cases) says otherwise.
+// 108 ms), and between 4, 8 and 16 the medians moved by more than the grains differed.
+// Quiet, two threads (benchmarks/results/rnn/tiles-2026-12-07.log): tiles of 4 rows would take
+// B = 16 from 0.70x to 1.15x torch.nn (H = 128) and from 0.44x to 0.79x (H = 256), but with
+// one core kept busy by another process such calls stalled on the descheduled tile thread
+// (B = 16, H = 128: 8 ms against torch.nn's 1.9 ms, 0.24x; a rule splitting from 25 M
+// multiply-adds of work gave the same), against 0.82x as one tile. 16 stays: the loaded
+// floor (no case below 0.8x) wins over the quiet two-thread gain.
 constexpr int64_t kMinTileRows = 16;
 
 // Up to one tile per thread over the rows that have steps (at least kMinTileRows rows each),
