@@ -14,8 +14,10 @@ import json
 import os
 import time
 
+import numpy as np
 import torch
 
+from stseq.data.splits import Split
 from stseq.models import build_model
 from stseq.train.command import DEFAULT_BATCH_SIZE, DEFAULT_LR, key_values
 from stseq.train.experiment import data_spec, load_data
@@ -35,31 +37,55 @@ def main():
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     parser.add_argument("--stride", type=int, default=None,
                         help="TrainConfig.stride (default: max_length, no overlap)")
+    parser.add_argument("--window-phase", default=TrainConfig.window_phase,
+                        help="TrainConfig.window_phase: end or random")
+    parser.add_argument("--train-shift", type=int, default=0,
+                        help="diagnostic: shorten (< 0) or lengthen (> 0) each user's training "
+                             "prefix by this many events (-1: the validation target then has "
+                             "two events never seen as inputs before it, as the test target "
+                             "has; +1 trains on the validation target)")
+    parser.add_argument("--track-test", action="store_true",
+                        help="also evaluate the test targets after every epoch (recorded as "
+                             "test_curve; never used to select the epoch)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--tag", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     spec = data_spec(args.data)
     _, _, split = load_data(spec)
+    if args.train_shift:
+        lengths = np.clip(split.train.lengths + args.train_shift, 1, split.interactions.lengths)
+        split = Split(split.interactions, split.interactions.prefix(lengths), split.valid,
+                      split.test, f"{split.name}, training shifted by {args.train_shift}")
     options = {"max_length": 50, **key_values(args.option, "--option")}
     for seed in args.seeds:
         seed_everything(seed)
         model = build_model(args.model, split.train, **options)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-                             stride=args.stride,
+                             stride=args.stride, window_phase=args.window_phase,
                              patience=args.patience, seed=seed,
                              device="cpu", progress=False)
         start = time.perf_counter()
-        result = Trainer(model, split, config).fit()
+        trainer = Trainer(model, split, config)
+        test_curve = []
+        if args.track_test:  # one epoch at a time, the test figure of each epoch on the side
+            while not trainer.finished:
+                trainer.fit(epochs=1)  # the last call restores the best epoch's weights
+                last = not trainer.finished or trainer.best_epoch == trainer.epoch
+                test_curve.append(round(trainer.evaluate(split.test, ks=(10,))["NDCG@10"], 4)
+                                  if last else None)
+        result = trainer.fit()
         seconds = time.perf_counter() - start
         history = result["history"]
         row = {"tag": args.tag, "model": args.model, "data": args.data, "seed": seed,
                "options": options, "lr": args.lr, "batch_size": args.batch_size,
                "warmup_steps": args.warmup_steps,
-               "weight_decay": args.weight_decay, "stride": args.stride, "epochs": len(history),
+               "weight_decay": args.weight_decay, "stride": args.stride, "window_phase": args.window_phase,
+               **({"train_shift": args.train_shift} if args.train_shift else {}), "epochs": len(history),
                "best_epoch": result["best_epoch"], "valid_NDCG@10": result["best_valid"],
                "valid_curve": [round(r["valid_NDCG@10"], 4) for r in history],
+               **({"test_curve": test_curve} if args.track_test else {}),
                "test_NDCG@10": result["test"]["NDCG@10"], "test_HR@10": result["test"]["HR@10"],
                "seconds": seconds,
                "train_seconds_per_epoch": sum(r["train_seconds"] for r in history) / len(history),

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from stseq.backends import BACKENDS
 from stseq.data import LOADERS, synthetic
+from stseq.data.batching import WINDOW_PHASES
 from stseq.models import BASELINES, DEFAULT_MODEL, LOSSES, MODELS
 from stseq.train import runs
 from stseq.train.experiment import SPLITS, data_spec, format_table, run_models
@@ -149,6 +150,10 @@ def add_command(commands, formatter):
         "consecutive training windows, at most --max-length (default: --max-length, windows "
         "that do not overlap); smaller trains every target once with at least max-length - "
         "stride + 1 events of history, at max-length / stride times the cost per epoch")
+    add("--window-phase", choices=WINDOW_PHASES, default="end", help="where the training "
+        "windows are cut: 'end' (the same windows every epoch, ending at each user's last "
+        "training event) or 'random' (each epoch shifts each user's cuts by a random 0..stride-1 "
+        "events, so the model does not fit one fixed set of windows)")
     add("--lr", type=positive_float, default=DEFAULT_LR, help="AdamW's peak learning rate")
     add("--weight-decay", type=non_negative_float, default=0.01, help="AdamW's weight decay")
     add("--patience", type=positive_int, default=3,
@@ -265,7 +270,8 @@ def _train_config(args):
     if args.num_negatives is not None and args.loss == "ce":
         raise ValueError("--num-negatives applies to --loss sampled or bce")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                         max_length=args.max_length, stride=args.stride, lr=args.lr,
+                         max_length=args.max_length, stride=args.stride,
+                         window_phase=args.window_phase, lr=args.lr,
                          weight_decay=args.weight_decay,
                          patience=args.patience, loss=args.loss,
                          num_negatives=args.num_negatives, seed=args.seed,

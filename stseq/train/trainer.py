@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from stseq.data import Prefetched, training_batches
+from stseq.data.batching import WINDOW_PHASES
 from stseq.eval import evaluate, metric_names
 from stseq.models.losses import build_loss
 from stseq.train.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng,
@@ -44,6 +45,10 @@ class TrainConfig:
             target is trained once with at least ``max_length - stride + 1`` events of history,
             at about ``max_length / stride`` times the cost per epoch
             (``stseq.data.training_batches``).
+        window_phase: ``"end"`` (the same windows every epoch, ending at each user's last
+            training event) or ``"random"`` (each epoch shifts each user's windows by a random
+            0..stride-1 events: other cuts of the sequences every epoch; see
+            ``stseq.data.training_batches``).
         lr, weight_decay: AdamW's (weight decay on matrices only, not on biases or norms).
         warmup_steps: linear warm-up; then cosine decay to ``min_lr_ratio * lr`` at the end.
         clip_norm: gradient-norm clipping (None: off).
@@ -63,6 +68,7 @@ class TrainConfig:
     batch_size: int = 128
     max_length: int = 50
     stride: int | None = None
+    window_phase: str = "end"
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
@@ -89,6 +95,9 @@ class TrainConfig:
                                         or not 1 <= self.stride <= self.max_length):
             raise ValueError(f"stride must be an integer in [1, max_length={self.max_length}] "
                              f"or None, got {self.stride!r}")
+        if self.window_phase not in WINDOW_PHASES:
+            raise ValueError(f"window_phase must be one of {WINDOW_PHASES}, got "
+                             f"{self.window_phase!r}")
         if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError(f"lr must be > 0 and weight_decay, warmup_steps >= 0, got "
                              f"{self.lr}, {self.weight_decay}, {self.warmup_steps}")
@@ -205,6 +214,7 @@ class Trainer:
         self.loss = build_loss(config.loss, num_negatives=config.num_negatives)
         self.batches = training_batches(split.train, batch_size=config.batch_size,
                                         max_length=config.max_length, stride=config.stride,
+                                        window_phase=config.window_phase,
                                         seed=config.seed)
         if len(self.batches) == 0:
             raise ValueError("the training split has no transitions (every user needs two "
@@ -433,4 +443,5 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], self.batches._rng)
+        self.batches.passes = self.epoch  # one pass per epoch: the next pass's windows
         return self

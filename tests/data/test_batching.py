@@ -250,6 +250,60 @@ def test_bad_stride_is_named(data, stride):
         training_batches(data, max_length=7, stride=stride)
 
 
+def _windows(batches):
+    """[(user, first event, end)] of one pass over ``batches``, sorted."""
+    return sorted((int(b.users[r]), int(b.positions[r] - b.lengths[r]), int(b.positions[r]))
+                  for b in batches for r in range(len(b.users)))
+
+
+@pytest.mark.parametrize("max_length, stride", [(7, 7), (7, 3)])
+def test_random_window_phase_cuts_other_windows_every_pass(data, max_length, stride):
+    expected = [(u, p) for u in range(data.num_users) for p in range(1, data.lengths[u])]
+    batches = training_batches(data, batch_size=16, max_length=max_length, stride=stride,
+                               window_phase="random", seed=2)
+    cuts = []
+    for index in range(3):
+        count = len(batches)  # the batch count of the pass about to run
+        assert batches.passes == index
+        trained = _trained(batches, data)  # every transition once in every pass
+        assert sorted(trained) == expected
+        assert all(history >= min(target, max_length - stride + 1)
+                   for (_, target), history in trained.items())
+        assert -(-len(batches.users) // 16) == count
+        batches.passes = index  # the same pass again (as a resumed run): the same windows
+        cuts.append(_windows(batches))
+    assert cuts[0] != cuts[1] and cuts[1] != cuts[2]  # other cuts each pass
+    fixed = training_batches(data, batch_size=16, max_length=max_length, stride=stride, seed=2)
+    assert _windows(fixed) == _windows(fixed)  # "end": the same windows every pass
+
+
+def test_random_window_phase_by_hand():
+    data = Interactions.from_sequences([[0, 1, 2, 3, 4, 5, 6]], [[1, 2, 3, 4, 5, 6, 7]])
+    for index in range(20):
+        batches = training_batches(data, batch_size=8, max_length=4, window_phase="random",
+                                   shuffle=False, seed=0)
+        batches.passes = index
+        batch = next(iter(batches))
+        pad = batch.pad_item
+        # 6 transitions, shift q in 0..3: windows ending at 6 - q, 2 - q (if > 0), and, for
+        # q > 0, [2, 6) training only its last q positions
+        q = 6 - int(batch.positions[0])
+        assert 0 <= q <= 3
+        rows = list(zip(batch.items.tolist(), batch.next_items.tolist()))
+        if q == 0:
+            assert rows == [([2, 3, 4, 5], [3, 4, 5, 6]), ([0, 1, pad, pad], [1, 2, pad, pad])]
+            continue
+        last = rows[-1]
+        assert last[0] == [2, 3, 4, 5]
+        assert last[1] == [pad] * (4 - q) + [3, 4, 5, 6][4 - q:]
+        assert sorted(t for _, nxt in rows for t in nxt if t != pad) == [1, 2, 3, 4, 5, 6]
+
+
+def test_bad_window_phase_is_named(data):
+    with pytest.raises(ValueError, match="window_phase must be one of"):
+        training_batches(data, window_phase="start")
+
+
 @given(lengths=st.lists(st.integers(1, 30), min_size=1, max_size=6),
        max_length=st.integers(1, 12), data=st.data())
 def test_any_stride_trains_every_transition_once(lengths, max_length, data):

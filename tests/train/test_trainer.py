@@ -62,13 +62,16 @@ def comparable(state):
             "batch_order": state["rng"]["batches"]["state"]}
 
 
-def test_resume_is_exact(split, tmp_path):
+@pytest.mark.parametrize("window_phase", ["end", "random"])
+def test_resume_is_exact(split, tmp_path, window_phase):
     """1 epoch, save, new trainer, load, 1 more == 2 epochs straight (dropout, the SVAE's
-    sampled latent, batch order, AdamW and the schedule all continue exactly)."""
+    sampled latent, batch order, the windows of a random phase, AdamW and the schedule all
+    continue exactly)."""
     options = {"dropout": 0.2, "latent_dim": 8}
-    straight = replace(CONFIG, out=str(tmp_path / "straight"))
+    config = replace(CONFIG, window_phase=window_phase)
+    straight = replace(config, out=str(tmp_path / "straight"))
     Trainer(fresh("svae", split, **options), split, straight).fit()
-    interrupted = replace(CONFIG, out=str(tmp_path / "interrupted"))
+    interrupted = replace(config, out=str(tmp_path / "interrupted"))
     first = Trainer(fresh("svae", split, **options), split, interrupted)
     assert first.fit(epochs=1)["test"] is None  # unfinished: no test evaluation yet
     resumed = Trainer(fresh("svae", split, seed=123, **options), split, interrupted)
@@ -189,6 +192,8 @@ def test_bad_configuration(split, tmp_path):
     for stride in (0, 51, 2.0, True):
         with pytest.raises(ValueError, match="stride must be an integer in"):
             TrainConfig(stride=stride)
+    with pytest.raises(ValueError, match="window_phase must be one of"):
+        TrainConfig(window_phase="start")
     with pytest.raises(ValueError, match="loss must be one of"):
         TrainConfig(loss="hinge")
     with pytest.raises(ValueError, match="num_negatives applies to the sampled losses"):
