@@ -1,4 +1,4 @@
-// The persistent CUDA LSTM/GRU kernels (see rnn_cuda.cu for the design): one kernel per
+// The persistent CUDA LSTM/GRU kernels (see rnn_cuda_launcher.cuh for the design): one kernel per
 // direction of the pass runs every step, a thread-block cluster per tile of rows, W_hh resident
 // in shared memory. Their plan and launch: rnn_cuda_persistent_plan.cuh.
 #pragma once

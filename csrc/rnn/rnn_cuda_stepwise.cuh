@@ -1,5 +1,6 @@
-// The stepwise loop's fused pointwise kernels of the CUDA LSTM/GRU layers (see rnn_cuda.cu): a
-// thread per (row, unit) of one step, grid-stride, around the cell maths of lstm.h and gru.h.
+// The stepwise loop's fused pointwise kernels of the CUDA LSTM/GRU layers (see
+// rnn_cuda_launcher.cuh): a thread per (row, unit) of one step, grid-stride, around the cell
+// maths of lstm.h and gru.h.
 #pragma once
 
 #include <ATen/ATen.h>
