@@ -12,7 +12,6 @@
 
 #include "rnn/rnn.h"
 #include "rnn/rnn_args.h"
-#include "rnn/rnn_plan.h"
 
 namespace stseq {
 namespace {
@@ -22,7 +21,6 @@ using rnn::CellKind;
 using rnn::LayerShape;
 using rnn::ScalarActivations;
 using rnn::Steps;
-using rnn::StepOrder;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;

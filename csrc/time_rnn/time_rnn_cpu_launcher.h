@@ -42,12 +42,11 @@ const CpuRowKernels<scalar_t>& row_kernels() {
 }
 
 struct CpuElementSteps {
-  // Each thread carries one tile of rows through every step on its own: no barrier per step.
-  // Tiles are cut where the running sum of the rows' steps crosses equal shares of the total
-  // (rows sorted by length do unequal work), each at least kMinRows rows so that its GEMMs stay
-  // efficient. The tiles inherit the caller's thread-local state (the dispatcher's autograd
-  // exclusion among it) for the ATen GEMMs they call. A tile's body always gets the tile's first
-  // row as `begin` (the element steps' partial sums go to that row: time_rnn_cpu_rows.h).
+  // Each thread carries one tile of rows through every step on its own: no barrier per step
+  // (common/cpu_tiles.h: tiles of about equal work, each at least kMinRows rows so that its
+  // GEMMs stay efficient, under the caller's thread-local state for the ATen GEMMs they call).
+  // A tile's body always gets the tile's first row as `begin` (the element steps' partial sums
+  // go to that row: time_rnn_cpu_rows.h).
   template <typename Body>
   static void time_loop(const std::vector<int64_t>& active, const Body& body) {
     constexpr int64_t kMinRows = 32;
