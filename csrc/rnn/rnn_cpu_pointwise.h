@@ -28,7 +28,7 @@ namespace {
 // for the remaining units.
 template <typename scalar_t, typename Body>
 inline void for_each_unit(int64_t hidden, const Body& body) {
-  ::stseq::STSEQ_CPU_NAMESPACE::for_each_unit<scalar_t, ScalarActivations>(hidden, body);
+  ::stseq::STSEQ_CPU_NAMESPACE::for_each_unit<scalar_t, ScalarMath>(hidden, body);
 }
 
 template <typename scalar_t>

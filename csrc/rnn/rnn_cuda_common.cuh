@@ -19,7 +19,6 @@ namespace {
 using rnn::Algorithm;
 using rnn::CellKind;
 using rnn::LayerShape;
-using rnn::ScalarActivations;
 using rnn::Steps;
 
 constexpr int kThreads = 256;
