@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/active_rows.h"
+
 namespace stseq {
 
 // Batch rows [begin, end) that one thread carries through every step.
@@ -28,10 +30,7 @@ inline std::vector<CpuTile> cut_tiles(const std::vector<int64_t>& active, int64_
   if (active.empty() || active[0] == 0) return tiles;
   const int64_t rows = active[0];  // the rows with at least one step
   const int64_t count = std::clamp<int64_t>(rows / min_rows, 1, at::get_num_threads());
-  std::vector<int64_t> work(rows, 0);  // [rows] steps of row b
-  for (int64_t n : active) {
-    for (int64_t b = 0; b < std::min(n, rows); ++b) ++work[b];
-  }
+  const std::vector<int64_t> work = row_lengths(active, rows);  // [rows] steps of row b
   int64_t total = 0;
   for (int64_t w : work) total += w;
   int64_t begin = 0, done = 0;

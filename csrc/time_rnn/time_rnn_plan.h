@@ -35,6 +35,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/active_rows.h"
 #include "time_rnn/time_rnn.h"
 #include "time_rnn/time_rnn_args.h"
 
@@ -83,12 +84,7 @@ struct Setup {
     for (int64_t b = 1; b < p.batch; ++b) {
       if (length[b] > length[b - 1]) return active;
     }
-    int64_t rows = p.batch;
-    for (int64_t t = 0; t < p.seq_len; ++t) {
-      while (rows > 0 && length[rows - 1] <= t) --rows;
-      active[t] = rows;
-    }
-    return active;
+    return ::stseq::active_rows(length, p.batch, p.seq_len);
   }
 
   // body(begin, end, step) for every step (from the last one down when `backward`), over the
