@@ -1,8 +1,10 @@
 // The stseq._C module: a small pybind11 surface that says what this build contains. Each op
-// family registers its own torch.library schemas and CPU impls at the end of its
-// csrc/<family>/<family>_cpu.cpp (one TORCH_LIBRARY_FRAGMENT per family, schema next to its
-// impls) and its CUDA impls at the end of <family>_cuda.cu. Tensors never cross pybind11:
-// Python reaches the kernels through torch.ops.stseq.*.
+// family registers its own torch.library schemas (one TORCH_LIBRARY_FRAGMENT per family, schema
+// next to its impls) and impls: time_gap and item_logsumexp at the end of their
+// <family>_cpu.cpp and <family>_cuda.cu, the recurrent cells in csrc/recurrent/ (schemas and
+// register_impls in recurrent_driver.h, one line per device in recurrent_cpu.cpp and
+// recurrent_cuda.cu). Tensors never cross pybind11: Python reaches the kernels through
+// torch.ops.stseq.*.
 #include <pybind11/pybind11.h>
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {

@@ -42,11 +42,10 @@ template <typename Act, typename T>
 STSEQ_HOST_DEVICE inline GruUnitGrad<T> gru_unit_backward(const T& r, const T& z, const T& n,
                                                         const T& h_n, const T& h_prev,
                                                         const T& dh) {
-  const T one(1);
   GruUnitGrad<T> d;
-  d.d_n = dh * (one - z) * (one - n * n);
-  d.d_z = dh * (h_prev - n) * z * (one - z);
-  d.d_r = d.d_n * h_n * r * (one - r);
+  d.d_n = dh * (T(1) - z) * tanh_derivative(n);
+  d.d_z = dh * (h_prev - n) * logistic_derivative(z);
+  d.d_r = d.d_n * h_n * logistic_derivative(r);
   d.d_hn = d.d_n * r;
   d.dh_prev_direct = dh * z;
   return d;

@@ -43,14 +43,13 @@ STSEQ_HOST_DEVICE inline LstmUnitGrad<T> lstm_unit_backward(const T& i, const T&
                                                             const T& o, const T& c,
                                                             const T& c_prev, const T& dh,
                                                             const T& dc) {
-  const T one(1);
   const T tanh_c = Act::tanh(c);
-  const T dc_total = dc + dh * o * (one - tanh_c * tanh_c);
+  const T dc_total = dc + dh * o * tanh_derivative(tanh_c);
   LstmUnitGrad<T> d;
-  d.d_o = dh * tanh_c * o * (one - o);
-  d.d_i = dc_total * g * i * (one - i);
-  d.d_f = dc_total * c_prev * f * (one - f);
-  d.d_g = dc_total * i * (one - g * g);
+  d.d_o = dh * tanh_c * logistic_derivative(o);
+  d.d_i = dc_total * g * logistic_derivative(i);
+  d.d_f = dc_total * c_prev * logistic_derivative(f);
+  d.d_g = dc_total * i * tanh_derivative(g);
   d.dc_prev = dc_total * f;
   return d;
 }

@@ -1,7 +1,7 @@
 // LSTM and GRU gate math for one hidden unit of one batch row: shared by the CPU kernels (where
 // T is float/double or an at::vec::Vectorized of them, one lane per unit) and the CUDA kernels
-// (T is float or double). `Act` supplies sigmoid and tanh for T; ScalarActivations serves the
-// scalar types on host and device.
+// (T is float or double). `Act` supplies sigmoid and tanh for T; common/element_math.h's
+// ScalarMath serves the scalar types on host and device, as for the time-aware cells.
 //
 // Gate order and equations are torch.nn.LSTM / torch.nn.GRU's:
 //   LSTM  i, f, g, o = sigmoid(a_i), sigmoid(a_f), tanh(a_g), sigmoid(a_o)
@@ -12,19 +12,10 @@
 // reaching h (and c) of the step.
 //
 // Files: common/element_math.h (the primitives shared with the time-aware cells: ScalarMath,
-// whose sigmoid and tanh serve the scalar lanes on host and device), lstm.h and gru.h (one file
-// per cell).
+// whose sigmoid and tanh serve the scalar lanes on host and device, and the activations'
+// derivatives), lstm.h and gru.h (one file per cell).
 #pragma once
 
 #include "common/element_math.h"
 #include "rnn/gru.h"
 #include "rnn/lstm.h"
-
-namespace stseq {
-namespace rnn {
-
-// The scalar lanes' activations (float and double, host and device): the shared ScalarMath.
-using ScalarActivations = ::stseq::ScalarMath;
-
-}  // namespace rnn
-}  // namespace stseq

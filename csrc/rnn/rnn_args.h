@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/active_rows.h"
 #include "common/checks.h"
 
 namespace stseq {
@@ -89,10 +90,7 @@ inline Steps make_steps(const at::Tensor& batch_sizes, bool padded, int64_t batc
   const int64_t expected = padded ? num_steps * batch : offset;
   TORCH_CHECK_VALUE(rows == expected, "input has ", rows, " rows but batch_sizes describe ",
                     expected, padded ? " (L * B, padded layout)" : " (their sum, packed layout)");
-  steps.lengths.assign(batch, 0);
-  for (int64_t s = 0; s < num_steps; ++s) {
-    for (int64_t b = 0; b < n[s]; ++b) steps.lengths[b] = s + 1;
-  }
+  steps.lengths = row_lengths(steps.sizes, batch);
   return steps;
 }
 

@@ -1,7 +1,8 @@
 // The CPU kernels of one recurrent step: for n batch rows, the gate math of rnn.h on every hidden
 // unit (vectorised over units), and the step's recurrent GEMM. Raw pointers only: this header is
 // shared by the translation units built for different instruction sets (rnn_cpu_pointwise.h is
-// compiled plainly, with AVX2 and with AVX-512), and rnn_cpu.cpp picks the widest one ATen runs.
+// compiled plainly, with AVX2 and with AVX-512), and rnn_cpu_loop.h picks the widest one ATen
+// runs.
 // Row strides are in elements; every pointer addresses the step's first active row.
 #pragma once
 
@@ -63,7 +64,7 @@ struct GruBackwardRows {
   scalar_t* dhg;           // [n, 3H] stride 3H: gradients of the recurrent-side pre-activations
 };
 
-// out[n, N] = a[n, K] B, B packed by rnn_cpu.cpp's pack_panels into panels of `panel_width`
+// out[n, N] = a[n, K] B, B packed by rnn_cpu_loop.h's pack_panels into panels of `panel_width`
 // columns (common/cpu_gemm.h): the recurrent GEMM of one step.
 // With a second operand a2 (k1 < k_end): out = [a, a2] B, a [n, k1] and a2 [n, k_end - k1] side
 // by side. With k_begin > 0 or k_end < K only rows [k_begin, k_end) of B take part (a then has

@@ -1,72 +1,53 @@
-// The CPU time loop's building blocks for the LSTM/GRU layer ops (rnn_cpu.cpp, its only
-// includer): the widest pointwise kernels this build runs, tiles of batch rows that one thread
-// carries through every step, weight packing for the recurrent product, the product itself,
-// and the rows-per-step cut-off for the LSTM's up-front input projection.
+// The CPU time loops' building blocks for the LSTM/GRU layer ops (rnn_cpu_launcher.h, its only
+// includer): the widest pointwise kernels this build runs, the fewest rows of a tile (tiles:
+// common/cpu_tiles.h), weight packing for the recurrent product, the product itself, and the
+// rows-per-step cut-off for the LSTM's up-front input projection.
 #pragma once
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <ATen/ThreadLocalState.h>
 #include <ATen/Version.h>
 
 #include <algorithm>
 #include <initializer_list>
 #include <string>
-#include <vector>
 
+#include "common/cpu_tiles.h"
 #include "rnn/rnn_args.h"
 #include "rnn/rnn_cpu_kernels.h"
-#include "rnn/rnn_driver.h"
 
 namespace stseq {
+namespace rnn {
 namespace {
-
-using rnn::CellKind;
-using rnn::LayerShape;
-using rnn::Steps;
-using rnn::StepOrder;
 
 // The kernels of the widest instruction set this build has and ATen runs here (which honours
 // ATEN_CPU_CAPABILITY=default / avx2): AVX-512, AVX2, else the baseline ones.
 template <typename scalar_t>
-rnn::CpuPointwise<scalar_t> best_kernels() {
+CpuPointwise<scalar_t> best_kernels() {
   const std::string capability = at::get_cpu_capability();
 #if defined(STSEQ_CPU_AVX512)
-  if (capability == "AVX512") return rnn::cpu_avx512::pointwise_kernels<scalar_t>();
+  if (capability == "AVX512") return cpu_avx512::pointwise_kernels<scalar_t>();
 #endif
 #if defined(STSEQ_CPU_AVX2)
   if (capability == "AVX2" || capability == "AVX512") {
-    return rnn::cpu_avx2::pointwise_kernels<scalar_t>();
+    return cpu_avx2::pointwise_kernels<scalar_t>();
   }
 #endif
-  return rnn::cpu_default::pointwise_kernels<scalar_t>();
+  return cpu_default::pointwise_kernels<scalar_t>();
 }
 
 template <typename scalar_t>
-const rnn::CpuPointwise<scalar_t>& pointwise() {
-  static const rnn::CpuPointwise<scalar_t> kernels = best_kernels<scalar_t>();
+const CpuPointwise<scalar_t>& pointwise() {
+  static const CpuPointwise<scalar_t> kernels = best_kernels<scalar_t>();
   return kernels;
 }
 
-void check_cpu_dtype(const at::Tensor& input, CellKind kind) {
-  TORCH_CHECK_VALUE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-                    rnn::cell_name(kind), " layers on CPU support float32 and float64, got ",
-                    input.scalar_type());
-}
-
-// Batch rows [begin, end) that one thread carries through every step.
-struct Tile {
-  int64_t begin;
-  int64_t end;
-};
-
-// A tile's fewest rows: below it a step's work (a few microseconds) does not pay for a second
-// thread, and on a busy machine a descheduled thread stalls the whole call (issue 17: B = 1 and
-// 8 took 24 ms with two threads against 1 ms with one; the stall there was the parallel fill
-// and copy of the weight packing, now on the calling thread). Tiles never wait for each other
-// inside the time loop, so a second tile costs one parallel region per call, not per step.
-// Measured with two threads on the 2-core machine while three other sessions kept it at a
-// load average of 7.4 (L = 50, inference, B = 16/32/64, H = 64/128/256, grains 4, 8, 16 and
+// A tile's fewest rows (common/cpu_tiles.h): below it a step's work (a few microseconds) does
+// not pay for a second thread, and on a busy machine a descheduled thread stalls the whole call
+// (issue 17: B = 1 and 8 took 24 ms with two threads against 1 ms with one; the stall there was
+// the parallel fill and copy of the weight packing, now on the calling thread). Tiles never wait
+// for each other inside the time loop, so a second tile costs one parallel region per call, not
+// per step. Measured with two threads on the 2-core machine while three other sessions kept it
+// at a load average of 7.4 (L = 50, inference, B = 16/32/64, H = 64/128/256, grains 4, 8, 16 and
 // one tile): every grain beat one tile from B = 32 on (B = 64, H = 256: 80-87 ms against
 // 108 ms), and between 4, 8 and 16 the medians moved by more than the grains differed.
 // Quiet, two threads (benchmarks/results/rnn/tiles-2026-12-07.log): tiles of 4 rows would take
@@ -77,42 +58,8 @@ struct Tile {
 // floor (no case below 0.8x) wins over the quiet two-thread gain.
 constexpr int64_t kMinTileRows = 16;
 
-// Up to one tile per thread over the rows that have steps (at least kMinTileRows rows each),
-// cut where the running sum of row lengths crosses equal shares of the total, so that each tile
-// gets about the same work.
-std::vector<Tile> make_tiles(const Steps& steps) {
-  const int64_t rows = steps.active_rows();
-  std::vector<Tile> tiles;
-  if (rows == 0) return tiles;
-  const int64_t count = std::clamp<int64_t>(rows / kMinTileRows, 1, at::get_num_threads());
-  int64_t total = 0;
-  for (int64_t b = 0; b < rows; ++b) total += steps.lengths[b];
-  int64_t begin = 0, done = 0;
-  for (int64_t b = 0; b < rows; ++b) {
-    done += steps.lengths[b];
-    const int64_t next = static_cast<int64_t>(tiles.size()) + 1;
-    if (next < count && done * count >= total * next) {
-      tiles.push_back({begin, b + 1});
-      begin = b + 1;
-    }
-  }
-  tiles.push_back({begin, rows});
-  return tiles;
-}
-
-// fn(tile) for every tile, one thread per tile, each thread running under the caller's
-// thread-local state (grad mode, inference mode, dispatch keys) for the ATen calls it makes.
-template <typename F>
-void for_each_tile(const std::vector<Tile>& tiles, const F& fn) {
-  const at::ThreadLocalState state;
-  at::parallel_for(0, static_cast<int64_t>(tiles.size()), 1, [&](int64_t first, int64_t last) {
-    at::ThreadLocalStateGuard guard(state);
-    for (int64_t t = first; t < last; ++t) fn(tiles[t]);
-  });
-}
-
 // Rows of `tile` active at step s: [tile.begin, tile.begin + n), n <= 0 when none.
-int64_t tile_rows_at(const Steps& steps, const Tile& tile, int64_t s) {
+inline int64_t tile_rows_at(const Steps& steps, const CpuTile& tile, int64_t s) {
   return std::min(tile.end, steps.sizes[s]) - tile.begin;
 }
 
@@ -124,7 +71,7 @@ int64_t tile_rows_at(const Steps& steps, const Tile& tile, int64_t s) {
 // buffer this size goes parallel, and with one core busy the call then waits for a descheduled
 // thread (issue 17's B = 8 under load).
 template <typename scalar_t>
-at::Tensor pack_panels(const rnn::CpuPointwise<scalar_t>& kernels,
+at::Tensor pack_panels(const CpuPointwise<scalar_t>& kernels,
                        std::initializer_list<at::Tensor> parts) {
   const int64_t width = kernels.panel_width;
   int64_t k = 0;
@@ -144,7 +91,7 @@ at::Tensor pack_panels(const rnn::CpuPointwise<scalar_t>& kernels,
 // [K, N] packed by pack_panels. (Measured against at::mm per step, one thread, L = 50, H = 128:
 // the packed loop was as fast or faster from B = 1 to B = 256, so there is no BLAS branch.)
 template <typename scalar_t>
-void recurrent_product(const rnn::CpuPointwise<scalar_t>& kernels, int64_t k, int64_t columns,
+void recurrent_product(const CpuPointwise<scalar_t>& kernels, int64_t k, int64_t columns,
                        const at::Tensor& packed, const at::Tensor& a, int64_t a_row, int64_t n,
                        const at::Tensor& out, int64_t out_row) {
   kernels.recurrent_gemm({n, k, columns, a.data_ptr<scalar_t>() + a_row * k, k,
@@ -155,13 +102,13 @@ void recurrent_product(const rnn::CpuPointwise<scalar_t>& kernels, int64_t k, in
 // The first of the tile's rows of h_prev (or c_prev) of step s: a row of the initial state
 // [B, width] at the first step, else of step s - 1 in the step-ordered states [N, width] (a
 // prefix of that step's rows, since rows only drop out).
-int64_t previous_row(const Steps& steps, const Tile& tile, int64_t s) {
+int64_t previous_row(const Steps& steps, const CpuTile& tile, int64_t s) {
   return s == 0 ? tile.begin : steps.offsets[s - 1] + tile.begin;
 }
 
 template <typename scalar_t>
 const scalar_t* previous_rows_ptr(const Steps& steps, const at::Tensor& first,
-                                  const at::Tensor& states, const Tile& tile, int64_t s,
+                                  const at::Tensor& states, const CpuTile& tile, int64_t s,
                                   int64_t width) {
   return (s == 0 ? first : states).data_ptr<scalar_t>() + previous_row(steps, tile, s) * width;
 }
@@ -183,4 +130,5 @@ const scalar_t* previous_rows_ptr(const Steps& steps, const at::Tensor& first,
 constexpr int64_t kMaxRowsProjectingFirst = 8;
 
 }  // namespace
+}  // namespace rnn
 }  // namespace stseq

@@ -1,7 +1,7 @@
 // Definitions of the CPU pointwise kernels declared in rnn_cpu_kernels.h, vectorised over hidden
 // units with the lanes of common/cpu_vector.h (one at::vec::Vectorized lane per unit, a scalar
 // loop for the remainder) around the shared gate math of rnn.h. Included by exactly one
-// translation unit per instruction set, which names its namespace first: rnn_cpu.cpp
+// translation unit per instruction set, which names its namespace first: rnn_cpu_default.cpp
 // (STSEQ_CPU_NAMESPACE cpu_default, baseline flags), rnn_cpu_avx2.cpp (cpu_avx2, built with
 // -mavx2 -mfma and ATen's CPU_CAPABILITY_AVX2, where Vectorized<float> holds 8 lanes) and
 // rnn_cpu_avx512.cpp (cpu_avx512, CPU_CAPABILITY_AVX512: 16 lanes). The recurrent GEMM is
@@ -28,7 +28,7 @@ namespace {
 // for the remaining units.
 template <typename scalar_t, typename Body>
 inline void for_each_unit(int64_t hidden, const Body& body) {
-  ::stseq::STSEQ_CPU_NAMESPACE::for_each_unit<scalar_t, ScalarActivations>(hidden, body);
+  ::stseq::STSEQ_CPU_NAMESPACE::for_each_unit<scalar_t, ScalarMath>(hidden, body);
 }
 
 template <typename scalar_t>

@@ -1,4 +1,4 @@
-// What the CUDA LSTM/GRU kernels share (rnn_cuda.cu and the .cuh files it includes, one
+// What the CUDA LSTM/GRU kernels share (rnn_cuda_launcher.cuh and the .cuh files it includes, one
 // translation unit): launch sizes, the persistent cluster's limits and the names of the plan.
 #pragma once
 
@@ -12,7 +12,6 @@
 
 #include "rnn/rnn.h"
 #include "rnn/rnn_args.h"
-#include "rnn/rnn_driver.h"
 
 namespace stseq {
 namespace {
@@ -20,9 +19,7 @@ namespace {
 using rnn::Algorithm;
 using rnn::CellKind;
 using rnn::LayerShape;
-using rnn::ScalarActivations;
 using rnn::Steps;
-using rnn::StepOrder;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;

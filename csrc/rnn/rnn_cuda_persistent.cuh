@@ -1,4 +1,4 @@
-// The persistent CUDA LSTM/GRU kernels (see rnn_cuda.cu for the design): one kernel per
+// The persistent CUDA LSTM/GRU kernels (see rnn_cuda_launcher.cuh for the design): one kernel per
 // direction of the pass runs every step, a thread-block cluster per tile of rows, W_hh resident
 // in shared memory. Their plan and launch: rnn_cuda_persistent_plan.cuh.
 #pragma once
@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int64_t out = offset + row;
       float h_value = 0.f;
       if constexpr (kLstm) {
-        const auto u = rnn::lstm_unit_forward<ScalarActivations>(
+        const auto u = rnn::lstm_unit_forward<ScalarMath>(
             x[0][r] + acc[0][r], x[1][r] + acc[1][r], x[2][r] + acc[2][r], x[3][r] + acc[3][r],
             c[r]);
         if (live) {
@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       } else {
         const float h_prev = unit_ok ? h_now[j * kStride + local + r] : 0.f;
-        const auto u = rnn::gru_unit_forward<ScalarActivations>(
+        const auto u = rnn::gru_unit_forward<ScalarMath>(
             x[0][r], x[1][r], x[2][r], acc[0][r], acc[1][r], acc[2][r], h_prev);
         if (live) {
           h_value = u.h;
@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float* g = p.gates + at * 4 * H + j;
       if constexpr (kLstm) {
         const float c_prev = s > 0 ? p.cells[(prev_offset + row) * H + j] : p.c0[row * H + j];
-        const auto d = rnn::lstm_unit_backward<ScalarActivations>(
+        const auto d = rnn::lstm_unit_backward<ScalarMath>(
             g[0], g[H], g[2 * H], g[3 * H], p.cells[at * H + j], c_prev, dh, dc[r]);
         dc[r] = d.dc_prev;
         dgate[0][r] = d.d_i, dgate[1][r] = d.d_f, dgate[2][r] = d.d_g, dgate[3][r] = d.d_o;
@@ -316,7 +316,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const float h_prev = static_cast<float>(s > 0 ? p.hidden[(prev_offset + row) * H + j]
                                                       : p.h0[row * H + j]);
         const auto d =
-            rnn::gru_unit_backward<ScalarActivations>(g[0], g[H], g[2 * H], g[3 * H], h_prev, dh);
+            rnn::gru_unit_backward<ScalarMath>(g[0], g[H], g[2 * H], g[3 * H], h_prev, dh);
         carry[r] = d.dh_prev_direct;
         dgate[0][r] = d.d_r, dgate[1][r] = d.d_z, dgate[2][r] = d.d_hn;
         scalar_t* dxg = p.dxg + at * 3 * H + j;

@@ -1,5 +1,6 @@
-// The stepwise loop's fused pointwise kernels of the CUDA LSTM/GRU layers (see rnn_cuda.cu): a
-// thread per (row, unit) of one step, grid-stride, around the cell maths of lstm.h and gru.h.
+// The stepwise loop's fused pointwise kernels of the CUDA LSTM/GRU layers (see
+// rnn_cuda_launcher.cuh): a thread per (row, unit) of one step, grid-stride, around the cell
+// maths of lstm.h and gru.h.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -41,7 +42,7 @@ __global__ void lstm_step_forward(const LstmStepForward<scalar_t, acc_t> p) {
       return static_cast<acc_t>(xg[q * H]) + static_cast<acc_t>(hg[q * H]);
     };
     const auto u =
-        rnn::lstm_unit_forward<ScalarActivations>(pre(0), pre(1), pre(2), pre(3), p.c_state[k]);
+        rnn::lstm_unit_forward<ScalarMath>(pre(0), pre(1), pre(2), pre(3), p.c_state[k]);
     p.c_state[k] = u.c;
     p.h[k] = static_cast<scalar_t>(u.h);
     if (p.gates != nullptr) {
@@ -78,7 +79,7 @@ __global__ void lstm_step_backward(const LstmStepBackward<scalar_t, acc_t> p) {
     if (p.dy != nullptr) dh += static_cast<acc_t>(p.dy[k]);
     const acc_t* g = p.gates + b * 4 * H + j;
     const acc_t c = p.cells[k];
-    const auto d = rnn::lstm_unit_backward<ScalarActivations>(g[0], g[H], g[2 * H], g[3 * H], c,
+    const auto d = rnn::lstm_unit_backward<ScalarMath>(g[0], g[H], g[2 * H], g[3 * H], c,
                                                               p.c_prev[k], dh, p.dc[k]);
     scalar_t* dg = p.dgates + b * 4 * H + j;
     dg[0] = static_cast<scalar_t>(d.d_i);
@@ -111,7 +112,7 @@ __global__ void gru_step_forward(const GruStepForward<scalar_t, acc_t> p) {
     const scalar_t* hg = p.hg + b * 3 * H + j;
     const auto in = [](scalar_t v) { return static_cast<acc_t>(v); };
     const auto bias = [&](int q) { return p.b_hh != nullptr ? in(p.b_hh[q * H + j]) : acc_t(0); };
-    const auto u = rnn::gru_unit_forward<ScalarActivations>(
+    const auto u = rnn::gru_unit_forward<ScalarMath>(
         in(xg[0]), in(xg[H]), in(xg[2 * H]), in(hg[0]) + bias(0), in(hg[H]) + bias(1),
         in(hg[2 * H]) + bias(2), in(p.h_prev[k]));
     p.h[k] = static_cast<scalar_t>(u.h);
@@ -145,7 +146,7 @@ __global__ void gru_step_backward(const GruStepBackward<scalar_t, acc_t> p) {
     const int64_t b = k / H, j = k % H;
     const acc_t dh = static_cast<acc_t>(p.dh_rec[k]) + p.carry[k] + static_cast<acc_t>(p.dy[k]);
     const acc_t* g = p.gates + b * 4 * H + j;
-    const auto d = rnn::gru_unit_backward<ScalarActivations>(
+    const auto d = rnn::gru_unit_backward<ScalarMath>(
         g[0], g[H], g[2 * H], g[3 * H], static_cast<acc_t>(p.h_prev[k]), dh);
     scalar_t* dxg = p.dxg + b * 3 * H + j;
     scalar_t* dhg = p.dhg + b * 3 * H + j;

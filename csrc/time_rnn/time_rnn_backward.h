@@ -1,7 +1,8 @@
-// Backward drivers of the time-aware cells (see time_rnn_driver.h), one section per cell: the
-// time loop in reverse (`*_backward_loop`: per step the cell's backward element step and the
-// recurrent GEMM that carries d/dh to the earlier step; after the loop the weight-gradient GEMMs
-// and the partial sums' totals) and the entry point (`*_backward`).
+// Backward drivers of the time-aware cells (the launcher interface: recurrent/recurrent_driver.h),
+// one section per cell: the time loop in reverse (`*_backward_loop`: per step the cell's
+// backward element step and the recurrent GEMM that carries d/dh to the earlier step; after the
+// loop the weight-gradient GEMMs and the partial sums' totals) and the entry point
+// (`*_backward`).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,8 +1,9 @@
 // The CPU element kernels of the time-aware recurrent ops: one function per element step of
 // time_rnn.h that runs it over rows [begin, end) of a step, each row's hidden units as vector
 // lanes. This header is shared by the translation units built for different instruction sets
-// (time_rnn_cpu_rows.h is compiled once plainly in time_rnn_cpu.cpp and once with AVX2 + FMA in
-// time_rnn_cpu_avx2.cpp); time_rnn_cpu.cpp picks the best table the processor runs.
+// (time_rnn_cpu_rows.h is compiled once plainly in time_rnn_cpu_default.cpp and once with AVX2 +
+// FMA in time_rnn_cpu_avx2.cpp); time_rnn_cpu_launcher.h picks the best table the processor
+// runs.
 #pragma once
 
 #include <cstdint>

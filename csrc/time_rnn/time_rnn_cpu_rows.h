@@ -1,7 +1,7 @@
 // Definitions of the CPU element kernels declared in time_rnn_cpu_kernels.h: each row of a step
 // as at::vec::Vectorized lanes over its hidden units (common/cpu_vector.h), the remaining units
 // as ScalarMath lanes, around the shared cell math of time_rnn.h. Included by exactly one
-// translation unit per instruction set, which names its namespace first: time_rnn_cpu.cpp
+// translation unit per instruction set, which names its namespace first: time_rnn_cpu_default.cpp
 // (STSEQ_CPU_NAMESPACE cpu_default, baseline flags) and time_rnn_cpu_avx2.cpp (cpu_avx2, built
 // with -mavx2 -mfma and ATen's CPU_CAPABILITY_AVX2).
 #pragma once

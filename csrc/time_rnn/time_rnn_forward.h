@@ -1,6 +1,7 @@
-// Forward drivers of the time-aware cells (see time_rnn_driver.h), one section per cell: the
-// time loop (`*_forward_loop`: the input GEMM, then per step the recurrent GEMM(s) and the cell's
-// element step) and the entry point (`*_forward`: checks, then the loop for input's dtype).
+// Forward drivers of the time-aware cells (the launcher interface: recurrent/recurrent_driver.h),
+// one section per cell: the time loop (`*_forward_loop`: the input GEMM, then per step the
+// recurrent GEMM(s) and the cell's element step) and the entry point (`*_forward`: checks, then
+// the loop for input's dtype).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,8 +1,30 @@
-// Buffers and plans of the time-aware recurrent drivers (see time_rnn_driver.h): Setup (sizes,
-// options, lengths, the rows that run at each step, and every buffer the loops allocate, shapes
-// beside each), run_entry (what every entry point runs after its checks), run_step (one element
-// step over a step's rows), RecurrentGates (an LSTM cell's recurrent GEMM into its gates) and
-// StepOperand (a backward step's GEMM operand).
+// Buffers and plans of the time-aware recurrent drivers: Setup (sizes, options, lengths, the
+// rows that run at each step, and every buffer the loops allocate, shapes beside each),
+// run_entry (what every entry point runs after its checks), run_step (one element step over a
+// step's rows), RecurrentGates (an LSTM cell's recurrent GEMM into its gates) and StepOperand
+// (a backward step's GEMM operand).
+//
+// The time-aware cells' drivers (haste's structure, written for every cell), the same code on
+// every device (the launcher interface: recurrent/recurrent_driver.h):
+//   forward:  one GEMM projects the inputs of all L steps onto every gate, time gates included
+//             (gates = x W_ih^T + b, [L, B, G*H]); then a time loop in C++ with, per step, the
+//             recurrent GEMM(s) and one fused element step (time_rnn.h) that adds the dt terms,
+//             applies the gates, writes the output and, when training, saves the activations
+//             (over the projections in `gates`, and the cell states in `cells`);
+//   backward: the element steps in reverse write the pre-activation gradients by position and
+//             the recurrent GEMM carries d/dh to the earlier step; after the loop dx, dW_ih and
+//             dW_hh are three large GEMMs; the element steps also add the gradients of the biases
+//             and elementwise weights (peepholes, time and decay weights) into partial sums
+//             (per row on CUDA, per thread's tile on the CPU), summed after the loop (no atomics
+//             anywhere: bitwise reproducible on a device for a given thread count).
+//
+// Variable lengths: with rows sorted by length, longest first (stseq/ops/time_rnn.py sorts
+// them), the rows that still run at a step are a prefix of the batch, and every GEMM and element
+// step covers only that prefix (as in csrc/rnn's plan): no work is spent on padding. Unsorted
+// lengths stay correct (every row, each checked by the element step), only slower.
+//
+// Files: this one, time_rnn_forward.h and time_rnn_backward.h (each cell's time loop and entry
+// point); the cell maths: time_rnn.h.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,6 +35,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/active_rows.h"
 #include "time_rnn/time_rnn.h"
 #include "time_rnn/time_rnn_args.h"
 
@@ -61,12 +84,7 @@ struct Setup {
     for (int64_t b = 1; b < p.batch; ++b) {
       if (length[b] > length[b - 1]) return active;
     }
-    int64_t rows = p.batch;
-    for (int64_t t = 0; t < p.seq_len; ++t) {
-      while (rows > 0 && length[rows - 1] <= t) --rows;
-      active[t] = rows;
-    }
-    return active;
+    return ::stseq::active_rows(length, p.batch, p.seq_len);
   }
 
   // body(begin, end, step) for every step (from the last one down when `backward`), over the
@@ -212,7 +230,8 @@ Result run_entry(const Problem& p, const at::Tensor& input, const at::Tensor& dt
   [[maybe_unused]] const auto guard = Launcher::guard(input);
   const Setup s(p, input, dt, lengths, reverse);
   Result result;
-  Launcher::dispatch(input.scalar_type(), [&](auto tag) { result = body(s, tag); });
+  Launcher::dispatch(input.scalar_type(), "time-aware recurrent layers",
+                     [&](auto tag) { result = body(s, tag); });
   return result;
 }
 

@@ -1,24 +1,26 @@
-// CUDA kernels of the time-aware recurrent ops, registered as their CUDA impls: the shared
-// drivers (time_rnn_driver.h, the same code as on the CPU) with a launcher that runs every step
-// over the rows still running and gives one thread to each hidden unit of each row. Per step that
+// The time-aware cells' part of the CUDA launcher (recurrent/recurrent_cuda.cu):
+// time_rnn::CudaElementSteps runs the shared drivers' steps (time_rnn_forward.h,
+// time_rnn_backward.h, the same code as on the CPU) over the rows still running and gives one
+// thread to each hidden unit of each row. Per step that
 // is the recurrent GEMM(s) through cuBLAS (at::mm_out on the current stream; half and bfloat16
 // accumulate in float32) and one fused kernel running the cell math of time_rnn.h: gates, dt terms
 // and, when training, the saved activations. States, saved activations and gradient accumulators
 // are float32 for half and bfloat16 inputs; every (row, unit) accumulator is owned by one thread
 // per step, so there are no atomics and the backward is bitwise reproducible.
+#pragma once
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include "time_rnn/time_rnn_driver.h"
+#include "time_rnn/time_rnn.h"
 
 namespace stseq {
+namespace time_rnn {
 namespace {
 
 constexpr int kThreads = 256;
@@ -62,31 +64,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-struct CudaLauncher {
-  static c10::cuda::CUDAGuard guard(const at::Tensor& input) {
-    TORCH_CHECK_VALUE(input.is_cuda(), "input must be a CUDA tensor, got one on ", input.device());
-    return c10::cuda::CUDAGuard(input.device());
-  }
-
-  template <typename F>
-  static void dispatch(at::ScalarType type, F&& f) {
-    switch (type) {
-      case at::kFloat:
-        return f(float{});
-      case at::kDouble:
-        return f(double{});
-      case at::kHalf:
-        return f(c10::Half{});
-      case at::kBFloat16:
-        return f(c10::BFloat16{});
-      default:
-        TORCH_CHECK_VALUE(false,
-                          "time-aware recurrent layers on CUDA support float32, float64, "
-                          "float16 and bfloat16, got ",
-                          type);
-    }
-  }
-
+struct CudaElementSteps {
   // Every step over the rows that run at it (the driver narrows [0, active[0]) to them): the
   // GEMMs use the whole batch, one kernel per element step.
   template <typename Body>
@@ -115,6 +93,5 @@ struct CudaLauncher {
 };
 
 }  // namespace
+}  // namespace time_rnn
 }  // namespace stseq
-
-TORCH_LIBRARY_IMPL(stseq, CUDA, m) { stseq::time_rnn::register_impls<stseq::CudaLauncher>(m); }
