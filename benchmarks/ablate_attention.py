@@ -37,8 +37,8 @@ def main():
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     parser.add_argument("--stride", type=int, default=None,
                         help="TrainConfig.stride (default: max_length, no overlap)")
-    parser.add_argument("--window-phase", default=TrainConfig.window_phase,
-                        help="TrainConfig.window_phase: end or random")
+    parser.add_argument("--window-phase", default=None,
+                        help="TrainConfig.window_phase: end or random (default: the model's)")
     parser.add_argument("--train-shift", type=int, default=0,
                         help="diagnostic: shorten (< 0) or lengthen (> 0) each user's training "
                              "prefix by this many events (-1: the validation target then has "
@@ -81,8 +81,10 @@ def main():
         row = {"tag": args.tag, "model": args.model, "data": args.data, "seed": seed,
                "options": options, "lr": args.lr, "batch_size": args.batch_size,
                "warmup_steps": args.warmup_steps,
-               "weight_decay": args.weight_decay, "stride": args.stride, "window_phase": args.window_phase,
-               **({"train_shift": args.train_shift} if args.train_shift else {}), "epochs": len(history),
+               "weight_decay": args.weight_decay, "stride": args.stride,
+               "window_phase": args.window_phase or model.window_phase,
+               **({"train_shift": args.train_shift} if args.train_shift else {}),
+               "epochs": len(history),
                "best_epoch": result["best_epoch"], "valid_NDCG@10": result["best_valid"],
                "valid_curve": [round(r["valid_NDCG@10"], 4) for r in history],
                **({"test_curve": test_curve} if args.track_test else {}),

@@ -53,6 +53,9 @@ class SequentialRecommender(GeoScoring, nn.Module):
 
     Attributes:
         time_aware: whether the model reads timestamps (used to label results).
+        window_phase: how ``stseq.train.Trainer`` cuts its training windows unless
+            ``TrainConfig.window_phase`` says otherwise (``stseq.data.training_batches``):
+            "end" here, "random" for the attention recommenders.
         spec: ``{"name", "options"}`` set by ``stseq.models.build_model`` to rebuild the model
             from a checkpoint.
 
@@ -65,6 +68,7 @@ class SequentialRecommender(GeoScoring, nn.Module):
 
     time_aware = False
     trainable = True
+    window_phase = "end"
 
     def __init__(self, num_items, *, dim=128, max_length=50, dropout=0.2, backend="auto",
                  tie_weights=False, geo=False, transition_prior=True):

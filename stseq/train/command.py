@@ -150,10 +150,11 @@ def add_command(commands, formatter):
         "consecutive training windows, at most --max-length (default: --max-length, windows "
         "that do not overlap); smaller trains every target once with at least max-length - "
         "stride + 1 events of history, at max-length / stride times the cost per epoch")
-    add("--window-phase", choices=WINDOW_PHASES, default="end", help="where the training "
+    add("--window-phase", choices=WINDOW_PHASES, default=None, help="where the training "
         "windows are cut: 'end' (the same windows every epoch, ending at each user's last "
         "training event) or 'random' (each epoch shifts each user's cuts by a random 0..stride-1 "
-        "events, so the model does not fit one fixed set of windows)")
+        "events, so the model does not fit one fixed set of windows); default: the model's, "
+        "'random' for the attention models, 'end' for the others")
     add("--lr", type=positive_float, default=DEFAULT_LR, help="AdamW's peak learning rate")
     add("--weight-decay", type=non_negative_float, default=0.01, help="AdamW's weight decay")
     add("--patience", type=positive_int, default=3,

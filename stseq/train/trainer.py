@@ -46,9 +46,11 @@ class TrainConfig:
             at about ``max_length / stride`` times the cost per epoch
             (``stseq.data.training_batches``).
         window_phase: ``"end"`` (the same windows every epoch, ending at each user's last
-            training event) or ``"random"`` (each epoch shifts each user's windows by a random
+            training event), ``"random"`` (each epoch shifts each user's windows by a random
             0..stride-1 events: other cuts of the sequences every epoch; see
-            ``stseq.data.training_batches``).
+            ``stseq.data.training_batches``) or None (the default): the model's
+            ``window_phase``, "random" for the attention recommenders (on fixed windows they fit
+            the cuts), "end" for the others (the time-decay GRU did worse with "random").
         lr, weight_decay: AdamW's (weight decay on matrices only, not on biases or norms).
         warmup_steps: linear warm-up; then cosine decay to ``min_lr_ratio * lr`` at the end.
         clip_norm: gradient-norm clipping (None: off).
@@ -68,7 +70,7 @@ class TrainConfig:
     batch_size: int = 128
     max_length: int = 50
     stride: int | None = None
-    window_phase: str = "end"
+    window_phase: str | None = None
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
@@ -95,7 +97,7 @@ class TrainConfig:
                                         or not 1 <= self.stride <= self.max_length):
             raise ValueError(f"stride must be an integer in [1, max_length={self.max_length}] "
                              f"or None, got {self.stride!r}")
-        if self.window_phase not in WINDOW_PHASES:
+        if self.window_phase is not None and self.window_phase not in WINDOW_PHASES:
             raise ValueError(f"window_phase must be one of {WINDOW_PHASES}, got "
                              f"{self.window_phase!r}")
         if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
@@ -214,7 +216,8 @@ class Trainer:
         self.loss = build_loss(config.loss, num_negatives=config.num_negatives)
         self.batches = training_batches(split.train, batch_size=config.batch_size,
                                         max_length=config.max_length, stride=config.stride,
-                                        window_phase=config.window_phase,
+                                        window_phase=config.window_phase
+                                        or getattr(model, "window_phase", "end"),
                                         seed=config.seed)
         if len(self.batches) == 0:
             raise ValueError("the training split has no transitions (every user needs two "

@@ -209,6 +209,18 @@ def test_bad_configuration(split, tmp_path):
         Trainer(fresh("lstm", split), split, CONFIG).load(tmp_path / "checkpoint.pt")
 
 
+def test_window_phase_defaults_to_the_models(split):
+    def phase(trainer):
+        return "random" if trainer.batches.redraw is not None else "end"
+
+    assert phase(Trainer(fresh("sasrec", split, num_heads=1), split, CONFIG)) == "random"
+    assert phase(Trainer(fresh("gru4rec", split), split, CONFIG)) == "end"
+    assert phase(Trainer(fresh("gru4rec", split), split,
+                         replace(CONFIG, window_phase="random"))) == "random"
+    assert phase(Trainer(fresh("sasrec", split, num_heads=1), split,
+                         replace(CONFIG, window_phase="end"))) == "end"
+
+
 def test_overlapping_windows_train_every_target_once(split):
     trainer = Trainer(fresh("sasrec", split, num_heads=1), split, replace(CONFIG, stride=3))
     plain = Trainer(fresh("sasrec", split, num_heads=1), split, CONFIG)
