@@ -20,6 +20,10 @@ import torch
 from stseq import bench
 from stseq.bench import rnn
 
+if len(sys.argv) < 2 or sys.argv[1].startswith("-") or any(
+        a not in ("--one-thread",) and not a.startswith("--repeats=") for a in sys.argv[2:]):
+    sys.exit(__doc__)  # --help, no OUT.json, or an unknown option: the usage, exit status 1
+
 device = torch.device("cpu")
 torch.set_num_threads(len(os.sched_getaffinity(0)))
 one_thread = "--one-thread" in sys.argv[2:]
