@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from stseq.data.batching import WINDOW_PHASES
 from stseq.data.splits import Split
 from stseq.models import build_model
 from stseq.train.command import DEFAULT_BATCH_SIZE, DEFAULT_LR, key_values
@@ -37,7 +38,7 @@ def main():
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     parser.add_argument("--stride", type=int, default=None,
                         help="TrainConfig.stride (default: max_length, no overlap)")
-    parser.add_argument("--window-phase", default=None,
+    parser.add_argument("--window-phase", default=None, choices=WINDOW_PHASES,
                         help="TrainConfig.window_phase: end or random (default: the model's)")
     parser.add_argument("--train-shift", type=int, default=0,
                         help="diagnostic: shorten (< 0) or lengthen (> 0) each user's training "
@@ -72,9 +73,9 @@ def main():
         if args.track_test:  # one epoch at a time, the test figure of each epoch on the side
             while not trainer.finished:
                 trainer.fit(epochs=1)  # the last call restores the best epoch's weights
-                last = not trainer.finished or trainer.best_epoch == trainer.epoch
+                this_epoch = not trainer.finished or trainer.best_epoch == trainer.epoch
                 test_curve.append(round(trainer.evaluate(split.test, ks=(10,))["NDCG@10"], 4)
-                                  if last else None)
+                                  if this_epoch else None)  # None: that epoch's weights are gone
         result = trainer.fit()
         seconds = time.perf_counter() - start
         history = result["history"]
