@@ -94,14 +94,19 @@ def resolve(op, requested, device, *, native, triton):
     """
     choice = requested if requested not in (None, "auto") else _current
     check_backend(choice)
-    reasons = {
-        "native": native_unavailable_reason(device) if native else f"{op} has no native kernel",
-        "triton": triton_unavailable_reason(device) if triton else f"{op} has no Triton kernel",
-        "reference": None,
-    }
-    if choice == "auto":
-        return next(name for name in ("native", "triton", "reference") if reasons[name] is None)
-    if reasons[choice] is not None:
+    if choice == "auto":  # the first available, asking no more than needed (once per call)
+        return next(name for name in ("native", "triton", "reference")
+                    if _unavailable_reason(name, op, device, native, triton) is None)
+    reason = _unavailable_reason(choice, op, device, native, triton)
+    if reason is not None:
         raise BackendUnavailableError(
-            f"backend {choice!r} is unavailable for {op} on {device.type}: {reasons[choice]}")
+            f"backend {choice!r} is unavailable for {op} on {device.type}: {reason}")
     return choice
+
+
+def _unavailable_reason(backend, op, device, native, triton):
+    if backend == "native":
+        return native_unavailable_reason(device) if native else f"{op} has no native kernel"
+    if backend == "triton":
+        return triton_unavailable_reason(device) if triton else f"{op} has no Triton kernel"
+    return None

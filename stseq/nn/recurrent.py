@@ -39,6 +39,9 @@ def run_layers(run_layer, data, states, *, num_layers, directions, dropout, trai
         output, (h_n,) = run_layers(run_layer, torch.randn(5, 2, 3), [torch.zeros(4, 2, 3)],
                                     num_layers=2, directions=2, dropout=0.0, training=False)
     """
+    if num_layers == directions == 1:  # one call, nothing to concatenate or stack
+        output, *layer_finals = run_layer(data, [state[0] for state in states], 0, False)
+        return output, [final.unsqueeze(0) for final in layer_finals]
     finals = [[] for _ in states]
     for layer in range(num_layers):
         outputs = []

@@ -15,11 +15,13 @@ padded batch with ``lengths`` is first sorted by length, longest first, so that 
 running at any step are a prefix: the kernels skip finished rows instead of computing on padding.
 """
 
+import functools
+
 import torch
 
 from stseq import reference
 from stseq._native import NATIVE
-from stseq.backends import resolve
+from stseq.backends import BackendUnavailableError, resolve
 from stseq.ops.checks import check_lengths, lengths_range_error
 
 ALGORITHMS = ("auto", "stepwise", "persistent")
@@ -110,6 +112,10 @@ def _run(mode, input, hx, weights, *, backend, algorithm, **config):
         input, hx, weights = _cast(input, dtype), _cast(hx, dtype), _cast(weights, dtype)
         with torch.autocast(input.device.type, enabled=False):
             return _run(mode, input, hx, weights, backend=backend, algorithm=algorithm, **config)
+    if hx is None and config["lengths"] is None and config["batch_sizes"] is None:
+        result = _one_native_layer(mode, input, weights, backend, algorithm, config)
+        if result is not None:
+            return result
     spec = _check_arguments(mode, input, hx, weights, **config)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -127,6 +133,63 @@ def _run(mode, input, hx, weights, *, backend, algorithm, **config):
         return _native(mode, input, hx, weights, spec, algorithm=algorithm, **config)
     twin = reference.lstm if mode == "lstm" else reference.gru
     return twin(input, hx, weights, **config)
+
+
+def _one_native_layer(mode, input, weights, backend, algorithm, config):
+    """The most common eager call (one layer, one direction, a padded batch without lengths or
+    initial states, float32/float64 outside autocast, the native backend) as one op call, or
+    None for any other
+    call, or when the op rejects its arguments: the general path below then checks them all
+    and raises the error that names the argument and layer.
+
+    Measured (issue 17, one thread, L = 50, inference): the general path's checks and
+    composition cost about 50 us of Python per call on their own and twice that between the
+    kernel's calls (their code and data leave the caches); an LSTM at B = 1, H = 64 computes
+    in about 80 us, and torch.nn.LSTM's whole call takes about 165 us."""
+    if (config["num_layers"] != 1 or config["bidirectional"] or algorithm not in ALGORITHMS
+            or type(input) is not torch.Tensor or input.dim() != 3
+            or input.dtype not in (torch.float32, torch.float64)
+            or torch.compiler.is_compiling()
+            or not 0.0 <= config["dropout"] <= 1.0
+            or not isinstance(weights, (list, tuple))
+            or len(weights) not in ((4, 5) if config["bias"] else (2, 3))
+            or (mode == "gru" and len(weights) != (4 if config["bias"] else 2))):
+        return None
+    dtype, device = input.dtype, input.device
+    for weight in weights:  # (mixed devices would dispatch past the kernels' own checks)
+        if not isinstance(weight, torch.Tensor) or weight.dtype != dtype or weight.device != device:
+            return None
+    try:
+        if resolve(mode, backend, device, native=True, triton=False) != "native":
+            return None
+    except BackendUnavailableError:
+        return None
+    x = input.transpose(0, 1) if config["batch_first"] else input  # [L, B, I]
+    seq_len, batch, input_size = x.shape
+    weight_ih, weight_hh = weights[0], weights[1]
+    if seq_len == 0 or weight_ih.dim() != 2 or weight_ih.shape[0] % _GATES[mode]:
+        return None
+    b_ih, b_hh = (weights[2], weights[3]) if config["bias"] else (None, None)
+    hidden = weight_ih.shape[0] // _GATES[mode]
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in [input, *weights])
+    ops = _EAGER_AUTOGRAD if keep else _BELOW_AUTOGRAD
+    data, batch_sizes = x.reshape(seq_len * batch, input_size), _full_batch_sizes(seq_len, batch)
+    try:
+        if mode == "lstm":
+            weight_hr = weights[-1] if len(weights) % 2 else None  # 3 or 5: with weight_hr
+            proj = weight_hr.shape[0] if weight_hr is not None else hidden
+            out, h, c, _, _ = ops["lstm"](
+                data, x.new_zeros(batch, proj), x.new_zeros(batch, hidden), weight_ih, weight_hh,
+                b_ih, b_hh, weight_hr, batch_sizes, True, False, keep, algorithm)
+            finals = (h.unsqueeze(0), c.unsqueeze(0))
+        else:
+            out, h, _ = ops["gru"](data, x.new_zeros(batch, hidden), weight_ih, weight_hh, b_ih,
+                                   b_hh, batch_sizes, True, False, keep, algorithm)
+            finals = h.unsqueeze(0)
+    except (ValueError, TypeError, RuntimeError):
+        return None
+    output = out.view(seq_len, batch, out.shape[1])
+    return output.transpose(0, 1) if config["batch_first"] else output, finals
 
 
 class _Spec:
@@ -154,9 +217,16 @@ def _zero_state(mode, input, spec):
 
 
 def _check_weights(mode, weights, input, num_layers, directions, bias):
-    if not isinstance(weights, (list, tuple)) or not all(isinstance(w, torch.Tensor)
-                                                         for w in weights):
+    if not isinstance(weights, (list, tuple)):
         raise TypeError("weights must be a list of tensors (torch.nn.LSTM/GRU._flat_weights)")
+    dtype, device = input.dtype, input.device
+    for index, weight in enumerate(weights):
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError("weights must be a list of tensors (torch.nn.LSTM/GRU._flat_weights)")
+        if weight.dtype != dtype or weight.device != device:
+            raise ValueError(f"weights[{index}] is {weight.dtype} on {weight.device} but input is "
+                             f"{input.dtype} on {input.device}; convert the module with "
+                             ".to(input)")
     per_options = (4 if bias else 2,) + ((5 if bias else 3,) if mode == "lstm" else ())
     count = num_layers * directions
     if len(weights) % count or len(weights) // count not in per_options:
@@ -167,11 +237,6 @@ def _check_weights(mode, weights, input, num_layers, directions, bias):
     if weights[0].dim() != 2 or gates == 0 or gates % _GATES[mode]:
         raise ValueError(f"weights[0] (weight_ih_l0) must have shape [{_GATES[mode]} * "
                          f"hidden_size, input_size], got {tuple(weights[0].shape)}")
-    for index, weight in enumerate(weights):
-        if weight.dtype != input.dtype or weight.device != input.device:
-            raise ValueError(f"weights[{index}] is {weight.dtype} on {weight.device} but input is "
-                             f"{input.dtype} on {input.device}; convert the module with "
-                             ".to(input)")
 
 
 def _check_layer_shapes(spec, weights, bias):
@@ -180,7 +245,6 @@ def _check_layer_shapes(spec, weights, bias):
     for k in range(spec.num_layers * spec.directions):
         layer, suffix = divmod(k, spec.directions)
         w_ih, w_hh, b_ih, b_hh, w_hr = spec.layer_weights(weights, k, bias)
-        name = f"l{layer}{'_reverse' if suffix else ''}"
         in_size = spec.input_size if layer == 0 else spec.directions * spec.proj
         expected = [("weight_ih", w_ih, (gates, in_size)), ("weight_hh", w_hh, (gates, spec.proj))]
         if bias:
@@ -188,9 +252,9 @@ def _check_layer_shapes(spec, weights, bias):
         if w_hr is not None:
             expected += [("weight_hr", w_hr, (spec.proj, spec.hidden))]
         for kind, weight, shape in expected:
-            if tuple(weight.shape) != shape:
-                raise ValueError(f"{kind}_{name} must have shape {list(shape)}, got "
-                                 f"{list(weight.shape)}")
+            if weight.shape != shape:
+                raise ValueError(f"{kind}_l{layer}{'_reverse' if suffix else ''} must have shape "
+                                 f"{list(shape)}, got {list(weight.shape)}")
 
 
 def _check_batch_sizes(batch_sizes, rows):
@@ -297,6 +361,15 @@ def _sort_by_length(x, lengths, states):
     return x, batch_sizes, [s.index_select(1, index) for s in states], index
 
 
+@functools.lru_cache(maxsize=64)
+def _full_batch_sizes(seq_len, batch):
+    """batch_sizes [L] of a batch without lengths (every row runs every step), made once per
+    shape: the ops only read it. A normal tensor even when first asked for under
+    torch.inference_mode, so that a later call with autograd can save it for backward."""
+    with torch.inference_mode(False):
+        return torch.full((seq_len,), batch, dtype=torch.int64)
+
+
 def _native(mode, input, hx, weights, spec, *, bias, num_layers, dropout, training,
             bidirectional, batch_first, lengths, batch_sizes, algorithm):
     from stseq.nn import recurrent
@@ -309,15 +382,19 @@ def _native(mode, input, hx, weights, spec, *, bias, num_layers, dropout, traini
         x = input.transpose(0, 1) if batch_first else input  # [L, B, I]
         seq_len, batch = x.shape[:2]
         if lengths is None:
-            batch_sizes = torch.full((seq_len,), batch, dtype=torch.int64)
+            batch_sizes = (torch.full((seq_len,), batch, dtype=torch.int64)
+                           if torch.compiler.is_compiling() else _full_batch_sizes(seq_len, batch))
         else:
             x, batch_sizes, states, order = _sort_by_length(x, lengths, states)
         data, padded = x.reshape(seq_len * batch, x.shape[2]), True  # [L * B, I]
     keep = torch.is_grad_enabled() and any(
         t.requires_grad for t in [data, *states, *weights])
-    lstm, gru = ((_EAGER_AUTOGRAD["lstm"], _EAGER_AUTOGRAD["gru"])
-                 if keep and not torch.compiler.is_compiling()
-                 else (torch.ops.stseq.lstm, torch.ops.stseq.gru))
+    if torch.compiler.is_compiling():
+        lstm, gru = torch.ops.stseq.lstm.default, torch.ops.stseq.gru.default
+    elif keep:
+        lstm, gru = _EAGER_AUTOGRAD["lstm"], _EAGER_AUTOGRAD["gru"]
+    else:
+        lstm, gru = _BELOW_AUTOGRAD["lstm"], _BELOW_AUTOGRAD["gru"]
 
     def run_layer(data, layer_states, k, reverse):  # one layer, one direction: [N, *] rows
         w_ih, w_hh, b_ih, b_hh, w_hr = spec.layer_weights(weights, k, bias)
@@ -436,10 +513,29 @@ def _register_native():
                                               backward_lstm)
     _EAGER_AUTOGRAD["gru"] = _eager_autograd(torch.ops.stseq.gru.default, setup_gru,
                                              backward_gru)
+    for mode in ("lstm", "gru"):
+        _BELOW_AUTOGRAD[mode] = _below_autograd(getattr(torch.ops.stseq, mode).default)
 
 
-# mode -> the op with its registered setup and backward as a plain autograd.Function (below)
-_EAGER_AUTOGRAD = {}
+# mode -> the op with its registered setup and backward as a plain autograd.Function, and the
+# op called below autograd (below)
+_EAGER_AUTOGRAD, _BELOW_AUTOGRAD = {}, {}
+
+
+def _below_autograd(op):
+    """``op`` called below the Autograd dispatch key, for eager calls that need no gradients
+    (no_grad, or no input requires grad): the registered autograd is a Python kernel that runs
+    on every call the Autograd key reaches, under no_grad too, only to find nothing to record
+    and call the op below autograd (torch.inference_mode skips it); this calls it there
+    directly."""
+
+    def call(*args):
+        if torch.is_inference_mode_enabled():  # autograd's keys are already excluded
+            return op(*args)
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
+
+    return call
 
 
 def _eager_autograd(op, setup_context, backward):
