@@ -22,6 +22,7 @@ import torch
 from stseq import reference
 from stseq._native import NATIVE
 from stseq.backends import BackendUnavailableError, resolve
+from stseq.ops._autograd import eager_op, register_autograd
 from stseq.ops.checks import check_lengths, lengths_range_error
 
 ALGORITHMS = ("auto", "stepwise", "persistent")
@@ -172,19 +173,19 @@ def _one_native_layer(mode, input, weights, backend, algorithm, config):
     b_ih, b_hh = (weights[2], weights[3]) if config["bias"] else (None, None)
     hidden = weight_ih.shape[0] // _GATES[mode]
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in [input, *weights])
-    ops = _EAGER_AUTOGRAD if keep else _BELOW_AUTOGRAD
     data, batch_sizes = x.reshape(seq_len * batch, input_size), _full_batch_sizes(seq_len, batch)
     try:
         if mode == "lstm":
             weight_hr = weights[-1] if len(weights) % 2 else None  # 3 or 5: with weight_hr
             proj = weight_hr.shape[0] if weight_hr is not None else hidden
-            out, h, c, _, _ = ops["lstm"](
+            out, h, c, _, _ = eager_op("lstm", keep)(
                 data, x.new_zeros(batch, proj), x.new_zeros(batch, hidden), weight_ih, weight_hh,
                 b_ih, b_hh, weight_hr, batch_sizes, True, False, keep, algorithm)
             finals = (h.unsqueeze(0), c.unsqueeze(0))
         else:
-            out, h, _ = ops["gru"](data, x.new_zeros(batch, hidden), weight_ih, weight_hh, b_ih,
-                                   b_hh, batch_sizes, True, False, keep, algorithm)
+            out, h, _ = eager_op("gru", keep)(data, x.new_zeros(batch, hidden), weight_ih,
+                                              weight_hh, b_ih, b_hh, batch_sizes, True, False,
+                                              keep, algorithm)
             finals = h.unsqueeze(0)
     except (ValueError, TypeError, RuntimeError):
         return None
@@ -389,12 +390,7 @@ def _native(mode, input, hx, weights, spec, *, bias, num_layers, dropout, traini
         data, padded = x.reshape(seq_len * batch, x.shape[2]), True  # [L * B, I]
     keep = torch.is_grad_enabled() and any(
         t.requires_grad for t in [data, *states, *weights])
-    if torch.compiler.is_compiling():
-        lstm, gru = torch.ops.stseq.lstm.default, torch.ops.stseq.gru.default
-    elif keep:
-        lstm, gru = _EAGER_AUTOGRAD["lstm"], _EAGER_AUTOGRAD["gru"]
-    else:
-        lstm, gru = _BELOW_AUTOGRAD["lstm"], _BELOW_AUTOGRAD["gru"]
+    lstm, gru = eager_op("lstm", keep), eager_op("gru", keep)
 
     def run_layer(data, layer_states, k, reverse):  # one layer, one direction: [N, *] rows
         w_ih, w_hh, b_ih, b_hh, w_hr = spec.layer_weights(weights, k, bias)
@@ -506,58 +502,8 @@ def _register_native():
         return (grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih,
                 grad_bias_hh) + (None,) * 5
 
-    torch.library.register_autograd("stseq::lstm", backward_lstm,
-                                    setup_context=setup_lstm)
-    torch.library.register_autograd("stseq::gru", backward_gru, setup_context=setup_gru)
-    _EAGER_AUTOGRAD["lstm"] = _eager_autograd(torch.ops.stseq.lstm.default, setup_lstm,
-                                              backward_lstm)
-    _EAGER_AUTOGRAD["gru"] = _eager_autograd(torch.ops.stseq.gru.default, setup_gru,
-                                             backward_gru)
-    for mode in ("lstm", "gru"):
-        _BELOW_AUTOGRAD[mode] = _below_autograd(getattr(torch.ops.stseq, mode).default)
-
-
-# mode -> the op with its registered setup and backward as a plain autograd.Function, and the
-# op called below autograd (below)
-_EAGER_AUTOGRAD, _BELOW_AUTOGRAD = {}, {}
-
-
-def _below_autograd(op):
-    """``op`` called below the Autograd dispatch key, for eager calls that need no gradients
-    (no_grad, or no input requires grad): the registered autograd is a Python kernel that runs
-    on every call the Autograd key reaches, under no_grad too, only to find nothing to record
-    and call the op below autograd (torch.inference_mode skips it); this calls it there
-    directly."""
-
-    def call(*args):
-        if torch.is_inference_mode_enabled():  # autograd's keys are already excluded
-            return op(*args)
-        with torch._C._AutoDispatchBelowAutograd():
-            return op(*args)
-
-    return call
-
-
-def _eager_autograd(op, setup_context, backward):
-    """``op`` differentiable through a plain ``torch.autograd.Function`` with the same
-    ``setup_context`` and ``backward`` as its registered autograd, for eager calls that need
-    gradients: torch.library's registered path costs about 0.1 ms of Python per call
-    (``fill_defaults`` rebuilds the schema's argument list for every argument), a third of an
-    LSTM layer's training forward at B = 1, H = 64. torch.compile and opcheck keep the
-    registered autograd."""
-
-    def forward(ctx, *inputs):
-        # grad mode is off inside forward, but the Autograd key would still reach the registered
-        # Python autograd kernel (about 25 us per call before it calls the kernel below it)
-        with torch._C._AutoDispatchBelowAutograd():
-            output = op(*inputs)
-        setup_context(ctx, inputs, output)
-        return output
-
-    # named after the op: its graph nodes are "<op>_eagerBackward"
-    function = type(f"{op.name().split('::')[1]}_eager", (torch.autograd.Function,),
-                    {"forward": staticmethod(forward), "backward": staticmethod(backward)})
-    return function.apply
+    register_autograd("lstm", backward_lstm, setup_context=setup_lstm)
+    register_autograd("gru", backward_gru, setup_context=setup_gru)
 
 
 if NATIVE is not None:

@@ -20,6 +20,7 @@ import torch
 from stseq import reference
 from stseq._native import NATIVE
 from stseq.backends import resolve
+from stseq.ops._autograd import eager_op, register_autograd
 from stseq.ops.checks import check_lengths, check_tensor, lengths_range_error
 
 ACTIVATIONS = ("tanh", "sigmoid")
@@ -84,7 +85,7 @@ def time_lstm(input, dt, h0, c0, weight_ih, weight_hh, bias, peephole, time_weig
     if choice == "native":
         save = _needs_workspace(input, h0, c0, weight_ih, weight_hh, bias, peephole, time_weight)
         return _by_length(
-            lambda x, gaps, states, n: torch.ops.stseq.time_lstm(
+            lambda x, gaps, states, n: eager_op("time_lstm", save)(
                 x, gaps, *states, n, weight_ih, weight_hh, bias, peephole, time_weight, variant,
                 time_activation, bool(reverse), save)[:3],
             input, dt, [h0, c0], lengths, in_order)
@@ -130,7 +131,7 @@ def tlstm(input, dt, h0, c0, weight_ih, weight_hh, bias, decay_weight, decay_bia
         save = _needs_workspace(input, h0, c0, weight_ih, weight_hh, bias, decay_weight,
                                 decay_bias)
         return _by_length(
-            lambda x, gaps, states, n: torch.ops.stseq.tlstm(
+            lambda x, gaps, states, n: eager_op("tlstm", save)(
                 x, gaps, *states, n, weight_ih, weight_hh, bias, decay_weight, decay_bias,
                 short_term_activation, bool(reverse), save)[:3],
             input, dt, [h0, c0], lengths, in_order)
@@ -174,7 +175,7 @@ def time_decay_gru(input, dt, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_
         save = _needs_workspace(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight,
                                 decay_bias)
         return _by_length(
-            lambda x, gaps, states, n: torch.ops.stseq.time_decay_gru(
+            lambda x, gaps, states, n: eager_op("time_decay_gru", save)(
                 x, gaps, *states, n, weight_ih, weight_hh, bias_ih, bias_hh, decay_weight,
                 decay_bias, bool(reverse), save)[:2],
             input, dt, [h0], lengths, in_order)
@@ -424,11 +425,10 @@ def _register_native():
                 len(ctx.config) + 1)
         return backward
 
-    torch.library.register_autograd("stseq::time_lstm",
-                                    lstm_backward(torch.ops.stseq.time_lstm_backward),
-                                    setup_context=lstm_setup_context)
-    torch.library.register_autograd("stseq::tlstm", lstm_backward(torch.ops.stseq.tlstm_backward),
-                                    setup_context=lstm_setup_context)
+    register_autograd("time_lstm", lstm_backward(torch.ops.stseq.time_lstm_backward),
+                      setup_context=lstm_setup_context)
+    register_autograd("tlstm", lstm_backward(torch.ops.stseq.tlstm_backward),
+                      setup_context=lstm_setup_context)
 
     def gru_setup_context(ctx, inputs, output):
         (input, dt, _, lengths, weight_ih, weight_hh, _, _, decay_weight, decay_bias, reverse,
@@ -450,8 +450,7 @@ def _register_native():
             weight_hh, decay_weight, decay_bias, gates, cells, recurrent_input, ctx.reverse)
         return (grad_input, None, grad_h0, None, *weights, None, None)
 
-    torch.library.register_autograd("stseq::time_decay_gru", gru_backward,
-                                    setup_context=gru_setup_context)
+    register_autograd("time_decay_gru", gru_backward, setup_context=gru_setup_context)
 
 
 if NATIVE is not None:

@@ -5,7 +5,6 @@ semantics and every bad input."""
 
 import math
 import random
-import sys
 
 import pytest
 import torch
@@ -13,6 +12,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, Packed
 
 import stseq
 from stseq import ops
+
+from autograd_paths import graph_names, python_functions_called
 
 MODES = {"lstm": (torch.nn.LSTM, stseq.nn.LSTM), "gru": (torch.nn.GRU, stseq.nn.GRU)}
 INPUT_KINDS = ("padded", "packed", "lengths", "unbatched")
@@ -638,19 +639,6 @@ def test_torchscript_is_refused_with_the_reason(mode):
             torch.jit.script(target)
 
 
-def _graph_names(tensor):
-    """Class names of every node of ``tensor``'s autograd graph."""
-    names, stack, seen = set(), [tensor.grad_fn], set()
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        names.add(type(node).__name__)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return names
-
-
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 def test_eager_autograd_matches_the_registered_autograd_bitwise(mode):
     """Eager calls that need gradients go through a plain autograd.Function (torch.library's
@@ -659,7 +647,7 @@ def test_eager_autograd_matches_the_registered_autograd_bitwise(mode):
     module = (stseq.nn.LSTM if mode == "lstm" else stseq.nn.GRU)(6, 5)
     x = torch.randn(7, 3, 6, requires_grad=True)
     output = module(x)[0]
-    assert f"{mode}_eagerBackward" in _graph_names(output)
+    assert f"{mode}_eagerBackward" in graph_names(output)
     weights = [module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0]
     grad = torch.randn_like(output)
     eager = torch.autograd.grad(output, [x, *weights], grad)
@@ -671,26 +659,10 @@ def test_eager_autograd_matches_the_registered_autograd_bitwise(mode):
     else:
         direct = torch.ops.stseq.gru(data, h0, *weights, batch_sizes, True, False, True,
                                      "auto")[0]
-    assert f"{mode}_eagerBackward" not in _graph_names(direct)
+    assert f"{mode}_eagerBackward" not in graph_names(direct)
     registered = torch.autograd.grad(direct, [x, *weights], grad.reshape(21, 5))
     for a, b in zip(eager, registered):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-def _python_functions_called(fn):
-    """Names of the Python functions that run during fn()."""
-    names = set()
-
-    def profile(frame, event, arg):
-        if event == "call":
-            names.add(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return names
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
@@ -703,7 +675,7 @@ def test_calls_without_gradients_skip_the_registered_python_autograd(mode):
     x = torch.randn(7, 3, 6)
     with torch.no_grad():
         expected = module(x)
-        assert "autograd_impl" not in _python_functions_called(lambda: module(x))
+        assert "autograd_impl" not in python_functions_called(lambda: module(x))
         data, h0 = x.reshape(21, 6), torch.zeros(3, 5)
         weights = [module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0,
                    module.bias_hh_l0]
@@ -714,11 +686,11 @@ def test_calls_without_gradients_skip_the_registered_python_autograd(mode):
         else:
             direct = lambda: torch.ops.stseq.gru(data, h0, *weights, batch_sizes,  # noqa: E731
                                                  True, False, False, "auto")
-        assert "autograd_impl" in _python_functions_called(direct)
+        assert "autograd_impl" in python_functions_called(direct)
         torch.testing.assert_close(direct()[0].reshape(7, 3, 5), expected[0], rtol=0, atol=0)
     for parameter in module.parameters():  # grad enabled, nothing requires grad
         parameter.requires_grad_(False)
-    assert "autograd_impl" not in _python_functions_called(lambda: module(x))
+    assert "autograd_impl" not in python_functions_called(lambda: module(x))
     result = module(x)
     assert result[0].grad_fn is None
     torch.testing.assert_close(result[0], expected[0], rtol=0, atol=0)
@@ -738,12 +710,12 @@ def test_one_layer_calls_take_the_short_path_with_the_general_paths_results(mode
     module = cls(6, 5, bias=bias, batch_first=batch_first, **kwargs)
     x = torch.randn(3, 7, 6) if batch_first else torch.randn(7, 3, 6)
     x.requires_grad_(grad)
-    short_calls = _python_functions_called(lambda: module(x))
+    short_calls = python_functions_called(lambda: module(x))
     assert "_one_native_layer" in short_calls and "_native" not in short_calls
     short = module(x)
     zeros = torch.zeros(1, 3, proj or 5)
     hx = (zeros, torch.zeros(1, 3, 5)) if mode == "lstm" else zeros
-    assert "_native" in _python_functions_called(lambda: module(x, hx))
+    assert "_native" in python_functions_called(lambda: module(x, hx))
     general = module(x, hx)
     short_flat = [short[0], *(short[1] if mode == "lstm" else [short[1]])]
     general_flat = [general[0], *(general[1] if mode == "lstm" else [general[1]])]

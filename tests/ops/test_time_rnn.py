@@ -12,6 +12,8 @@ import stseq
 from stseq import ops
 from stseq.ops.time_rnn import TIME_LSTM_BLOCKS
 
+from autograd_paths import graph_names, python_functions_called
+
 TOLERANCE = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6),
              torch.bfloat16: dict(rtol=2e-2, atol=2e-2), torch.float16: dict(rtol=1e-2, atol=1e-2)}
 
@@ -750,3 +752,26 @@ def test_float64_dt_with_float32_input_on_both_backends(op, options):
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a.detach(), e, **TOLERANCE[torch.float32])
     assert_parity(op, tensors, kwargs, torch.float32)
+
+
+@pytest.mark.parametrize("op,options", [CELLS[2], CELLS[6], CELLS[-1]],
+                         ids=[CELL_IDS[2], CELL_IDS[6], CELL_IDS[-1]])
+def test_eager_calls_skip_torch_library_autograd_with_its_results(op, options, monkeypatch):
+    """Eager calls that need gradients go through a plain autograd.Function, those that do not
+    call the op below autograd (stseq.ops._autograd); both give what torch.library's
+    registered autograd gives, bitwise, outputs and every gradient."""
+    tensors, kwargs = random_case(op, options, dtype=torch.float32)
+    eager = run(op, tensors, kwargs, "native")
+    outputs = getattr(ops, op)(*tensors, **kwargs, backend="native")
+    assert f"{op}_eagerBackward" in graph_names(outputs[0])
+    with torch.no_grad():
+        assert "autograd_impl" not in python_functions_called(
+            lambda: getattr(ops, op)(*tensors, **kwargs, backend="native"))
+    # the registered path: the op itself wherever the eager variants would be used
+    monkeypatch.setattr(stseq.ops.time_rnn, "eager_op",
+                        lambda name, needs_grad: getattr(torch.ops.stseq, name))
+    registered = run(op, tensors, kwargs, "native", grads=eager[2])
+    assert f"{op}_eagerBackward" not in graph_names(
+        getattr(ops, op)(*tensors, **kwargs, backend="native")[0])
+    for a, b in zip(eager[0] + eager[1], registered[0] + registered[1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
