@@ -147,10 +147,9 @@ def _one_native_layer(mode, input, weights, backend, algorithm, config):
     composition cost about 50 us of Python per call on their own and twice that between the
     kernel's calls (their code and data leave the caches); an LSTM at B = 1, H = 64 computes
     in about 80 us, and torch.nn.LSTM's whole call takes about 165 us."""
-    if (config["num_layers"] != 1 or config["bidirectional"] or algorithm not in ALGORITHMS
-            or type(input) is not torch.Tensor or input.dim() != 3
+    if (torch.compiler.is_compiling() or config["num_layers"] != 1 or config["bidirectional"]
+            or algorithm not in ALGORITHMS or type(input) is not torch.Tensor or input.dim() != 3
             or input.dtype not in (torch.float32, torch.float64)
-            or torch.compiler.is_compiling()
             or not 0.0 <= config["dropout"] <= 1.0
             or not isinstance(weights, (list, tuple))
             or len(weights) not in ((4, 5) if config["bias"] else (2, 3))
