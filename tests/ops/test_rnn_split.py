@@ -1,0 +1,115 @@
+"""The CPU LSTM forward that splits each step's hidden units across threads (csrc/rnn/
+rnn_cpu_split.h: batches of one row tile, two or more threads, enough work per step, no
+projection): against the reference twin and, bitwise, against the one-thread path (forward,
+h_n/c_n, and the backward that reads the gates and cells it kept), with rows dropping out
+mid-sequence, H not a multiple of the chunk width, both input-projection plans (all steps first
+at up to 8 rows per step, fused above) and float32/float64. stseq._C._lstm_split_forward_calls()
+counts the calls that took the split (its results cannot tell: they equal the one-thread path's)."""
+
+import pytest
+import torch
+
+from stseq import _C, ops
+
+# (batch, input_size, hidden, lengths): the 8-row crossover on both sides (4, 9, 20 rows), H = 37
+# and 100 (a short last chunk), rows that end at different steps, a row of length 1.
+CASES = [
+    (4, 200, 100, None),
+    (9, 70, 100, [12, 12, 11, 9, 9, 5, 3, 2, 1]),
+    (20, 300, 37, None),
+    (20, 300, 37, [12] * 5 + [10] * 5 + [6] * 5 + [2] * 4 + [1]),
+    (6, 64, 128, [12, 7, 7, 4, 2, 1]),
+]
+SEQ_LEN = 12
+
+
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _weights(input_size, hidden, dtype, proj_size=0):
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(input_size, hidden, proj_size=proj_size, dtype=dtype)
+    return [w.detach().clone().requires_grad_() for w in module._flat_weights]
+
+
+def _run(x, weights, lengths, backend, threads=None):
+    """(output, h_n, c_n, gradients of x and the weights) of one native or reference call."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        out, (h_n, c_n) = ops.lstm(x, None, weights, lengths=lengths, backend=backend)
+        g = torch.Generator().manual_seed(1)
+        loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum()
+                   for t in (out, h_n, c_n))
+        grads = torch.autograd.grad(loss, [x, *weights])
+    finally:
+        torch.set_num_threads(previous)
+    return [t.detach() for t in (out, h_n, c_n, *grads)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch,input_size,hidden,lengths", CASES)
+def test_split_forward_matches_one_thread_and_reference(two_threads, batch, input_size, hidden,
+                                                        lengths, dtype):
+    weights = _weights(input_size, hidden, dtype)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(SEQ_LEN, batch, input_size, generator=g, dtype=dtype).requires_grad_()
+    lengths = None if lengths is None else torch.tensor(lengths)
+    before = _C._lstm_split_forward_calls()
+    split = _run(x, weights, lengths, "native")
+    assert _C._lstm_split_forward_calls() == before + 1  # the forward above took the split
+    one_thread = _run(x, weights, lengths, "native", threads=1)
+    assert _C._lstm_split_forward_calls() == before + 1  # and with one thread it did not
+    for a, b in zip(split, one_thread, strict=True):
+        assert torch.equal(a, b)
+    if dtype == torch.float64:  # float32 equals the one-thread path, which test_rnn.py checks
+        for a, b in zip(split, _run(x, weights, lengths, "reference"), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_split_inference_matches_training_forward(two_threads):
+    """Under inference_mode the split writes no gates or cells: the same output and states."""
+    weights = _weights(96, 80, torch.float32)
+    x = torch.randn(SEQ_LEN, 5, 96, generator=torch.Generator().manual_seed(3))
+    before = _C._lstm_split_forward_calls()
+    with torch.inference_mode():
+        out, (h_n, c_n) = ops.lstm(x, None, weights, backend="native")
+    expected = ops.lstm(x, None, weights, backend="native")
+    assert _C._lstm_split_forward_calls() == before + 2
+    assert torch.equal(out, expected[0])
+    assert torch.equal(h_n, expected[1][0]) and torch.equal(c_n, expected[1][1])
+
+
+def test_split_not_taken_where_it_does_not_apply(two_threads):
+    """Projection (proj_size), 32 rows or more (row tiles), little work per step and one thread
+    keep the one-thread path; the results still match the reference."""
+    g = torch.Generator().manual_seed(4)
+    cases = [(4, 200, 100, 40), (32, 200, 100, 0), (2, 8, 16, 0)]
+    for batch, input_size, hidden, proj_size in cases:
+        weights = _weights(input_size, hidden, torch.float64, proj_size)
+        x = torch.randn(SEQ_LEN, batch, input_size, generator=g, dtype=torch.float64)
+        before = _C._lstm_split_forward_calls()
+        out, (h_n, c_n) = ops.lstm(x, None, weights, backend="native")
+        assert _C._lstm_split_forward_calls() == before
+        expected, (h_e, c_e) = ops.lstm(x, None, weights, backend="reference")
+        for a, b in ((out, expected), (h_n, h_e), (c_n, c_e)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_split_is_deterministic(two_threads):
+    """Whichever thread computes a chunk, the results are the same bits run after run."""
+    weights = _weights(128, 128, torch.float32)
+    x = torch.randn(30, 8, 128, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        first = ops.lstm(x, None, weights, backend="native")
+        for _ in range(20):
+            again = ops.lstm(x, None, weights, backend="native")
+            assert torch.equal(again[0], first[0]) and torch.equal(again[1][1], first[1][1])
