@@ -11,7 +11,7 @@
 // one more phase of chunks (the same columns).
 //
 // The path is taken (lstm_split_plan) with two or more threads, no projection (proj_size), one
-// tile of rows, and per-step work of at least kMinSplitMultiplyAdds. Its results equal the
+// tile of rows, and enough work per step (kMinSplitMultiplyAdds, kMinSplitWeightBytes). Its results equal the
 // one-thread path's bitwise (the same products in the same order per output), so
 // lstm_split_forward_calls() counts its calls for the tests (stseq._C._lstm_split_forward_calls).
 #pragma once
@@ -32,14 +32,21 @@ namespace stseq {
 namespace rnn {
 namespace {
 
-// The fewest multiply-adds per step ([rows, I + H] x [I + H, 4H]) worth splitting: below it the
-// threads' per-step handover costs more than the half of the step it saves. Measured (issue
-// 17, two threads, L = 50, I = H, inference, interleaved with the one-thread path):
-// TODO(split) fill in from benchmarks/results/rnn/split.py.
-constexpr int64_t kMinSplitMultiplyAdds = 1 << 17;
+// When a step is worth splitting: at least kMinSplitMultiplyAdds per step ([rows, I + H] x
+// [I + H, 4H]), or packed weights of at least kMinSplitWeightBytes (split, each core reads its
+// half of them, which then stays in its L2; one thread reads all of them every step). Below
+// both, the per-step handover between threads costs what the split saves. Measured (issue 17,
+// the 2-core machine quiet, two threads, L = 50, I = H, float32, inference, interleaved with the
+// one-thread path, ratios one-thread time / split time, benchmarks/results/rnn/split.py):
+//   1.0 M multiply-adds: H = 128, B = 8: 1.24-1.28;  H = 256, B = 16 (4.2 M): 1.91-1.98
+//   0.5 M: H = 256, B = 1 (2 MB of weights): 1.12-1.37;  H = 128, B = 4: 0.92;
+//          H = 64, B = 16: 0.94;  0.26 M: H = 64, B = 8: 0.99;  0.13 M: H = 128, B = 1: 0.86-0.98
+constexpr int64_t kMinSplitMultiplyAdds = int64_t{1} << 20;
+constexpr int64_t kMinSplitWeightBytes = int64_t{1} << 20;
 
-// Units per chunk, in panels of the packed weights per gate block ... TODO
-constexpr int64_t kChunkUnitsPerPanel = 1;
+// Units per chunk: one panel width of the packed weights (32 in float32 with AVX-512), so that
+// a chunk's four gate blocks are four whole panels. Half and twice that measured alike.
+constexpr int64_t kChunkPanels = 4;
 
 struct SplitPlan {
   int64_t width = 0;    // units per chunk (the last one may have fewer)
@@ -54,8 +61,12 @@ inline SplitPlan lstm_split_plan(const LstmForward& f, int64_t panel_width) {
                                             1 + static_cast<int64_t>(at::get_num_interop_threads()));
   if (shape.has_proj || threads < 2 || at::in_parallel_region()) return {};
   if (rows == 0 || rows / kMinTileRows >= 2) return {};  // row tiles (cut_tiles) split it
-  if (rows * (shape.input_size + shape.proj) * shape.gates < kMinSplitMultiplyAdds) return {};
-  const int64_t width = panel_width * kChunkUnitsPerPanel;
+  const int64_t k = shape.input_size + shape.proj;
+  if (rows * k * shape.gates < kMinSplitMultiplyAdds &&
+      k * shape.gates * static_cast<int64_t>(f.x.element_size()) < kMinSplitWeightBytes) {
+    return {};
+  }
+  const int64_t width = panel_width * kChunkPanels / 4;
   const int64_t chunks = (H + width - 1) / width;
   if (chunks < 2) return {};
   return {width, chunks, std::min(threads, chunks) - 1};

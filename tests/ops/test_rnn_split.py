@@ -6,19 +6,22 @@ mid-sequence, H not a multiple of the chunk width, both input-projection plans (
 at up to 8 rows per step, fused above) and float32/float64. stseq._C._lstm_split_forward_calls()
 counts the calls that took the split (its results cannot tell: they equal the one-thread path's)."""
 
+import threading
+
 import pytest
 import torch
 
 from stseq import _C, ops
 
-# (batch, input_size, hidden, lengths): the 8-row crossover on both sides (4, 9, 20 rows), H = 37
-# and 100 (a short last chunk), rows that end at different steps, a row of length 1.
+# (batch, input_size, hidden, lengths): the 8-row crossover on both sides (4, 6, 9, 20 rows),
+# H = 37 and 100 (a short last chunk), rows that end at different steps, a row of length 1; each
+# over the split's 2^20 multiply-adds per step (rows x (I + H) x 4H).
 CASES = [
-    (4, 200, 100, None),
-    (9, 70, 100, [12, 12, 11, 9, 9, 5, 3, 2, 1]),
-    (20, 300, 37, None),
-    (20, 300, 37, [12] * 5 + [10] * 5 + [6] * 5 + [2] * 4 + [1]),
-    (6, 64, 128, [12, 7, 7, 4, 2, 1]),
+    (4, 600, 100, None),
+    (9, 200, 100, [12, 12, 11, 9, 9, 5, 3, 2, 1]),
+    (20, 340, 37, None),
+    (20, 340, 37, [12] * 5 + [10] * 5 + [6] * 5 + [2] * 4 + [1]),
+    (6, 300, 128, [12, 7, 7, 4, 2, 1]),
 ]
 SEQ_LEN = 12
 
@@ -77,8 +80,8 @@ def test_split_forward_matches_one_thread_and_reference(two_threads, batch, inpu
 
 def test_split_inference_matches_training_forward(two_threads):
     """Under inference_mode the split writes no gates or cells: the same output and states."""
-    weights = _weights(96, 80, torch.float32)
-    x = torch.randn(SEQ_LEN, 5, 96, generator=torch.Generator().manual_seed(3))
+    weights = _weights(600, 80, torch.float32)
+    x = torch.randn(SEQ_LEN, 5, 600, generator=torch.Generator().manual_seed(3))
     before = _C._lstm_split_forward_calls()
     with torch.inference_mode():
         out, (h_n, c_n) = ops.lstm(x, None, weights, backend="native")
@@ -89,10 +92,11 @@ def test_split_inference_matches_training_forward(two_threads):
 
 
 def test_split_not_taken_where_it_does_not_apply(two_threads):
-    """Projection (proj_size), 32 rows or more (row tiles), little work per step and one thread
-    keep the one-thread path; the results still match the reference."""
+    """Projection (proj_size), 32 rows or more (row tiles) and little work per step (under 2^20
+    multiply-adds and 1 MB of weights) keep the one-thread path; the results still match the
+    reference."""
     g = torch.Generator().manual_seed(4)
-    cases = [(4, 200, 100, 40), (32, 200, 100, 0), (2, 8, 16, 0)]
+    cases = [(4, 600, 100, 40), (32, 200, 100, 0), (4, 200, 100, 0), (2, 8, 16, 0)]
     for batch, input_size, hidden, proj_size in cases:
         weights = _weights(input_size, hidden, torch.float64, proj_size)
         x = torch.randn(SEQ_LEN, batch, input_size, generator=g, dtype=torch.float64)
@@ -113,3 +117,29 @@ def test_split_is_deterministic(two_threads):
         for _ in range(20):
             again = ops.lstm(x, None, weights, backend="native")
             assert torch.equal(again[0], first[0]) and torch.equal(again[1][1], first[1][1])
+
+
+def test_split_calls_from_concurrent_threads(two_threads):
+    """Calls from several Python threads at once share the inter-op pool's helpers: a helper
+    that arrives after its call returned must touch nothing of it, and each call still gets its
+    own results."""
+    weights = _weights(128, 128, torch.float32)
+    inputs = [torch.randn(20, 8, 128, generator=torch.Generator().manual_seed(s))
+              for s in range(4)]
+    with torch.inference_mode():
+        expected = [ops.lstm(x, None, weights, backend="native")[0] for x in inputs]
+    results = [[] for _ in inputs]
+
+    def calls(i):
+        with torch.inference_mode():
+            for _ in range(5):
+                results[i].append(ops.lstm(inputs[i], None, weights, backend="native")[0])
+
+    workers = [threading.Thread(target=calls, args=(i,)) for i in range(len(inputs))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for outputs, reference in zip(results, expected, strict=True):
+        assert len(outputs) == 5
+        assert all(torch.equal(out, reference) for out in outputs)
