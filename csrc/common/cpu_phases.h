@@ -3,19 +3,24 @@
 // where each step is a phase whose items (chunks of units) need every item of the step before.
 //
 // A thread claims an item only once the item's phase is open (every item of the phases before
-// it has finished), so a claimed item is being computed, never waiting: a thread descheduled
-// before its claim owns nothing and the others go on without it; the call waits only for items
-// that were claimed. The calling thread claims a phase's items from the first, the helpers from
-// the last: with both running, each thread computes the same items step after step (the LSTM's
-// chunks of weights stay in that core's L2: claimed in any order, every core read all of them
-// each step, and H = 256, B = 8 ran slower than on one thread), and either takes over the
-// other's items when that one falls behind.
-// The helpers come from ATen's inter-op pool (at::launch), not from a parallel region: an
-// OpenMP region ends in a barrier that waits for every thread of the team, and with one core
-// kept busy by another process a thread that had not even started stalled the call for a time
-// slice (issue 17: 4-row tiles of the batch, 8 ms against torch.nn's 1.9 ms). A helper that
-// starts after the call returned finds every item claimed and touches only the shared counters,
-// which it keeps alive; it never sees the call's memory.
+// it has finished), so a claimed item is being computed, never waiting: a thread that starts
+// late or is descheduled before its claim owns nothing and the others go on without it; the
+// call waits only for items that were claimed. The calling thread claims a phase's items from
+// the first, the helpers from the last: with both running, each thread computes the same items
+// step after step (the LSTM's chunks of weights stay in that core's L2: claimed in any order,
+// every core read all of them each step, and H = 256, B = 8 ran slower than on one thread), and
+// either takes over the other's items when that one falls behind.
+//
+// The helpers are the threads of an OpenMP region (at::parallel_for): after any parallel ATen
+// op they are spinning and join at once. Measured (issue 17, quiet, two threads, L = 50,
+// interleaved with torch.nn.LSTM, ratios torch.nn / stseq): helpers woken from ATen's inter-op
+// pool (at::launch) instead shared their core with the OpenMP threads still spinning after
+// torch.nn's call and gained nothing over one thread (H = 256, B = 16: 0.62x against 0.98x with
+// the region's threads; B = 8: 0.67x against 0.97x). The region ends in a barrier, though, that
+// waits for every thread of the team, and with one core busy with another process a helper
+// that had not started yet holds the call for a time slice (H = 128, B = 16: 4.3 ms against
+// torch.nn's 1.6 ms). run_phases reports such waits so that the caller can stop splitting for
+// a while (rnn/rnn_cpu_split.h).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -25,7 +30,6 @@
 #include <cstdint>
 #include <memory>
 #include <thread>
-#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
@@ -49,26 +53,31 @@ inline void pause() {
 // (under 20 microseconds at B = 16, H = 256), a descheduled peer's a time slice (milliseconds).
 constexpr std::chrono::microseconds kSpinTime{50};
 
+// A wait of the calling thread this long is a stall (a helper descheduled or not yet started),
+// reported by run_phases: longer than any item (the input projection of every step, one phase
+// of the LSTM at up to 8 rows per step, is the longest: about 0.1 ms at L = 50, H = 256) or a
+// sleeping thread's wake-up, shorter than a time slice.
+constexpr std::chrono::microseconds kStallTime{500};
+
 class Wait {
  public:
   // Pauses and returns true while the wait is within kSpinTime, else returns false.
   bool spin() {
     if (spins_++ % 64 == 0) {  // the clock every 64 pauses (a few microseconds)
-      const auto now = std::chrono::steady_clock::now();
-      if (spins_ == 1) start_ = now;
-      if (now - start_ > kSpinTime) return false;
+      now_ = std::chrono::steady_clock::now();
+      if (spins_ == 1) start_ = now_;
+      if (now_ - start_ > kSpinTime) return false;
     }
     pause();
     return true;
   }
 
-  void spin_or_yield() {
-    if (!spin()) std::this_thread::yield();
-  }
+  // Whether the wait (as of its last clock reading) has lasted kStallTime.
+  bool stalled() const { return spins_ > 0 && now_ - start_ > kStallTime; }
 
  private:
   int64_t spins_ = 0;
-  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point start_, now_;
 };
 
 struct State {
@@ -85,7 +94,7 @@ struct State {
   int64_t total = 0;
   std::atomic<int64_t> finished{0};               // items finished, over all phases
   void (*run)(const void* item, int64_t phase, int64_t index) = nullptr;
-  const void* item = nullptr;                     // valid while a claimed item has not finished
+  const void* item = nullptr;                     // the callable run() calls
 
   bool all_taken(size_t p) const {
     const uint64_t t = taken[p].load(std::memory_order_relaxed);
@@ -108,54 +117,69 @@ struct State {
   }
 };
 
-// Runs the items this thread claims, phase after phase, until every item is claimed. A helper
-// leaves early when it falls behind: when a phase keeps it waiting past the spin bound, or when
-// a phase it came to after joining was already taken by the others. On a busy machine a helper
-// that shares its core then stops competing for it; the calling thread finishes alone.
-inline void work(State& state, bool helper) {
-  bool joined = false;
+// Runs the items this thread claims, phase after phase, until every item is claimed (and, on
+// the calling thread, has finished); returns whether this thread stalled (kStallTime) waiting
+// for another one. A helper leaves early when it falls behind: when a phase keeps it waiting
+// past kSpinTime, or when a phase it came to after joining was already taken by the others. On
+// a busy machine a helper that shares its core then stops competing for it; the calling thread
+// finishes alone.
+inline bool work(State& state, bool helper) {
+  bool joined = false, stalled = false;
   int64_t open = 0;  // the items of the phases before p
   for (size_t p = 0; p < state.items.size(); open += state.items[p], ++p) {
     Wait wait;
     while (state.finished.load(std::memory_order_acquire) < open) {  // the phase before runs
       if (state.all_taken(p)) break;
-      if (!helper) {
-        wait.spin_or_yield();
-      } else if (!wait.spin()) {
-        return;
-      }
+      if (wait.spin()) continue;
+      if (helper) return false;
+      std::this_thread::yield();
     }
+    stalled = stalled || wait.stalled();
     bool claimed = false;
     for (int64_t i; (i = state.claim(p, !helper)) >= 0; claimed = true) {
       state.run(state.item, static_cast<int64_t>(p), i);
       state.finished.fetch_add(1, std::memory_order_release);
     }
-    if (helper && joined && !claimed) return;
+    if (helper && joined && !claimed) return false;
     joined = joined || claimed;
   }
+  if (helper) return false;
+  Wait wait;  // the items other threads claimed last
+  while (state.finished.load(std::memory_order_acquire) < state.total) {
+    if (!wait.spin()) std::this_thread::yield();
+  }
+  return stalled || wait.stalled();
 }
 
 }  // namespace phases_detail
 
 // item(phase, index) for index in [0, items[phase]) of every phase, phases in order (every item
 // of a phase finishes, and its writes are visible, before any item of the next one starts), on
-// this thread and up to `helpers` threads of the inter-op pool, whichever claims an item first.
-// Returns once every item has finished; items must not throw.
+// this thread and up to `helpers` more threads of an OpenMP region, whichever claims an item
+// first; items must not throw. Returns, once every item has finished and every thread has left
+// the region, whether the calling thread stalled (waited kStallTime) for another one: a thread
+// descheduled in its item, or one the region's end waited for after all the work was done.
 template <typename F>
-void run_phases(const std::vector<int64_t>& items, int64_t helpers, const F& item) {
-  auto state = std::make_shared<phases_detail::State>(items);
-  if (state->total == 0) return;
-  state->item = &item;
-  state->run = [](const void* f, int64_t phase, int64_t index) {
+bool run_phases(const std::vector<int64_t>& items, int64_t helpers, const F& item) {
+  phases_detail::State state(items);
+  if (state.total == 0) return false;
+  state.item = &item;
+  state.run = [](const void* f, int64_t phase, int64_t index) {
     (*static_cast<const F*>(f))(phase, index);
   };
-  for (int64_t t = 0; t < helpers; ++t) {
-    at::launch([state] { phases_detail::work(*state, true); });
-  }
-  phases_detail::work(*state, false);
-  // The items other threads claimed last.
-  phases_detail::Wait wait;
-  while (state->finished.load(std::memory_order_acquire) < state->total) wait.spin_or_yield();
+  bool stalled = false;
+  std::chrono::steady_clock::time_point done;
+  at::parallel_for(0, helpers + 1, 1, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      if (t > 0) {
+        phases_detail::work(state, true);
+        continue;
+      }
+      stalled = phases_detail::work(state, false);  // the calling thread (OpenMP's master)
+      done = std::chrono::steady_clock::now();
+    }
+  });
+  return stalled || std::chrono::steady_clock::now() - done > phases_detail::kStallTime;
 }
 
 }  // namespace stseq

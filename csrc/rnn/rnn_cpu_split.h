@@ -11,7 +11,8 @@
 // one more phase of chunks (the same columns).
 //
 // The path is taken (lstm_split_plan) with two or more threads, no projection (proj_size), one
-// tile of rows, and enough work per step (kMinSplitMultiplyAdds, kMinSplitWeightBytes). Its results equal the
+// tile of rows, and enough work per step (kMinSplitMultiplyAdds, kMinSplitWeightBytes), unless
+// a recent split call waited for a descheduled thread (kBackoffCalls). Its results equal the
 // one-thread path's bitwise (the same products in the same order per output), so
 // lstm_split_forward_calls() counts its calls for the tests (stseq._C._lstm_split_forward_calls).
 #pragma once
@@ -20,6 +21,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "common/cpu_phases.h"
@@ -48,6 +50,17 @@ constexpr int64_t kMinSplitWeightBytes = int64_t{1} << 20;
 // a chunk's four gate blocks are four whole panels. Half and twice that measured alike.
 constexpr int64_t kChunkPanels = 4;
 
+// After a split call whose calling thread waited for a descheduled (or late) helper, the next
+// kBackoffCalls calls that would split run the one-thread path instead: on a machine where
+// another process keeps a core busy most split calls would wait for a time slice, while one of
+// kBackoffCalls + 1 costs little (issue 17's floor: no case below 0.8x torch.nn under load).
+constexpr int64_t kBackoffCalls = 16;
+
+inline std::atomic<int64_t>& split_backoff() {
+  static std::atomic<int64_t> calls{0};
+  return calls;
+}
+
 struct SplitPlan {
   int64_t width = 0;    // units per chunk (the last one may have fewer)
   int64_t chunks = 0;   // 0: not split
@@ -57,8 +70,7 @@ struct SplitPlan {
 inline SplitPlan lstm_split_plan(const LstmForward& f, int64_t panel_width) {
   const LayerShape& shape = f.shape;
   const int64_t rows = f.steps.active_rows(), H = shape.hidden;
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(),
-                                            1 + static_cast<int64_t>(at::get_num_interop_threads()));
+  const int64_t threads = at::get_num_threads();
   if (shape.has_proj || threads < 2 || at::in_parallel_region()) return {};
   if (rows == 0 || rows / kMinTileRows >= 2) return {};  // row tiles (cut_tiles) split it
   const int64_t k = shape.input_size + shape.proj;
@@ -69,6 +81,10 @@ inline SplitPlan lstm_split_plan(const LstmForward& f, int64_t panel_width) {
   const int64_t width = panel_width * kChunkPanels / 4;
   const int64_t chunks = (H + width - 1) / width;
   if (chunks < 2) return {};
+  if (split_backoff().load(std::memory_order_relaxed) > 0 &&
+      split_backoff().fetch_sub(1, std::memory_order_relaxed) > 0) {
+    return {};
+  }
   return {width, chunks, std::min(threads, chunks) - 1};
 }
 
@@ -151,7 +167,9 @@ void lstm_split_loop(const LstmForward& f, const SplitPlan& plan) {
                           hidden + row * P + u0, P});
   };
   lstm_split_forward_calls().fetch_add(1, std::memory_order_relaxed);
-  run_phases(items, plan.helpers, chunk);
+  if (run_phases(items, plan.helpers, chunk)) {
+    split_backoff().store(kBackoffCalls, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace
