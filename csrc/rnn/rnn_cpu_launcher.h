@@ -15,7 +15,9 @@
 // dispatcher), then the
 // fused pointwise kernel (rnn_cpu_pointwise.h) adds the biases and writes the new states. Rows
 // whose sequence has ended drop out of the tile (rows are sorted by length), so no work is
-// spent on padding. No thread synchronises with another inside the loop.
+// spent on padding. No thread synchronises with another inside the loop. A batch of one tile
+// with threads to spare (up to 31 rows) splits each step's hidden units across the threads
+// instead (rnn_cpu_split.h), where the step is big enough to pay for a handover per step.
 //
 // Backward: the same tiles walk the steps in reverse, computing the gate gradients of each step
 // and the recurrent gradient dh_prev = dgates W_hh (the same packed loop); W_ih, W_hh (and W_hr)

@@ -15,11 +15,12 @@ import torch
 
 from stseq import _C, ops
 
-# (batch, input_size, hidden, lengths): the 8-row crossover on both sides (4, 6, 9, 20 rows),
+# (batch, input_size, hidden, lengths): the 8-row crossover on both sides (4, 6, 8, 9, 20 rows),
 # H = 37 and 100 (a short last chunk), rows that end at different steps, a row of length 1; each
 # over the split's 2^20 multiply-adds per step (rows x (I + H) x 4H).
 CASES = [
     (4, 600, 100, None),
+    (8, 150, 128, None),  # 96 rows: the input projection in two blocks of rows (64 + 32)
     (9, 200, 100, [12, 12, 11, 9, 9, 5, 3, 2, 1]),
     (20, 340, 37, None),
     (20, 340, 37, [12] * 5 + [10] * 5 + [6] * 5 + [2] * 4 + [1]),
