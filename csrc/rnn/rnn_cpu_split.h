@@ -39,7 +39,8 @@ namespace {
 // half of them, which then stays in its L2; one thread reads all of them every step). Below
 // both, the per-step handover between threads costs what the split saves. Measured (issue 17,
 // the 2-core machine quiet, two threads, L = 50, I = H, float32, inference, interleaved with the
-// one-thread path, ratios one-thread time / split time, benchmarks/results/rnn/split.py):
+// one-thread path, ratios one-thread time / split time; benchmarks/results/rnn/
+// split-2026-12-07.log, which also holds the ratios against torch.nn.LSTM):
 //   1.0 M multiply-adds: H = 128, B = 8: 1.24-1.28;  H = 256, B = 16 (4.2 M): 1.91-1.98
 //   0.5 M: H = 256, B = 1 (2 MB of weights): 1.12-1.37;  H = 128, B = 4: 0.92;
 //          H = 64, B = 16: 0.94;  0.26 M: H = 64, B = 8: 0.99;  0.13 M: H = 128, B = 1: 0.86-0.98
