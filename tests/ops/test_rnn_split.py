@@ -10,10 +10,14 @@ one thread, so the tests repeat a call until it splits (_split)."""
 
 import threading
 
+import hypothesis
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from stseq import _C, ops
+
+import fuzzing  # noqa: F401  (loads the hypothesis profile: ci, or the large one)
 
 # (batch, input_size, hidden, lengths): the 8-row crossover on both sides (4, 6, 8, 9, 20 rows),
 # H = 37 and 100 (a short last chunk), rows that end at different steps, a row of length 1; each
@@ -154,3 +158,44 @@ def test_split_calls_from_concurrent_threads(two_threads):
     for outputs, reference in zip(results, expected, strict=True):
         assert len(outputs) == 5
         assert all(torch.equal(out, reference) for out in outputs)
+
+
+@st.composite
+def split_cases(draw):
+    """(x [L, B, I], lengths or None, hidden, dtype, training) of a call that splits: B < 32
+    rows, I raised until a step of the rows with steps has 2^20 multiply-adds."""
+    batch, hidden = draw(st.integers(1, 31)), draw(st.integers(33, 160))
+    seq_len = draw(st.integers(1, 6))
+    dtype = draw(st.sampled_from((torch.float32, torch.float64)))
+    lengths, rows = None, batch  # rows: those with at least one step
+    if draw(st.booleans()):
+        lengths = torch.tensor(draw(st.lists(st.integers(0, seq_len), min_size=batch,
+                                             max_size=batch)))
+        lengths[0] = seq_len
+        rows = int((lengths > 0).sum())
+    input_size = max(draw(st.integers(1, 64)), -(-(1 << 20) // (rows * 4 * hidden)) - hidden)
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x = torch.randn(seq_len, batch, input_size, generator=g, dtype=dtype)
+    return x, lengths, hidden, dtype, draw(st.booleans())
+
+
+@hypothesis.settings(max_examples=max(5, hypothesis.settings().max_examples // 2))
+@given(split_cases())
+def test_split_equals_one_thread_path(case):
+    """Random shapes that split (rows of length 0 to L, H not a multiple of the chunk width,
+    inference or training forward): the same bits as the one-thread path."""
+    x, lengths, hidden, dtype, training = case
+    weights = _weights(x.shape[2], hidden, dtype)
+    mode = torch.enable_grad if training else torch.inference_mode
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with mode():
+            split = _split(lambda: ops.lstm(x, None, weights, lengths=lengths, backend="native"))
+        torch.set_num_threads(1)
+        with mode():
+            one_thread = ops.lstm(x, None, weights, lengths=lengths, backend="native")
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip((split[0], *split[1]), (one_thread[0], *one_thread[1]), strict=True):
+        assert torch.equal(a, b)
