@@ -54,9 +54,9 @@ inline void pause() {
 constexpr std::chrono::microseconds kSpinTime{50};
 
 // A wait of the calling thread this long is a stall (a helper descheduled or not yet started),
-// reported by run_phases: longer than any item (the input projection of every step, one phase
-// of the LSTM at up to 8 rows per step, is the longest: about 0.1 ms at L = 50, H = 256) or a
-// sleeping thread's wake-up, shorter than a time slice.
+// reported by run_phases: longer than any item (the LSTM's longest, a 64-row block of a chunk
+// of its input projection, takes about 0.1 ms at H = 256) or a sleeping thread's wake-up,
+// shorter than a time slice.
 constexpr std::chrono::microseconds kStallTime{500};
 
 class Wait {
