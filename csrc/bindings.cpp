@@ -7,6 +7,8 @@
 // torch.ops.stseq.*.
 #include <pybind11/pybind11.h>
 
+#include "rnn/rnn_cpu_split_count.h"
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "stseq native kernels (ops are registered under torch.ops.stseq)";
 #ifdef STSEQ_WITH_CUDA
@@ -14,4 +16,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
 #else
   module.attr("cuda_built") = false;
 #endif
+  module.def(
+      "_lstm_split_forward_calls", [] { return stseq::rnn::lstm_split_forward_calls().load(); },
+      "How many CPU LSTM forward calls split their hidden units across threads (for tests)");
 }

@@ -41,38 +41,30 @@ struct PanelGemm {
   const scalar_t* packed;  // [ceil(N / kPanel)][K][kPanel]
 
   // Rows [k0, k0 + rows) of the packed B ([ceil(N / kPanel)][K][kPanel], at `dst`) from a part
-  // of B, [rows, N] with element (j, c) at src[j * row_stride + c * column_stride]; zero beyond
-  // column N. A transposed weight (column_stride != 1) goes through ATen's vector transpose in
-  // blocks of kBlock rows, so that the panel block being written stays in L1 (a scalar loop
-  // down a whole panel column missed L1 at every element: half of a B = 1 call's time).
+  // of B, [rows, N] with element (j, c) at src[j * row_stride + s(c) * column_stride], where
+  // s(c) = (c / block) * block_stride + c % block (block = 0: s(c) = c; a chunk of LSTM units
+  // packs its four gates' columns side by side, rnn_cpu_split.h); zero beyond column N. A
+  // panel's columns go in runs of consecutive source columns. A transposed weight
+  // (column_stride != 1) goes through ATen's vector transpose in blocks of kBlock rows, so that
+  // the panel block being written stays in L1 (a scalar loop down a whole panel column missed
+  // L1 at every element: half of a B = 1 call's time).
   static void pack(const scalar_t* src, int64_t rows, int64_t row_stride, int64_t column_stride,
-                   int64_t k, int64_t n, int64_t k0, scalar_t* dst) {
-    constexpr int64_t kBlock = 64;
+                   int64_t k, int64_t n, int64_t k0, scalar_t* dst, int64_t block = 0,
+                   int64_t block_stride = 0) {
+    if (block <= 0) block = n;
     const int64_t panels = (n + kPanel - 1) / kPanel;
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t width = std::min(kPanel, n - p * kPanel);
       scalar_t* panel = dst + (p * k + k0) * kPanel;
-      const scalar_t* columns = src + p * kPanel * column_stride;
       for (int64_t j = 0; j < rows; ++j) {
         std::fill(panel + j * kPanel + width, panel + (j + 1) * kPanel, scalar_t(0));
       }
-      if (column_stride == 1) {  // rows of B contiguous: copy them
-        for (int64_t j = 0; j < rows; ++j) {
-          std::copy(columns + j * row_stride, columns + j * row_stride + width,
-                    panel + j * kPanel);
-        }
-      } else if (row_stride == 1) {  // columns of B contiguous: transpose [width, rows] blocks
-        for (int64_t j = 0; j < rows; j += kBlock) {
-          at::vec::transpose_mxn<scalar_t>(columns + j, column_stride, panel + j * kPanel, kPanel,
-                                           static_cast<int>(width),
-                                           static_cast<int>(std::min(kBlock, rows - j)));
-        }
-      } else {
-        for (int64_t j = 0; j < rows; ++j) {
-          for (int64_t c = 0; c < width; ++c) {
-            panel[j * kPanel + c] = columns[j * row_stride + c * column_stride];
-          }
-        }
+      for (int64_t c = p * kPanel; c < p * kPanel + width;) {
+        const int64_t run = std::min(p * kPanel + width, (c / block + 1) * block) - c;
+        const int64_t source = (c / block) * block_stride + c % block;
+        pack_run(src + source * column_stride, rows, row_stride, column_stride, run,
+                 panel + (c - p * kPanel));
+        c += run;
       }
     }
   }
@@ -178,6 +170,30 @@ struct PanelGemm {
 #else
   static constexpr bool kEightRows = false;
 #endif
+
+  // `width` consecutive source columns (the first at `columns`) of every row into a panel's
+  // columns from `out` on (row stride kPanel).
+  static void pack_run(const scalar_t* columns, int64_t rows, int64_t row_stride,
+                       int64_t column_stride, int64_t width, scalar_t* out) {
+    constexpr int64_t kBlock = 64;
+    if (column_stride == 1) {  // rows of B contiguous: copy them
+      for (int64_t j = 0; j < rows; ++j) {
+        std::copy(columns + j * row_stride, columns + j * row_stride + width, out + j * kPanel);
+      }
+    } else if (row_stride == 1) {  // columns of B contiguous: transpose [width, rows] blocks
+      for (int64_t j = 0; j < rows; j += kBlock) {
+        at::vec::transpose_mxn<scalar_t>(columns + j, column_stride, out + j * kPanel, kPanel,
+                                         static_cast<int>(width),
+                                         static_cast<int>(std::min(kBlock, rows - j)));
+      }
+    } else {
+      for (int64_t j = 0; j < rows; ++j) {
+        for (int64_t c = 0; c < width; ++c) {
+          out[j * kPanel + c] = columns[j * row_stride + c * column_stride];
+        }
+      }
+    }
+  }
 
   const scalar_t* panel(int64_t p) const { return packed + p * k * kPanel; }
 

@@ -11,17 +11,23 @@
 namespace stseq {
 namespace rnn {
 
+// The units computed are all H of a layer, or a chunk of W of them (the split forward,
+// rnn_cpu_split.h): there the pre-activations xg and hg hold the chunk's gates in blocks of W
+// (pre_gate_stride = W) while bias, gates, cells and c_state keep the layer's layout (H).
 template <typename scalar_t>
 struct LstmForwardRows {
-  int64_t rows, hidden;    // n, H
-  const scalar_t* xg;      // [n, 4H] stride xg_stride: W_ih x (nullptr: already in hg)
+  int64_t rows, hidden;    // n, W: the units computed (H, or a chunk's width)
+  int64_t pre_gate_stride; // from one gate's block of xg and hg to the next (H, or W)
+  int64_t layer_hidden;    // H: row stride of c_state and cells, gate stride of bias and gates
+  const scalar_t* xg;      // [n, 4 blocks] stride xg_stride: W_ih x (nullptr: already in hg)
   int64_t xg_stride;
-  const scalar_t* hg;      // [n, 4H] stride 4H: W_hh h_prev (+ W_ih x)
+  const scalar_t* hg;      // [n, 4 blocks] stride hg_stride: W_hh h_prev (+ W_ih x)
+  int64_t hg_stride;
   const scalar_t* bias;    // [4H] b_ih + b_hh, added to xg + hg (nullptr: no bias)
-  scalar_t* c_state;       // [n, H] stride H: c_prev in, c out
+  scalar_t* c_state;       // [n, W] stride H: c_prev in, c out
   scalar_t* gates;         // [n, 4H] stride 4H: i, f, g, o (nullptr: not kept)
-  scalar_t* cells;         // [n, H] stride H: c (nullptr: not kept)
-  scalar_t* h;             // [n, H] stride h_stride: o * tanh(c)
+  scalar_t* cells;         // [n, W] stride H: c (nullptr: not kept)
+  scalar_t* h;             // [n, W] stride h_stride: o * tanh(c)
   int64_t h_stride;
 };
 
@@ -92,6 +98,9 @@ struct PackPart {
   int64_t rows, row_stride, column_stride;
   int64_t k, n, k0;        // K, N of the packed B; the part's first row in it
   scalar_t* packed;
+  // Column c < n of the packed B is column (c / block) * block_stride + c % block of the part
+  // (0: column c): a chunk's gate blocks side by side (rnn_cpu_split.h).
+  int64_t block = 0, block_stride = 0;
 };
 
 template <typename scalar_t>

@@ -15,7 +15,9 @@
 // dispatcher), then the
 // fused pointwise kernel (rnn_cpu_pointwise.h) adds the biases and writes the new states. Rows
 // whose sequence has ended drop out of the tile (rows are sorted by length), so no work is
-// spent on padding. No thread synchronises with another inside the loop.
+// spent on padding. No thread synchronises with another inside the loop. A batch of one tile
+// with threads to spare (up to 31 rows) splits each step's hidden units across the threads
+// instead (rnn_cpu_split.h), where the step is big enough to pay for a handover per step.
 //
 // Backward: the same tiles walk the steps in reverse, computing the gate gradients of each step
 // and the recurrent gradient dh_prev = dgates W_hh (the same packed loop); W_ih, W_hh (and W_hr)
@@ -28,6 +30,7 @@
 #include "common/cpu_tiles.h"
 #include "rnn/rnn_cpu_kernels.h"
 #include "rnn/rnn_cpu_loop.h"
+#include "rnn/rnn_cpu_split.h"
 #include "rnn/rnn_plan.h"
 
 namespace stseq {
@@ -43,6 +46,10 @@ struct CpuLoops {
     const bool keep = f.keep_activations;
     const at::Tensor w_hr_t = shape.has_proj ? f.weight_hr.t() : at::Tensor();  // [H, P]
     const auto& kernels = pointwise<scalar_t>();
+    // One tile of rows with threads to spare: the hidden units split across them per step.
+    if (const SplitPlan plan = lstm_split_plan(f, kernels.panel_width); plan.chunks > 0) {
+      return lstm_split_loop<scalar_t>(f, plan);
+    }
     // Each step computes [x_t, h_prev] [W_ih; W_hh]^T for its rows in one packed product: the
     // input projection of all steps is never written to memory and read back (at B = 256,
     // L = 50, H = 128 that buffer is 26 MB), and the bias is added in the step.
@@ -75,8 +82,9 @@ struct CpuLoops {
                                   h_prev, P});
         }
         const LstmForwardRows<scalar_t> rows{
-            n, H, project_first ? xg.data_ptr<scalar_t>() + row * G : nullptr, G,
-            hg.data_ptr<scalar_t>(), f.bias.defined() ? f.bias.data_ptr<scalar_t>() : nullptr,
+            n, H, H, H, project_first ? xg.data_ptr<scalar_t>() + row * G : nullptr, G,
+            hg.data_ptr<scalar_t>(), G,
+            f.bias.defined() ? f.bias.data_ptr<scalar_t>() : nullptr,
             f.c_state.data_ptr<scalar_t>() + tile.begin * H,
             keep ? f.gates.data_ptr<scalar_t>() + row * G : nullptr,
             keep ? f.cells.data_ptr<scalar_t>() + row * H : nullptr,

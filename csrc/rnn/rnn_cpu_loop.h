@@ -55,7 +55,8 @@ const CpuPointwise<scalar_t>& pointwise() {
 // one core kept busy by another process such calls stalled on the descheduled tile thread
 // (B = 16, H = 128: 8 ms against torch.nn's 1.9 ms, 0.24x; a rule splitting from 25 M
 // multiply-adds of work gave the same), against 0.82x as one tile. 16 stays: the loaded
-// floor (no case below 0.8x) wins over the quiet two-thread gain.
+// floor (no case below 0.8x) wins over the quiet two-thread gain. A batch of one tile uses the
+// other threads by splitting each step's hidden units instead (rnn_cpu_split.h).
 constexpr int64_t kMinTileRows = 16;
 
 // Rows of `tile` active at step s: [tile.begin, tile.begin + n), n <= 0 when none.

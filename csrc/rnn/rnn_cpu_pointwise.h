@@ -33,22 +33,23 @@ inline void for_each_unit(int64_t hidden, const Body& body) {
 
 template <typename scalar_t>
 void lstm_forward(const LstmForwardRows<scalar_t>& p) {
-  const int64_t H = p.hidden;
+  const int64_t W = p.hidden, H = p.layer_hidden, pre = p.pre_gate_stride;
   for (int64_t b = 0; b < p.rows; ++b) {
-    const scalar_t* xg = p.xg != nullptr ? p.xg + b * p.xg_stride : nullptr;  // [4H]
-    const scalar_t* hg = p.hg + b * 4 * H;                                   // [4H]
-    scalar_t* c = p.c_state + b * H;              // [H]
-    scalar_t* h = p.h + b * p.h_stride;           // [H]
+    const scalar_t* xg = p.xg != nullptr ? p.xg + b * p.xg_stride : nullptr;  // [4 blocks]
+    const scalar_t* hg = p.hg + b * p.hg_stride;                             // [4 blocks]
+    scalar_t* c = p.c_state + b * H;              // [W]
+    scalar_t* h = p.h + b * p.h_stride;           // [W]
     scalar_t* gates = p.gates != nullptr ? p.gates + b * 4 * H : nullptr;
     scalar_t* cells = p.cells != nullptr ? p.cells + b * H : nullptr;
-    for_each_unit<scalar_t>(H, [&](const auto& lane) {
+    for_each_unit<scalar_t>(W, [&](const auto& lane) {
       using Act = typename std::decay_t<decltype(lane)>::Act;
-      auto pre = [&](int64_t gate) {  // the gate's pre-activation
-        auto sum = lane.load(hg + gate * H);
-        if (xg != nullptr) sum = lane.load(xg + gate * H) + sum;
+      auto pre_activation = [&](int64_t gate) {
+        auto sum = lane.load(hg + gate * pre);
+        if (xg != nullptr) sum = lane.load(xg + gate * pre) + sum;
         return p.bias != nullptr ? sum + lane.load(p.bias + gate * H) : sum;
       };
-      const auto u = lstm_unit_forward<Act>(pre(0), pre(1), pre(2), pre(3), lane.load(c));
+      const auto u = lstm_unit_forward<Act>(pre_activation(0), pre_activation(1),
+                                            pre_activation(2), pre_activation(3), lane.load(c));
       lane.store(c, u.c);
       lane.store(h, u.h);
       if (gates != nullptr) {
@@ -167,7 +168,7 @@ template <typename scalar_t>
 void pack(const PackPart<scalar_t>& p) {
   ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>::pack(p.src, p.rows, p.row_stride,
                                                            p.column_stride, p.k, p.n, p.k0,
-                                                           p.packed);
+                                                           p.packed, p.block, p.block_stride);
 }
 
 }  // namespace
