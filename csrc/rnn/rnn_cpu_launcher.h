@@ -3,10 +3,10 @@
 // the launcher, over the step plan and buffers of rnn_plan.h.
 //
 // Forward, per layer and direction: the LSTM computes each step's [x_t, h_prev] [W_ih; W_hh]^T
-// in one packed product (below), or with at most kMaxRowsProjectingFirst rows per step x W_ih^T
-// for all rows first and h_prev W_hh^T per step (both on the packed weights); the GRU, whose
+// in one packed product (below), or at few rows per step (lstm_projects_first) x W_ih^T for
+// all rows first and h_prev W_hh^T per step (both on the packed weights); the GRU, whose
 // candidate gate needs the two parts apart, xg = W_ih x for all rows as one GEMM (rnn_plan.h;
-// at up to kMaxRowsProjectingFirst rows per step the packed GEMM on the calling thread); the
+// at up to kMaxRowsProjectingHere rows per step the packed GEMM on the calling thread); the
 // biases are added in the step. The active batch rows are split into tiles of at least
 // kMinTileRows rows, at most one per thread (about equal total length; common/cpu_tiles.h),
 // and each thread carries its tile through every step on its own: hg = W_hh h_prev for the
@@ -57,7 +57,7 @@ struct CpuLoops {
         pack_panels<scalar_t>(kernels, {f.weight_ih.t(), f.weight_hh.t()});  // [I + P, 4H]
     // With project_first, xg = x W_ih^T for every row first, on this thread (rows [0, I) of the
     // packed weights), and each step multiplies h_prev by rows [I, I + P) only.
-    const bool project_first = steps.active_rows() <= kMaxRowsProjectingFirst;
+    const bool project_first = lstm_projects_first<scalar_t>(shape, steps);
     const at::Tensor xg = project_first ? at::empty({steps.rows, G}, options) : at::Tensor();
     if (project_first && steps.rows > 0) {
       kernels.recurrent_gemm({steps.rows, I + P, G, f.x.data_ptr<scalar_t>(), I,
@@ -140,10 +140,10 @@ struct CpuLoops {
     const at::TensorOptions options = f.x.options();
     const auto& kernels = pointwise<scalar_t>();
     // The biases are added in the step, not by the GEMM (addmm first copies one into every
-    // row). At up to kMaxRowsProjectingFirst rows per step the projection (at most 8 L rows)
+    // row). At up to kMaxRowsProjectingHere rows per step the projection (at most 8 L rows)
     // runs on this thread through the packed GEMM: at::mm's threads wait for a busy core
     // (issue 17, two threads, one core busy, B = 1, H = 128: 13 ms against torch.nn's 1.5 ms).
-    const bool project_here = steps.active_rows() <= kMaxRowsProjectingFirst;
+    const bool project_here = steps.active_rows() <= kMaxRowsProjectingHere;
     const at::Tensor xg = project_here  // [N, 3H]
                               ? at::empty({steps.rows, G}, options)
                               : input_projection(f.x, f.weight_ih, at::Tensor());

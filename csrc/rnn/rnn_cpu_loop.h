@@ -114,21 +114,43 @@ const scalar_t* previous_rows_ptr(const Steps& steps, const at::Tensor& first,
   return (s == 0 ? first : states).data_ptr<scalar_t>() + previous_row(steps, tile, s) * width;
 }
 
-// The most rows per step for which the LSTM forward computes x W_ih^T for every row of every
-// step before the time loop (one product over all L * B rows: W_ih is read once per call) and
-// each step multiplies h_prev by W_hh^T only; above it each step computes [x_t, h_prev]
-// [W_ih; W_hh]^T in one product (the [N, 4H] projection is never written to memory and read
-// back). Measured (issue 17, one thread, L = 50, I = H, inference, CPU time of the calling
-// thread, interleaved with torch.nn.LSTM, ratios torch / stseq, projection first vs fused):
+// The most rows per step for which the GRU's input projection x W_ih^T (every row of every
+// step, one product before the time loop) runs on the calling thread through the packed GEMM
+// rather than at::mm, whose threads wait for a busy core (rnn_cpu_launcher.h). The LSTM decides
+// where its projection goes with lstm_projects_first (below).
+constexpr int64_t kMaxRowsProjectingHere = 8;
+
+// Whether the LSTM forward (the tile loop, and the split with the same rule so that its results
+// equal the one-thread path's bitwise) projects first (above) rather than computing each step's
+// [x_t, h_prev] [W_ih; W_hh]^T in one product (the [N, 4H] projection never written to memory
+// and read back), from the rows per step and the bytes of [W_ih; W_hh]: at up to 4 rows,
+// and at up to 16 rows when the weights take 1 MB or more. At few rows the fused product reads
+// all of [W_ih; W_hh] per step for a handful of rows (2 MB at I = H = 256, the size of L2); at
+// many rows the weights are shared by enough rows that it runs at the GEMM's speed and the
+// [L * B, 4H] buffer (13 MB at B = 64, H = 256) is what costs. Measured (issue 17, one thread,
+// L = 50, I = H, stseq.nn.LSTM interleaved with torch.nn.LSTM, ratios torch / stseq, inference /
+// training forward, projection first vs fused, two runs each):
 //   B = 1:  H = 64 1.24 vs 0.96, H = 128 1.08 vs 0.94, H = 256 1.15 vs 0.63
-//   B = 8:  H = 64 1.08 vs 0.98, H = 128 0.88-0.97 vs 0.97-0.98, H = 256 1.13 vs 0.94
-//   B = 16: H = 64 0.83-0.98 vs 0.99-1.01, H = 128 0.99 vs 1.08, H = 256 0.98 vs 0.93
-//   B = 64: H = 64 0.83 vs 1.01, H = 128 0.80 vs 0.97, H = 256 0.80 vs 0.93
-// At few rows the fused product reads all of [W_ih; W_hh] per step for a handful of rows (at
-// I = H = 256 that is 2 MB, the size of L2); at many rows the weights are shared by enough rows
-// that the fused product runs at the GEMM's speed and the [L * B, 4H] buffer (13 MB at B = 64,
-// H = 256) is what costs.
-constexpr int64_t kMaxRowsProjectingFirst = 8;
+//   B = 2:  H = 64 1.06-1.12 vs 0.96-0.98, H = 128 1.01 vs 0.85, H = 256 1.50 vs 0.66
+//   B = 4:  H = 64 1.03-1.04 vs 1.03-1.07, H = 128 0.97-0.99 vs 0.97-1.00, H = 256 1.41-1.47
+//           vs 0.87-0.94
+//   B = 8:  H = 64 0.97-0.99 vs 1.00-1.01, H = 128 0.88-0.91 vs 0.96-0.97 (training 0.89 vs
+//           0.94-0.96), H = 256 1.07-1.09 vs 0.87-0.90
+//   B = 16: H = 64 0.91 vs 0.95-0.98, H = 128 0.88 vs 0.97, H = 256 0.93-0.96 vs 0.92
+//           (training 0.96-0.97 vs 0.86-0.88)
+//   B = 64: H = 64 0.83 vs 1.01, H = 128 0.71-0.80 vs 0.96-0.97, H = 256 0.80-0.81 vs 0.91-0.93
+// (B = 1 and H = 64 at B = 64 from an earlier run, by the calling thread's CPU time.)
+constexpr int64_t kMaxRowsAlwaysProjectingFirst = 4;
+constexpr int64_t kMaxRowsProjectingFirstLargeWeights = 16;
+constexpr int64_t kLargeWeightBytes = int64_t{1} << 20;
+
+template <typename scalar_t>
+bool lstm_projects_first(const LayerShape& shape, const Steps& steps) {
+  const int64_t rows = steps.active_rows();
+  const int64_t bytes = (shape.input_size + shape.proj) * shape.gates * int64_t{sizeof(scalar_t)};
+  return rows <= kMaxRowsAlwaysProjectingFirst ||
+         (rows <= kMaxRowsProjectingFirstLargeWeights && bytes >= kLargeWeightBytes);
+}
 
 }  // namespace
 }  // namespace rnn

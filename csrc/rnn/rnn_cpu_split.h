@@ -6,9 +6,9 @@
 // [I + H, 4 (u1 - u0)]) and then h[:, u0:u1] and c[:, u0:u1] (and, training, its units of the
 // kept gates [N, 4H] and cells [N, H] in their usual layout). A step needs all of h_prev, so
 // each step is one phase of common/cpu_phases.h: the chunks go to whichever thread claims them
-// first, and a descheduled thread holds at most the chunk it is computing. At up to
-// kMaxRowsProjectingFirst rows per step the input projection of every step comes first, as
-// one more phase (items: the same chunks of columns, by blocks of rows).
+// first, and a descheduled thread holds at most the chunk it is computing. Where the one-thread
+// loop projects first (lstm_projects_first), the input projection of every step comes first,
+// as one more phase (items: the same chunks of columns, by blocks of rows).
 //
 // The path is taken (lstm_split_plan) with two or more threads, no projection (proj_size), one
 // tile of rows, and enough work per step (kMinSplitMultiplyAdds, kMinSplitWeightBytes), unless
@@ -62,7 +62,7 @@ inline std::atomic<int64_t>& split_backoff() {
   return calls;
 }
 
-// Rows per item of the input projection (at up to kMaxRowsProjectingFirst rows per step): a
+// Rows per item of the input projection (where it comes first): a
 // chunk's columns for all L * B rows took up to 0.6 ms (L = 50, B = 8, H = 256), past
 // cpu_phases.h's kStallTime when the other thread waited for the last one.
 constexpr int64_t kProjectionRows = 64;
@@ -127,7 +127,7 @@ void lstm_split_loop(const LstmForward& f, const SplitPlan& plan) {
   const int64_t panel = kernels.panel_width;
   const int64_t panels_per_chunk = (4 * plan.width + panel - 1) / panel;
   const at::Tensor packed = pack_unit_chunks<scalar_t>(kernels, f, plan, panels_per_chunk);
-  const bool project_first = steps.active_rows() <= kMaxRowsProjectingFirst;
+  const bool project_first = lstm_projects_first<scalar_t>(shape, steps);  // as one thread
   // Pre-activations, chunk c's four blocks at columns [4 c width, ...): xg [N, 4H] (x W_ih^T
   // of every row, with project_first), hg [rows, 4H] (the step's product).
   const at::Tensor xg = project_first ? at::empty({steps.rows, G}, f.x.options()) : at::Tensor();

@@ -4,7 +4,7 @@ projection): against the reference twin and against the one-thread path (output 
 bitwise; the gradients, through the gates and cells it kept, up to the rounding of ATen's GEMMs
 after the backward's loop, which may depend on the thread count), with rows dropping out
 mid-sequence, H not a multiple of the chunk width, both input-projection plans (all steps first
-at up to 8 rows per step, fused above) and float32/float64. stseq._C._lstm_split_forward_calls()
+at up to 4 rows per step, or 16 with 1 MB of weights; fused otherwise) and float32/float64. stseq._C._lstm_split_forward_calls()
 counts the calls that took the split (its results cannot tell: they equal the one-thread path's).
 After a split call that stalled on a descheduled thread (a busy machine) the next 16 calls run on
 one thread, so the tests repeat a call until it splits (_split)."""
@@ -20,12 +20,15 @@ from stseq import _C, ops
 
 import fuzzing  # noqa: F401  (loads the hypothesis profile: ci, or the large one)
 
-# (batch, input_size, hidden, lengths): the 8-row crossover on both sides (4, 6, 8, 9, 20 rows),
-# H = 37 and 100 (a short last chunk), rows that end at different steps, a row of length 1; each
-# over the split's 2^20 multiply-adds per step (rows x (I + H) x 4H).
+# (batch, input_size, hidden, lengths): both sides of the projection rule (4, 6, 8, 9, 16, 20
+# rows; under and over 1 MB of [W_ih; W_hh]), H = 37 and 100 (a short last chunk), rows that
+# end at different steps, a row of length 1; each over the split's 2^20 multiply-adds per step
+# (rows x (I + H) x 4H) or 1 MB of weights.
 CASES = [
     (4, 600, 100, None),
-    (8, 150, 128, None),  # 96 rows: the input projection in two blocks of rows (64 + 32)
+    (8, 150, 128, None),  # under 1 MB: fused
+    (8, 400, 128, None),  # over 1 MB: the input projection first, 96 rows in blocks of 64 + 32
+    (16, 400, 128, [12] * 10 + [7] * 5 + [1]),  # over 1 MB at 16 rows: projection first
     (9, 200, 100, [12, 12, 11, 9, 9, 5, 3, 2, 1]),
     (20, 340, 37, None),
     (20, 340, 37, [12] * 5 + [10] * 5 + [6] * 5 + [2] * 4 + [1]),
