@@ -139,9 +139,8 @@ def _run(mode, input, hx, weights, *, backend, algorithm, **config):
 def _one_native_layer(mode, input, weights, backend, algorithm, config):
     """The most common eager call (one layer, one direction, a padded batch without lengths or
     initial states, float32/float64 outside autocast, the native backend) as one op call, or
-    None for any other
-    call, or when the op rejects its arguments: the general path below then checks them all
-    and raises the error that names the argument and layer.
+    None for any other call, or when the op rejects its arguments: the general path then checks
+    them all and raises the error that names the argument and layer.
 
     Measured (issue 17, one thread, L = 50, inference): the general path's checks and
     composition cost about 50 us of Python per call on their own and twice that between the

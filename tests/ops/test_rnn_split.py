@@ -15,7 +15,9 @@ import hypothesis
 import pytest
 import torch
 from hypothesis import given, strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence
 
+import stseq
 from stseq import _C, ops
 
 import fuzzing  # noqa: F401  (loads the hypothesis profile: ci, or the large one)
@@ -134,6 +136,47 @@ def test_split_not_taken_where_it_does_not_apply(two_threads):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_split_in_stacked_reverse_and_packed_layers(two_threads):
+    """stseq.nn.LSTM with two layers, both directions and a PackedSequence: every layer and
+    direction splits (the reverse walk and the second layer's 2H inputs included), with the
+    one-thread path's bits, forward and backward (up to the rounding of ATen's GEMMs)."""
+    torch.manual_seed(6)
+    module = stseq.nn.LSTM(150, 128, num_layers=2, bidirectional=True)
+    x = torch.randn(SEQ_LEN, 8, 150)
+    packed = pack_padded_sequence(x, torch.tensor([12, 12, 11, 9, 9, 5, 3, 2]))
+
+    def run():
+        out, (h_n, c_n) = module(packed)
+        loss = out.data.square().sum() + h_n.sum() + c_n.sum()
+        return [out.data.detach(), h_n.detach(), c_n.detach(),
+                *torch.autograd.grad(loss, list(module.parameters()))]
+
+    for _ in range(40):  # until a call splits in all four layer-directions (see _split)
+        before = _C._lstm_split_forward_calls()
+        split = run()
+        if _C._lstm_split_forward_calls() == before + 4:
+            break
+    else:
+        raise AssertionError("no call split in all four layer-directions in 40 calls")
+    torch.set_num_threads(1)
+    one_thread = run()
+    for a, b in zip(split[:3], one_thread[:3], strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(split[3:], one_thread[3:], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_opcheck_at_split_sizes(two_threads):
+    """torch.library.opcheck of the layer op (schema, fake impl, autograd registration) on a
+    call of split size."""
+    weights = _weights(150, 128, torch.float32)
+    data = torch.randn(SEQ_LEN * 8, 150, requires_grad=True)
+    h0 = torch.zeros(8, 128)
+    batch_sizes = torch.full((SEQ_LEN,), 8, dtype=torch.int64)
+    torch.library.opcheck(torch.ops.stseq.lstm.default,
+                          (data, h0, h0, *weights, None, batch_sizes, True, False, True, "auto"))
+
+
 def test_split_is_deterministic(two_threads):
     """Whichever thread computes a chunk, the results are the same bits run after run."""
     weights = _weights(128, 128, torch.float32)
@@ -146,9 +189,9 @@ def test_split_is_deterministic(two_threads):
 
 
 def test_split_calls_from_concurrent_threads(two_threads):
-    """Calls from several Python threads at once share the inter-op pool's helpers: a helper
-    that arrives after its call returned must touch nothing of it, and each call still gets its
-    own results."""
+    """Calls from several Python threads at once share the OpenMP helpers: a helper that
+    arrives after its call's work was taken must touch nothing of it, and each call still gets
+    its own results."""
     weights = _weights(128, 128, torch.float32)
     inputs = [torch.randn(20, 8, 128, generator=torch.Generator().manual_seed(s))
               for s in range(4)]
