@@ -3,7 +3,8 @@
 // dtype dispatch below plus two sets of capabilities: the LSTM/GRU time loops
 // (rnn/rnn_cuda_launcher.cuh: cuBLAS per step and a pointwise kernel, or the persistent cluster
 // kernels, by the "auto" plan) and the time-aware cells' element steps
-// (time_rnn/time_rnn_cuda_launcher.cuh). float32, float64, float16 and bfloat16; the half types
+// (time_rnn/time_rnn_cuda_launcher.cuh); both run their pointwise steps in one element kernel
+// (common/cuda_element_kernel.cuh). float32, float64, float16 and bfloat16; the half types
 // accumulate, and keep states and saved activations, in float32.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -20,7 +20,8 @@
 //                      weights) and time_rnn/time_rnn_cpu_launcher.h (element steps as vector
 //                      lanes); CUDA: recurrent_cuda.cu over rnn/rnn_cuda_launcher.cuh (stepwise
 //                      cuBLAS + pointwise kernels, or the persistent cluster kernels) and
-//                      time_rnn/time_rnn_cuda_launcher.cuh (one element-step kernel per step)
+//                      time_rnn/time_rnn_cuda_launcher.cuh (one element-step kernel per step);
+//                      both pointwise kernels are common/cuda_element_kernel.cuh's
 //
 // A Launcher provides
 //   static void check_input(const at::Tensor& input, const char* layers)

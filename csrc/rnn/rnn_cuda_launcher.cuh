@@ -10,7 +10,8 @@
 // finished rows are a suffix that is skipped), then one fused pointwise kernel, a thread per
 // (row, unit), that reads xg + hg and the cell state and writes h, c and the saved activations.
 // Backward, per step in reverse: one pointwise kernel writes the gate gradients of the active
-// rows, then one GEMM dh_prev = dgates W_hh.
+// rows, then one GEMM dh_prev = dgates W_hh. Both pointwise kernels are the element kernel the
+// time-aware cells use too (common/cuda_element_kernel.cuh) over a step of rnn_cuda_stepwise.cuh.
 //
 // Persistent loop (hidden size <= 256, no projection, float32/float16/bfloat16, sm_90): one
 // kernel runs every step. The hidden units are split over a thread-block cluster of
@@ -35,9 +36,10 @@
 // most kMaxAutoWaves waves; otherwise the stepwise loop.
 //
 // Files: rnn_cuda_common.cuh (launch sizes), rnn_cuda_stepwise.cuh (the stepwise pointwise
-// kernels), rnn_cuda_persistent.cuh (the persistent kernels) and rnn_cuda_persistent_plan.cuh
-// (their plan and launch); this file holds the host helpers and the four time loops, each the
-// persistent kernel when the plan takes it, else the stepwise loop.
+// steps and their launch in the shared element kernel), rnn_cuda_persistent.cuh (the persistent
+// kernels) and rnn_cuda_persistent_plan.cuh (their plan and launch); this file holds the host
+// helpers and the four time loops, each the persistent kernel when the plan takes it, else the
+// stepwise loop.
 
 #pragma once
 
@@ -102,14 +104,13 @@ struct CudaLoops {
       if (n == 0) break;
       const int64_t row = steps.offsets[s];
       mm_into(hg.narrow(0, 0, n), previous_step(steps, f.h0, f.hidden, s, n), w_hh_t);
-      launch_step(lstm_step_forward<scalar_t, acc_t>,
-                  LstmStepForward<scalar_t, acc_t>{
-                      n, H, xg.data_ptr<scalar_t>() + row * G, hg.data_ptr<scalar_t>(),
-                      f.c_state.data_ptr<acc_t>(),
-                      f.keep_activations ? f.gates.data_ptr<acc_t>() + row * G : nullptr,
-                      f.keep_activations ? f.cells.data_ptr<acc_t>() + row * H : nullptr,
-                      shape.has_proj ? r.data_ptr<scalar_t>()
-                                     : f.hidden.data_ptr<scalar_t>() + row * P});
+      launch_step(LstmStepForward<scalar_t, acc_t>{
+          n, H, xg.data_ptr<scalar_t>() + row * G, hg.data_ptr<scalar_t>(),
+          f.c_state.data_ptr<acc_t>(),
+          f.keep_activations ? f.gates.data_ptr<acc_t>() + row * G : nullptr,
+          f.keep_activations ? f.cells.data_ptr<acc_t>() + row * H : nullptr,
+          shape.has_proj ? r.data_ptr<scalar_t>()
+                         : f.hidden.data_ptr<scalar_t>() + row * P});
       if (shape.has_proj) {
         mm_into(f.hidden.narrow(0, row, n), r.narrow(0, 0, n), f.weight_hr.t());
       }
@@ -155,7 +156,7 @@ struct CudaLoops {
         rows.dy = nullptr;
         rows.r = b.r.data_ptr<scalar_t>() + row * H;
       }
-      launch_step(lstm_step_backward<scalar_t, acc_t>, rows);
+      launch_step(rows);
       mm_into(b.dh.narrow(0, 0, n), b.dgates.narrow(0, row, n), b.weight_hh);
     }
   }
@@ -187,12 +188,11 @@ struct CudaLoops {
       const int64_t row = steps.offsets[s];
       const at::Tensor h_prev = previous_step(steps, f.h0, f.hidden, s, n);
       mm_into(hg.narrow(0, 0, n), h_prev, w_hh_t);
-      launch_step(gru_step_forward<scalar_t, acc_t>,
-                  GruStepForward<scalar_t, acc_t>{
-                      n, H, xg.data_ptr<scalar_t>() + row * G, hg.data_ptr<scalar_t>(),
-                      params.b_hh, h_prev.data_ptr<scalar_t>(),
-                      f.keep_activations ? f.gates.data_ptr<acc_t>() + row * 4 * H : nullptr,
-                      f.hidden.data_ptr<scalar_t>() + row * H});
+      launch_step(GruStepForward<scalar_t, acc_t>{
+          n, H, xg.data_ptr<scalar_t>() + row * G, hg.data_ptr<scalar_t>(),
+          params.b_hh, h_prev.data_ptr<scalar_t>(),
+          f.keep_activations ? f.gates.data_ptr<acc_t>() + row * 4 * H : nullptr,
+          f.hidden.data_ptr<scalar_t>() + row * H});
     }
   }
 
@@ -221,12 +221,11 @@ struct CudaLoops {
       const int64_t n = steps.sizes[s];
       if (n == 0) continue;
       const int64_t row = steps.offsets[s];
-      launch_step(gru_step_backward<scalar_t, acc_t>,
-                  GruStepBackward<scalar_t, acc_t>{
-                      n, H, b.dh.data_ptr<scalar_t>(), b.carry.data_ptr<acc_t>(),
-                      b.dy.data_ptr<scalar_t>() + row * H, b.gates.data_ptr<acc_t>() + row * 4 * H,
-                      previous_step(steps, b.h0, b.hidden, s, n).data_ptr<scalar_t>(),
-                      b.dxg.data_ptr<scalar_t>() + row * G, b.dhg.data_ptr<scalar_t>() + row * G});
+      launch_step(GruStepBackward<scalar_t, acc_t>{
+          n, H, b.dh.data_ptr<scalar_t>(), b.carry.data_ptr<acc_t>(),
+          b.dy.data_ptr<scalar_t>() + row * H, b.gates.data_ptr<acc_t>() + row * 4 * H,
+          previous_step(steps, b.h0, b.hidden, s, n).data_ptr<scalar_t>(),
+          b.dxg.data_ptr<scalar_t>() + row * G, b.dhg.data_ptr<scalar_t>() + row * G});
       mm_into(b.dh.narrow(0, 0, n), b.dhg.narrow(0, row, n), b.weight_hh);
     }
   }

@@ -1,23 +1,19 @@
-// The stepwise loop's fused pointwise kernels of the CUDA LSTM/GRU layers (see
-// rnn_cuda_launcher.cuh): a thread per (row, unit) of one step, grid-stride, around the cell
-// maths of lstm.h and gru.h.
+// The stepwise loop's fused pointwise steps of the CUDA LSTM/GRU layers (see
+// rnn_cuda_launcher.cuh), forward and backward of each cell, around the cell maths of lstm.h and
+// gru.h: each a struct of one step's buffers and run_unit, the per-(row, unit) body that
+// launch_step runs in the shared element kernel (common/cuda_element_kernel.cuh, a thread per
+// (row, unit), grid-stride; also the time-aware cells' kernel).
 #pragma once
-
-#include <ATen/ATen.h>
-#include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <cstdint>
 
+#include "common/cuda_element_kernel.cuh"
 #include "common/element_math.h"
 #include "rnn/rnn.h"
 #include "rnn/rnn_cuda_common.cuh"
 
 namespace stseq {
 namespace {
-
-// Stepwise pointwise kernels: a thread per (row, unit) of one step, grid-stride.
 
 template <typename scalar_t, typename acc_t>
 struct LstmStepForward {
@@ -28,14 +24,11 @@ struct LstmStepForward {
   acc_t* gates;          // [n, 4H] i, f, g, o (nullptr: not kept)
   acc_t* cells;          // [n, H] (nullptr: not kept)
   scalar_t* h;           // [n, H] o * tanh(c)
-};
 
-template <typename scalar_t, typename acc_t>
-__global__ void lstm_step_forward(const LstmStepForward<scalar_t, acc_t> p) {
-  const int64_t H = p.hidden;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < p.rows * H;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = k / H, j = k % H;
+  // Unit j of row b (k: its index in the [n, H] buffers).
+  __device__ __forceinline__ void run_unit(int64_t b, int64_t j) const {
+    const auto& p = *this;
+    const int64_t H = p.hidden, k = b * H + j;
     const scalar_t* xg = p.xg + b * 4 * H + j;
     const scalar_t* hg = p.hg + b * 4 * H + j;
     const auto pre = [&](int q) {
@@ -54,7 +47,7 @@ __global__ void lstm_step_forward(const LstmStepForward<scalar_t, acc_t> p) {
     }
     if (p.cells != nullptr) p.cells[k] = u.c;
   }
-}
+};
 
 template <typename scalar_t, typename acc_t>
 struct LstmStepBackward {
@@ -67,14 +60,11 @@ struct LstmStepBackward {
   acc_t* dc;             // [n, H] gradient reaching c in, reaching c_prev out
   scalar_t* dgates;      // [n, 4H]
   scalar_t* r;           // [n, H] o * tanh(c) (nullptr: not needed)
-};
 
-template <typename scalar_t, typename acc_t>
-__global__ void lstm_step_backward(const LstmStepBackward<scalar_t, acc_t> p) {
-  const int64_t H = p.hidden;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < p.rows * H;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = k / H, j = k % H;
+  // Unit j of row b (k: its index in the [n, H] buffers).
+  __device__ __forceinline__ void run_unit(int64_t b, int64_t j) const {
+    const auto& p = *this;
+    const int64_t H = p.hidden, k = b * H + j;
     acc_t dh = static_cast<acc_t>(p.dh[k]);
     if (p.dy != nullptr) dh += static_cast<acc_t>(p.dy[k]);
     const acc_t* g = p.gates + b * 4 * H + j;
@@ -89,7 +79,7 @@ __global__ void lstm_step_backward(const LstmStepBackward<scalar_t, acc_t> p) {
     p.dc[k] = d.dc_prev;
     if (p.r != nullptr) p.r[k] = static_cast<scalar_t>(g[3 * H] * hyperbolic_tangent(c));
   }
-}
+};
 
 template <typename scalar_t, typename acc_t>
 struct GruStepForward {
@@ -100,14 +90,11 @@ struct GruStepForward {
   const scalar_t* h_prev;  // [n, H]
   acc_t* gates;            // [n, 4H] r, z, n, h_n (nullptr: not kept)
   scalar_t* h;             // [n, H]
-};
 
-template <typename scalar_t, typename acc_t>
-__global__ void gru_step_forward(const GruStepForward<scalar_t, acc_t> p) {
-  const int64_t H = p.hidden;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < p.rows * H;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = k / H, j = k % H;
+  // Unit j of row b (k: its index in the [n, H] buffers).
+  __device__ __forceinline__ void run_unit(int64_t b, int64_t j) const {
+    const auto& p = *this;
+    const int64_t H = p.hidden, k = b * H + j;
     const scalar_t* xg = p.xg + b * 3 * H + j;
     const scalar_t* hg = p.hg + b * 3 * H + j;
     const auto in = [](scalar_t v) { return static_cast<acc_t>(v); };
@@ -124,7 +111,7 @@ __global__ void gru_step_forward(const GruStepForward<scalar_t, acc_t> p) {
       g[3 * H] = u.h_n;
     }
   }
-}
+};
 
 template <typename scalar_t, typename acc_t>
 struct GruStepBackward {
@@ -136,14 +123,11 @@ struct GruStepBackward {
   const scalar_t* h_prev;  // [n, H]
   scalar_t* dxg;           // [n, 3H]
   scalar_t* dhg;           // [n, 3H]
-};
 
-template <typename scalar_t, typename acc_t>
-__global__ void gru_step_backward(const GruStepBackward<scalar_t, acc_t> p) {
-  const int64_t H = p.hidden;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < p.rows * H;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = k / H, j = k % H;
+  // Unit j of row b (k: its index in the [n, H] buffers).
+  __device__ __forceinline__ void run_unit(int64_t b, int64_t j) const {
+    const auto& p = *this;
+    const int64_t H = p.hidden, k = b * H + j;
     const acc_t dh = static_cast<acc_t>(p.dh_rec[k]) + p.carry[k] + static_cast<acc_t>(p.dy[k]);
     const acc_t* g = p.gates + b * 4 * H + j;
     const auto d = rnn::gru_unit_backward<ScalarMath>(
@@ -156,13 +140,12 @@ __global__ void gru_step_backward(const GruStepBackward<scalar_t, acc_t> p) {
     dhg[2 * H] = static_cast<scalar_t>(d.d_hn);
     p.carry[k] = d.dh_prev_direct;
   }
-}
+};
 
-template <typename Kernel, typename Params>
-void launch_step(Kernel kernel, const Params& params) {
-  kernel<<<blocks_for(params.rows * params.hidden), kThreads, 0,
-           c10::cuda::getCurrentCUDAStream()>>>(params);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+// One step's element kernel over its n x H (row, unit) pairs.
+template <typename Step>
+void launch_step(const Step& step) {
+  launch_element_kernel(step, 0, step.rows, step.hidden, kMaxBlocks);
 }
 
 }  // namespace

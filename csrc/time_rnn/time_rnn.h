@@ -12,8 +12,9 @@
 // where_less_equal; see common/cpu_vector.h): the CPU runs each row as at::vec::Vectorized lanes
 // plus a ScalarMath lane per remaining unit (time_rnn_cpu_rows.h, built for the baseline and for
 // AVX2 + FMA), the CUDA kernel gives one thread, one scalar lane, to each (b, j)
-// (time_rnn_cuda_launcher.cuh); the host drivers around them (time_rnn_forward.h,
-// time_rnn_backward.h: the GEMMs and the time loop) are the same code for both.
+// (time_rnn_cuda_launcher.cuh, over common/cuda_element_kernel.cuh); the host drivers around
+// them (time_rnn_forward.h, time_rnn_backward.h: the GEMMs and the time loop) are the same code
+// for both.
 //
 // Notation: H hidden units, B rows, L positions; buffers "by position" are [L, B, ...] indexed
 // by (t, b) -> t * B + b, "step" buffers are [B, ...] and hold the current step's values.

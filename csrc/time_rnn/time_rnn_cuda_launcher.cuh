@@ -1,30 +1,28 @@
 // The time-aware cells' part of the CUDA launcher (recurrent/recurrent_cuda.cu):
 // time_rnn::CudaElementSteps runs the shared drivers' steps (time_rnn_forward.h,
 // time_rnn_backward.h, the same code as on the CPU) over the rows still running and gives one
-// thread to each hidden unit of each row. Per step that
-// is the recurrent GEMM(s) through cuBLAS (at::mm_out on the current stream; half and bfloat16
-// accumulate in float32) and one fused kernel running the cell math of time_rnn.h: gates, dt terms
-// and, when training, the saved activations. States, saved activations and gradient accumulators
-// are float32 for half and bfloat16 inputs; every (row, unit) accumulator is owned by one thread
-// per step, so there are no atomics and the backward is bitwise reproducible.
+// thread to each hidden unit of each row. Per step that is the recurrent GEMM(s) through cuBLAS
+// (at::mm_out on the current stream; half and bfloat16 accumulate in float32) and one launch of
+// the shared element kernel (common/cuda_element_kernel.cuh, also the LSTM/GRU stepwise loop's)
+// whose body, ElementStepBody, runs the cell math of time_rnn.h: gates, dt terms and, when
+// training, the saved activations. States, saved activations and gradient accumulators are
+// float32 for half and bfloat16 inputs; every (row, unit) accumulator is owned by one thread per
+// step, so there are no atomics and the backward is bitwise reproducible.
 #pragma once
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "common/cuda_element_kernel.cuh"
 #include "time_rnn/time_rnn.h"
 
 namespace stseq {
 namespace time_rnn {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535;  // the kernel grid-strides beyond
+constexpr int64_t kMaxBlocks = 65535;  // the element kernel grid-strides beyond
 
 // Unit j of a row as a lane of the cell math (time_rnn.h): loads convert to the accumulation type
 // acc_t, stores back to the pointer's type (float32 math for half and bfloat16 tensors).
@@ -43,17 +41,12 @@ struct UnitLane {
   }
 };
 
-// One element step over rows [begin, begin + rows): thread (b, j) runs the cell math of unit j
-// of row b.
+// One element step as the element kernel's body: unit j of row b runs the cell math of a running
+// row, or writes what a finished row writes.
 template <typename Step>
-__global__ void __launch_bounds__(kThreads)
-    element_step_kernel(const Step step, int64_t begin, int64_t rows, int64_t hidden) {
-  const int64_t total = rows * hidden;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += stride) {
-    const int64_t b = begin + i / hidden;
-    const int64_t j = i % hidden;
+struct ElementStepBody {
+  Step step;
+  __device__ __forceinline__ void run_unit(int64_t b, int64_t j) const {
     const auto row = step.row(b);
     const UnitLane<typename Step::acc_type> lane{j};
     if (row.active) {
@@ -62,7 +55,7 @@ __global__ void __launch_bounds__(kThreads)
       step.inactive(b, lane);
     }
   }
-}
+};
 
 struct CudaElementSteps {
   // Every step over the rows that run at it (the driver narrows [0, active[0]) to them): the
@@ -83,12 +76,7 @@ struct CudaElementSteps {
 
   template <typename Step>
   static void run(const Step& step, int64_t begin, int64_t end, int64_t hidden) {
-    const int64_t total = (end - begin) * hidden;
-    if (total == 0) return;
-    const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, kMaxBlocks);
-    element_step_kernel<<<static_cast<unsigned>(blocks), kThreads, 0,
-                          c10::cuda::getCurrentCUDAStream()>>>(step, begin, end - begin, hidden);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_element_kernel(ElementStepBody<Step>{step}, begin, end, hidden, kMaxBlocks);
   }
 };
 
