@@ -74,8 +74,8 @@ struct PanelGemm {
   // [k0, k2) of B (e.g. h_prev against the W_hh^T rows only), a [rows, k1 - k0] stride lda, a2
   // [rows, k2 - k1] stride lda2 (unused when k1 = k2), out stride ldo.
   void operator()(int64_t rows, int64_t k0, const scalar_t* a, int64_t lda, int64_t k1,
-                  const scalar_t* a2, int64_t lda2, int64_t k2, scalar_t* out,
-                  int64_t ldo) const {
+                  const scalar_t* a2, int64_t lda2, int64_t k2, scalar_t* out, int64_t ldo,
+                  bool accumulate_out = false) const {
     const int64_t panels = (n + kPanel - 1) / kPanel;
     const Operand first{a, lda, k0, k1}, second{a2, lda2, k1, k2};
     // kEightRows: 8 rows x 1 panel, 16 accumulators (AVX-512's 32 vector registers hold them
@@ -101,7 +101,7 @@ struct PanelGemm {
       for (int64_t d0 = k0; d0 < k2; d0 += kDepth) {
         const int64_t d1 = std::min(k2, d0 + kDepth);
         const Operand f = first.within(d0, d1), g = second.within(d0, d1);
-        const bool accumulate = d0 > k0;
+        const bool accumulate = accumulate_out || d0 > k0;
         for (int64_t p = 0; p < panels; ++p) {
           int64_t r = r0;
           for (; r + 8 <= std::min(r1, blocked8); r += 8) {
@@ -130,12 +130,16 @@ struct PanelGemm {
       int64_t p = 0;
       for (; p + 4 <= panels; p += 4) {
         Block4 acc;
+        if (accumulate_out) {
+          for (int q = 0; q < 4; ++q) load(out + r * ldo, p + q, acc.c[q][0], acc.c[q][1]);
+        }
         one_row_four_panels(first, r, p, acc);
         one_row_four_panels(second, r, p, acc);
         for (int q = 0; q < 4; ++q) store(out + r * ldo, p + q, acc.c[q][0], acc.c[q][1]);
       }
       for (; p < panels; ++p) {
         V c0(0), c1(0);
+        if (accumulate_out) load(out + r * ldo, p, c0, c1);
         one_row_one_panel(first, r, p, c0, c1);
         one_row_one_panel(second, r, p, c0, c1);
         store(out + r * ldo, p, c0, c1);

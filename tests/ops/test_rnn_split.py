@@ -4,8 +4,8 @@ projection): against the reference twin and against the one-thread path (output 
 bitwise; the gradients, through the gates and cells it kept, up to the rounding of ATen's GEMMs
 after the backward's loop, which may depend on the thread count), with rows dropping out
 mid-sequence, H not a multiple of the chunk width, both input-projection plans (all steps first
-at up to 4 rows per step, or 16 with 1 MB of weights; fused otherwise) and float32/float64. stseq._C._lstm_split_forward_calls()
-counts the calls that took the split (its results cannot tell: they equal the one-thread path's).
+at up to 4 rows per step, or 16 with 1 MB of weights; fused otherwise, by blocks of steps with
+1 MB of weights) and float32/float64. stseq._C._lstm_split_forward_calls() counts the calls that took the split (its results cannot tell: they equal the one-thread path's).
 After a split call that stalled on a descheduled thread (a busy machine) the next 16 calls run on
 one thread, so the tests repeat a call until it splits (_split)."""
 
@@ -36,6 +36,9 @@ CASES = [
     (20, 340, 37, [12] * 5 + [10] * 5 + [6] * 5 + [2] * 4 + [1]),
     (6, 300, 128, [12, 7, 7, 4, 2, 1]),
     (3, 64, 256, [12, 9, 4]),  # under 2^20 multiply-adds, over 1 MB of weights
+    # over 1 MB at 17 to 31 rows: the one-thread path by blocks of steps (lstm_block_steps)
+    (20, 400, 128, None),
+    (24, 400, 128, [12] * 5 + [11] * 5 + [6] * 5 + [3] * 4 + [1] * 5),  # rows end inside blocks
 ]
 SEQ_LEN = 12
 
@@ -134,6 +137,28 @@ def test_split_not_taken_where_it_does_not_apply(two_threads):
         expected, (h_e, c_e) = ops.lstm(x, None, weights, backend="reference")
         for a, b in ((out, expected), (h_n, h_e), (c_n, c_e)):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blocks_of_steps_equal_across_row_tiles(two_threads, dtype):
+    """With 1 MB of weights the fused forward goes by blocks of steps (x_t W_ih^T of the block's
+    steps first, then h_prev W_hh^T added per step): one product over the block's rows where they
+    follow each other in x (one thread, one tile), one per step otherwise (two threads, two row
+    tiles of a 40-row batch). Both equal each other bitwise, and the reference."""
+    weights = _weights(400, 128, dtype)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(SEQ_LEN, 40, 400, generator=g, dtype=dtype).requires_grad_()
+    lengths = torch.tensor([12] * 10 + [9] * 10 + [5] * 10 + [4] * 5 + [1] * 5)
+    before = _C._lstm_split_forward_calls()
+    tiles = _run(x, weights, lengths, "native")
+    assert _C._lstm_split_forward_calls() == before  # 40 rows: row tiles, not the split
+    one_tile = _run(x, weights, lengths, "native", threads=1)
+    for a, b in zip(tiles[:3], one_tile[:3], strict=True):
+        assert torch.equal(a, b)
+    tolerance = (dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32
+                 else dict(rtol=1e-10, atol=1e-12))
+    for a, b in zip(tiles, _run(x, weights, lengths, "reference"), strict=True):
+        torch.testing.assert_close(a, b, **tolerance)
 
 
 def test_split_in_stacked_reverse_and_packed_layers(two_threads):
