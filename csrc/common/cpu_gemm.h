@@ -72,7 +72,9 @@ struct PanelGemm {
   // out[r, :] = [a[r, :k1 - k0], a2[r, :k2 - k1]] B[k0:k2, :] for r in [0, rows): the product
   // of two operands side by side (e.g. x_t and h_prev against [W_ih; W_hh]^T) with rows
   // [k0, k2) of B (e.g. h_prev against the W_hh^T rows only), a [rows, k1 - k0] stride lda, a2
-  // [rows, k2 - k1] stride lda2 (unused when k1 = k2), out stride ldo.
+  // [rows, k2 - k1] stride lda2 (unused when k1 = k2), out stride ldo. With accumulate_out, out
+  // holds the sums over rows [0, k0) of B and the products are added to them, continuing each
+  // output's chain of multiply-adds exactly where a product over [0, k2) would be at k0.
   void operator()(int64_t rows, int64_t k0, const scalar_t* a, int64_t lda, int64_t k1,
                   const scalar_t* a2, int64_t lda2, int64_t k2, scalar_t* out, int64_t ldo,
                   bool accumulate_out = false) const {
