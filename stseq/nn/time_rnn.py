@@ -12,7 +12,8 @@ from stseq import ops
 from stseq.backends import check_backend
 from stseq.nn import recurrent
 from stseq.ops.checks import check_sequences
-from stseq.ops.time_rnn import ACTIVATIONS, TIME_LSTM_BLOCKS, sequence_in_length_order
+from stseq.ops.time_rnn import TIME_LSTM_BLOCKS
+from stseq.ops.time_rnn_args import ACTIVATIONS, sequence_in_length_order
 from stseq.time import check_gap_transform, check_time_unit, gaps_before, transform_gaps
 
 
