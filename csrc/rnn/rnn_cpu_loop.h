@@ -158,11 +158,13 @@ bool lstm_projects_first(const LayerShape& shape, const Steps& steps) {
 // chain of multiply-adds in the same order as the fused [x_t, h_prev] [W_ih; W_hh]^T, so the
 // results are bitwise those of one step at a time. With [W_ih; W_hh] at 1 MB or more (2 MB at
 // I = H = 256, the size of L2), one step at a time streams all of it from L3 every step; by
-// blocks W_ih is streamed once per block and W_hh has L2 to itself between. Measured (issue 17,
-// one thread, L = 50, I = H = 256, inference, interleaved with torch.nn.LSTM, medians of 60,
-// ratios torch / stseq, 1 / 2 / 4 steps per block): B = 32 0.935 / 0.967 / 0.976, B = 64
-// 0.933 / 0.936 / 0.937, B = 256 0.939 / 0.959 / 0.997 (8 steps: no better than 4, B = 128
-// and 256 worse); H = 128 (0.5 MB of weights, which stay in L2): no gain at any B.
+// blocks W_ih is streamed once per block, over four steps' rows, and only W_hh (1 MB) every
+// step. Measured (issue 17, one thread, L = 50, I = H = 256, inference, interleaved with
+// torch.nn.LSTM, medians of 50-60, ratios torch / stseq, 1 / 2 / 4 steps per block): B = 32
+// 0.935 / 0.967 / 0.976, B = 64 0.933 / 0.936 / 0.937, B = 256 0.939 / 0.959 / 0.997; 16 and
+// 50 steps (the pre-activations of a block then leave L2): B = 64 0.904, 0.876 against 0.950
+// at 4; 8 steps no better than 4 (B = 128 and 256 worse). H = 128 (0.5 MB of weights, which
+// stay in L2): no gain at any B.
 constexpr int64_t kBlockSteps = 4;
 
 template <typename scalar_t>
