@@ -25,10 +25,15 @@ namespace STSEQ_CPU_NAMESPACE {
 namespace {
 
 // The vector lanes (common/cpu_vector.h) of this instruction set, with rnn.h's scalar activations
-// for the remaining units.
+// for the remaining units; the LSTM forward goes two vectors at a time first (VectorPair).
 template <typename scalar_t, typename Body>
 inline void for_each_unit(int64_t hidden, const Body& body) {
   ::stseq::STSEQ_CPU_NAMESPACE::for_each_unit<scalar_t, ScalarMath>(hidden, body);
+}
+
+template <typename scalar_t, typename Body>
+inline void for_each_unit_in_pairs(int64_t hidden, const Body& body) {
+  ::stseq::STSEQ_CPU_NAMESPACE::for_each_unit_in_pairs<scalar_t, ScalarMath>(hidden, body);
 }
 
 template <typename scalar_t>
@@ -41,7 +46,7 @@ void lstm_forward(const LstmForwardRows<scalar_t>& p) {
     scalar_t* h = p.h + b * p.h_stride;           // [W]
     scalar_t* gates = p.gates != nullptr ? p.gates + b * 4 * H : nullptr;
     scalar_t* cells = p.cells != nullptr ? p.cells + b * H : nullptr;
-    for_each_unit<scalar_t>(W, [&](const auto& lane) {
+    for_each_unit_in_pairs<scalar_t>(W, [&](const auto& lane) {
       using Act = typename std::decay_t<decltype(lane)>::Act;
       auto pre_activation = [&](int64_t gate) {
         auto sum = lane.load(hg + gate * pre);
