@@ -6,9 +6,10 @@
 // [I + H, 4 (u1 - u0)]) and then h[:, u0:u1] and c[:, u0:u1] (and, training, its units of the
 // kept gates [N, 4H] and cells [N, H] in their usual layout). A step needs all of h_prev, so
 // each step is one phase of common/cpu_phases.h: the chunks go to whichever thread claims them
-// first, and a descheduled thread holds at most the chunk it is computing. Where the one-thread
-// loop projects first (lstm_projects_first), the input projection of every step comes first,
-// as one more phase (items: the same chunks of columns, by blocks of rows).
+// first, and a descheduled thread holds at most the chunk it is computing. The first phase packs
+// the weights, chunk by chunk (pack_unit_chunk). Where the one-thread loop projects first
+// (lstm_projects_first), the input projection of every step comes next, as one more phase
+// (items: the same chunks of columns, by blocks of rows).
 //
 // The path is taken (lstm_split_plan) with two or more threads, no projection (proj_size), one
 // tile of rows, and enough work per step (kMinSplitMultiplyAdds, kMinSplitWeightBytes), unless
@@ -94,27 +95,35 @@ inline SplitPlan lstm_split_plan(const LstmForward& f, int64_t panel_width) {
   return {width, chunks, std::min(threads, chunks) - 1};
 }
 
-// [W_ih^T; W_hh^T] ([I + H, 4H]) packed chunk by chunk: chunk c's columns are the i, f, g, o
-// columns of units [c * width, ...) side by side (4 blocks of its width), packed into panels
-// (rnn_cpu_loop.h's pack_panels) at c * panels_per_chunk panels from the start.
+// One of [W_ih^T; W_hh^T]'s parts, W^T [K_i, 4H] of W [4H, K_i]: element (k, n) at
+// data[k * row_stride + n * column_stride]. Raw, for the items (they run on helper threads too).
 template <typename scalar_t>
-at::Tensor pack_unit_chunks(const CpuPointwise<scalar_t>& kernels, const LstmForward& f,
-                            const SplitPlan& plan, int64_t panels_per_chunk) {
-  const int64_t H = f.shape.hidden, K = f.shape.input_size + f.shape.proj;
-  const int64_t panel = kernels.panel_width;
-  const at::Tensor packed =
-      at::empty({plan.chunks * panels_per_chunk, K, panel}, f.x.options());
-  for (int64_t c = 0; c < plan.chunks; ++c) {
-    const int64_t u0 = c * plan.width, width = std::min(plan.width, H - u0);
-    scalar_t* dst = packed.data_ptr<scalar_t>() + c * panels_per_chunk * K * panel;
-    int64_t k0 = 0;
-    for (const at::Tensor& part : {f.weight_ih.t(), f.weight_hh.t()}) {  // [K_i, 4H]
-      kernels.pack({part.data_ptr<scalar_t>() + u0 * part.stride(1), part.size(0),
-                    part.stride(0), part.stride(1), K, 4 * width, k0, dst, width, H});
-      k0 += part.size(0);
-    }
+struct WeightPart {
+  const scalar_t* data;
+  int64_t rows, row_stride, column_stride;
+
+  static WeightPart of(const at::Tensor& weight) {  // weight [4H, K_i]
+    return {weight.data_ptr<scalar_t>(), weight.size(1), weight.stride(1), weight.stride(0)};
   }
-  return packed;
+};
+
+// Chunk c of [W_ih^T; W_hh^T] ([I + H, 4H]) packed: its columns are the i, f, g, o columns of
+// units [c * width, ...) side by side (4 blocks of its width), packed into panels (rnn_cpu_loop.h's
+// pack_panels) at c * panels_per_chunk panels from the start of `packed`
+// ([chunks * panels_per_chunk, I + H, panel width]). The split's first phase, one item a chunk:
+// packing all of it took 0.2 ms at I = H = 256 on one thread, a tenth of a B = 8 call.
+template <typename scalar_t>
+void pack_unit_chunk(const CpuPointwise<scalar_t>& kernels, const WeightPart<scalar_t> (&parts)[2],
+                     int64_t hidden, int64_t k, const SplitPlan& plan, int64_t panels_per_chunk,
+                     int64_t c, scalar_t* packed) {
+  const int64_t u0 = c * plan.width, width = std::min(plan.width, hidden - u0);
+  scalar_t* dst = packed + c * panels_per_chunk * k * kernels.panel_width;
+  int64_t k0 = 0;
+  for (const WeightPart<scalar_t>& part : parts) {
+    kernels.pack({part.data + u0 * part.column_stride, part.rows, part.row_stride,
+                  part.column_stride, k, 4 * width, k0, dst, width, hidden});
+    k0 += part.rows;
+  }
 }
 
 template <typename scalar_t>
@@ -126,7 +135,8 @@ void lstm_split_loop(const LstmForward& f, const SplitPlan& plan) {
   const auto& kernels = pointwise<scalar_t>();
   const int64_t panel = kernels.panel_width;
   const int64_t panels_per_chunk = (4 * plan.width + panel - 1) / panel;
-  const at::Tensor packed = pack_unit_chunks<scalar_t>(kernels, f, plan, panels_per_chunk);
+  const at::Tensor packed =  // [chunks * panels_per_chunk, K, panel], by the first phase
+      at::empty({plan.chunks * panels_per_chunk, K, panel}, f.x.options());
   const bool project_first = lstm_projects_first<scalar_t>(shape, steps);  // as one thread
   // Pre-activations, chunk c's four blocks at columns [4 c width, ...): xg [N, 4H] (x W_ih^T
   // of every row, with project_first), hg [rows, 4H] (the step's product).
@@ -138,11 +148,14 @@ void lstm_split_loop(const LstmForward& f, const SplitPlan& plan) {
   const int64_t row_blocks = (steps.rows + kProjectionRows - 1) / kProjectionRows;
   std::vector<int64_t> items(num_steps, plan.chunks);
   if (project_first) items.insert(items.begin(), plan.chunks * row_blocks);
+  items.insert(items.begin(), plan.chunks);  // the packing of the weights
   // Raw pointers only inside the items (they run on helper threads too).
   const scalar_t* x = f.x.data_ptr<scalar_t>();
   const scalar_t* h0 = f.h0.data_ptr<scalar_t>();
   const scalar_t* bias = f.bias.defined() ? f.bias.data_ptr<scalar_t>() : nullptr;
-  const scalar_t* packed_data = packed.data_ptr<scalar_t>();
+  scalar_t* packed_data = packed.data_ptr<scalar_t>();
+  const WeightPart<scalar_t> parts[2] = {WeightPart<scalar_t>::of(f.weight_ih),
+                                         WeightPart<scalar_t>::of(f.weight_hh)};
   scalar_t* xg_data = project_first ? xg.data_ptr<scalar_t>() : nullptr;
   scalar_t* hg_data = hg.data_ptr<scalar_t>();
   scalar_t* hidden = f.hidden.data_ptr<scalar_t>();
@@ -150,6 +163,11 @@ void lstm_split_loop(const LstmForward& f, const SplitPlan& plan) {
   scalar_t* gates = f.keep_activations ? f.gates.data_ptr<scalar_t>() : nullptr;
   scalar_t* cells = f.keep_activations ? f.cells.data_ptr<scalar_t>() : nullptr;
   auto chunk = [&](int64_t phase, int64_t item) {
+    if (phase == 0) {
+      return pack_unit_chunk<scalar_t>(kernels, parts, H, K, plan, panels_per_chunk, item,
+                                       packed_data);
+    }
+    --phase;
     const bool projection = project_first && phase == 0;
     const int64_t c = projection ? item / row_blocks : item;
     const int64_t u0 = c * plan.width, width = std::min(plan.width, H - u0);
