@@ -144,12 +144,18 @@ constexpr int64_t kMaxRowsAlwaysProjectingFirst = 4;
 constexpr int64_t kMaxRowsProjectingFirstLargeWeights = 16;
 constexpr int64_t kLargeWeightBytes = int64_t{1} << 20;
 
+// Whether [W_ih; W_hh] ([I + P, 4H]) takes kLargeWeightBytes or more.
+template <typename scalar_t>
+bool lstm_has_large_weights(const LayerShape& shape) {
+  return (shape.input_size + shape.proj) * shape.gates * int64_t{sizeof(scalar_t)} >=
+         kLargeWeightBytes;
+}
+
 template <typename scalar_t>
 bool lstm_projects_first(const LayerShape& shape, const Steps& steps) {
   const int64_t rows = steps.active_rows();
-  const int64_t bytes = (shape.input_size + shape.proj) * shape.gates * int64_t{sizeof(scalar_t)};
   return rows <= kMaxRowsAlwaysProjectingFirst ||
-         (rows <= kMaxRowsProjectingFirstLargeWeights && bytes >= kLargeWeightBytes);
+         (rows <= kMaxRowsProjectingFirstLargeWeights && lstm_has_large_weights<scalar_t>(shape));
 }
 
 // Steps per block of the LSTM forward's fused path (not projecting first): x_t W_ih^T for the
@@ -169,8 +175,7 @@ constexpr int64_t kBlockSteps = 4;
 
 template <typename scalar_t>
 int64_t lstm_block_steps(const LayerShape& shape) {
-  const int64_t bytes = (shape.input_size + shape.proj) * shape.gates * int64_t{sizeof(scalar_t)};
-  return bytes >= kLargeWeightBytes ? kBlockSteps : 1;
+  return lstm_has_large_weights<scalar_t>(shape) ? kBlockSteps : 1;
 }
 
 }  // namespace
