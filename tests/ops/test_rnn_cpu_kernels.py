@@ -117,3 +117,29 @@ def test_gru_weight_layouts_pack_alike(layout):
     actual = forward_backward(_strided(w_hh, layout))
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_lstm_gates_saturate_like_torch(dtype):
+    """The vector activations over pre-activations from -120 to 120 (float32 on AVX-512: the fast
+    exp with its clamps at -87 and 100, and the window below ln(FLT_MAX) = 88.72 where exp is
+    near overflow): torch's sigmoid and tanh to float rounding, and exactly 0, 1 or -1 where the
+    function has saturated in the dtype, so that a gradient through them is exactly 0."""
+    hidden = 64  # pairs of AVX-512 vectors (32 units) and no scalar tail
+    special = [-88.9, -88.7, -87.5, 87.5, 88.7, 88.9, -44.5, 44.5]
+    values = torch.cat([torch.linspace(-120, 120, 4 * hidden - len(special)),
+                        torch.tensor(special)]).to(torch.float64)
+    order = torch.randperm(values.numel(), generator=torch.Generator().manual_seed(5))
+    pre = values[order].to(dtype)  # one step's pre-activations, i f g o
+    x = torch.ones(1, 1, dtype=dtype)
+    zeros = torch.zeros(1, hidden, dtype=dtype)
+    _, _, _, gates, _ = torch.ops.stseq.lstm(
+        x, zeros, zeros, pre.view(-1, 1), torch.zeros(4 * hidden, hidden, dtype=dtype), None,
+        None, None, torch.tensor([1]), True, False, True, "auto")
+    i, f, g, o = pre.view(4, hidden)
+    expected = torch.cat([torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)])
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(gates.view(-1), expected, rtol=tolerance, atol=tolerance)
+    saturated = (expected == 0) | (expected.abs() == 1)
+    assert saturated.sum() > hidden  # most of [-120, 120] saturates
+    assert torch.equal(gates.view(-1)[saturated], expected[saturated])
