@@ -96,6 +96,16 @@ struct PanelGemm {
     // AVX-512) stays in L1: a whole panel of [x_t, h_prev] [W_ih; W_hh]^T at I = H = 256 is
     // 64 KB, and every block of rows streamed it from L2 again.
     constexpr int64_t kDepth = 256;
+    // While the blocks of 8 rows pass over a panel, they prefetch the next panel's rows of the
+    // same depth into L2 (Prefetch, below). The hardware's L2 prefetcher stops at every 4 KB
+    // page, which the first block of a panel crosses every 32 multiply-add steps, so where the
+    // weights do not stay in L2 (2 MB of [W_ih; W_hh] at I = H = 256) that block waits on L3
+    // at every page (the reading that the figures below bear out: this VM exposes no hardware
+    // counters to show it). Arithmetic unchanged. Measured (issue 17, L = 50, I = H, interleaved with torch.nn.LSTM, medians
+    // of 30-40, torch / stseq without -> with): one thread, inference, H = 256: B = 8 1.093x ->
+    // 1.129x, B = 32 1.026x -> 1.066x, B = 64 0.946x -> 0.985x, B = 256 0.928x -> 1.019x;
+    // H = 128 and 64 within 1-2% either way; two threads, B = 64, H = 256 0.970x -> 1.052x;
+    // forward+backward, one thread, H = 256: B = 8 1.089x -> 1.152x, B = 64 1.112x -> 1.159x.
     const int64_t blocked8 = kEightRows ? rows - rows % 8 : 0;
     const int64_t blocked4 = blocked8 + (rows - blocked8) / 4 * 4;
     for (int64_t r0 = 0; r0 < blocked4; r0 += kRowChunk) {
@@ -104,6 +114,7 @@ struct PanelGemm {
         const int64_t d1 = std::min(k2, d0 + kDepth);
         const Operand f = first.within(d0, d1), g = second.within(d0, d1);
         const bool accumulate = accumulate_out || d0 > k0;
+        const int64_t blocks8 = (std::min(r1, blocked8) - std::min(r0, blocked8)) / 8;
         for (int64_t p = 0; p < panels; ++p) {
           int64_t r = r0;
           for (; r + 8 <= std::min(r1, blocked8); r += 8) {
@@ -111,8 +122,13 @@ struct PanelGemm {
             if (accumulate) {
               for (int i = 0; i < 8; ++i) load(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
             }
-            eight_rows(f, r, p, acc);
-            eight_rows(g, r, p, acc);
+            Prefetch ahead{};
+            if (p + 1 < panels) {
+              const int64_t b = (r - r0) / 8;
+              ahead = {panel(p + 1) + (d0 + b * (d1 - d0) / blocks8) * kPanel, blocks8};
+            }
+            eight_rows(f, r, p, acc, ahead);
+            eight_rows(g, r, p, acc, ahead);
             for (int i = 0; i < 8; ++i) store(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
           }
           for (; r < r1; r += 4) {
@@ -159,6 +175,24 @@ struct PanelGemm {
       const int64_t b = std::max(begin, d0), e = std::min(end, d1);
       if (b >= e) return {a, lda, 0, 0};
       return {a + (b - begin), lda, b, e};
+    }
+  };
+  // The next panel's rows [d0, d1) fetched into L2 by the blocks of 8 rows passing over the
+  // current one: block b of n fetches rows [d0 + b (d1 - d0) / n, ...), one row (kPanel
+  // values, 128 bytes in two cache lines) every n multiply-add steps, so that the n blocks
+  // fetch all of them between them, spread over the panel's work (a burst of prefetches would
+  // wait for the core's few line-fill buffers).
+  struct Prefetch {
+    const scalar_t* row = nullptr;  // the next row of the next panel to fetch (nullptr: none)
+    int64_t every = 0;               // multiply-add steps per row fetched
+    int64_t countdown = 1;
+    STSEQ_GEMM_INLINE void step() {
+      if (row == nullptr || --countdown > 0) return;
+      countdown = every;
+      const char* line = reinterpret_cast<const char*>(row);
+      __builtin_prefetch(line, 0, 2);
+      __builtin_prefetch(line + kPanel * sizeof(scalar_t) / 2, 0, 2);
+      row += kPanel;
     }
   };
   // Eight accumulators. Passed by reference into always-inlined loops: GCC keeps them in
@@ -255,7 +289,8 @@ struct PanelGemm {
     acc.c[2][0] = c20, acc.c[2][1] = c21, acc.c[3][0] = c30, acc.c[3][1] = c31;
   }
 
-  STSEQ_GEMM_INLINE void eight_rows(const Operand& o, int64_t r, int64_t p, Block8& acc) const {
+  STSEQ_GEMM_INLINE void eight_rows(const Operand& o, int64_t r, int64_t p, Block8& acc,
+                                    Prefetch& ahead) const {
     if (o.begin >= o.end) return;
     V c00 = acc.c[0][0], c01 = acc.c[0][1], c10 = acc.c[1][0], c11 = acc.c[1][1];
     V c20 = acc.c[2][0], c21 = acc.c[2][1], c30 = acc.c[3][0], c31 = acc.c[3][1];
@@ -266,6 +301,7 @@ struct PanelGemm {
     const scalar_t *a1 = a0 + o.lda, *a2 = a1 + o.lda, *a3 = a2 + o.lda;
     const scalar_t *a4 = a3 + o.lda, *a5 = a4 + o.lda, *a6 = a5 + o.lda, *a7 = a6 + o.lda;
     for (int64_t j = o.begin; j < o.end; ++j, w += kPanel) {
+      ahead.step();
       const V low = V::loadu(w), high = V::loadu(w + kLanes);
       V x(a0[j]);
       c00 = at::vec::fmadd(x, low, c00);
