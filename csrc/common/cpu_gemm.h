@@ -72,12 +72,10 @@ struct PanelGemm {
   // out[r, :] = [a[r, :k1 - k0], a2[r, :k2 - k1]] B[k0:k2, :] for r in [0, rows): the product
   // of two operands side by side (e.g. x_t and h_prev against [W_ih; W_hh]^T) with rows
   // [k0, k2) of B (e.g. h_prev against the W_hh^T rows only), a [rows, k1 - k0] stride lda, a2
-  // [rows, k2 - k1] stride lda2 (unused when k1 = k2), out stride ldo. With accumulate_out, out
-  // holds the sums over rows [0, k0) of B and the products are added to them, continuing each
-  // output's chain of multiply-adds exactly where a product over [0, k2) would be at k0.
+  // [rows, k2 - k1] stride lda2 (unused when k1 = k2), out stride ldo.
   void operator()(int64_t rows, int64_t k0, const scalar_t* a, int64_t lda, int64_t k1,
-                  const scalar_t* a2, int64_t lda2, int64_t k2, scalar_t* out, int64_t ldo,
-                  bool accumulate_out = false) const {
+                  const scalar_t* a2, int64_t lda2, int64_t k2, scalar_t* out,
+                  int64_t ldo) const {
     const int64_t panels = (n + kPanel - 1) / kPanel;
     const Operand first{a, lda, k0, k1}, second{a2, lda2, k1, k2};
     // kEightRows: 8 rows x 1 panel, 16 accumulators (AVX-512's 32 vector registers hold them
@@ -113,7 +111,7 @@ struct PanelGemm {
       for (int64_t d0 = k0; d0 < k2; d0 += kDepth) {
         const int64_t d1 = std::min(k2, d0 + kDepth);
         const Operand f = first.within(d0, d1), g = second.within(d0, d1);
-        const bool accumulate = accumulate_out || d0 > k0;
+        const bool accumulate = d0 > k0;
         const int64_t blocks8 = (std::min(r1, blocked8) - std::min(r0, blocked8)) / 8;
         for (int64_t p = 0; p < panels; ++p) {
           int64_t r = r0;
@@ -148,16 +146,12 @@ struct PanelGemm {
       int64_t p = 0;
       for (; p + 4 <= panels; p += 4) {
         Block4 acc;
-        if (accumulate_out) {
-          for (int q = 0; q < 4; ++q) load(out + r * ldo, p + q, acc.c[q][0], acc.c[q][1]);
-        }
         one_row_four_panels(first, r, p, acc);
         one_row_four_panels(second, r, p, acc);
         for (int q = 0; q < 4; ++q) store(out + r * ldo, p + q, acc.c[q][0], acc.c[q][1]);
       }
       for (; p < panels; ++p) {
         V c0(0), c1(0);
-        if (accumulate_out) load(out + r * ldo, p, c0, c1);
         one_row_one_panel(first, r, p, c0, c1);
         one_row_one_panel(second, r, p, c0, c1);
         store(out + r * ldo, p, c0, c1);

@@ -88,7 +88,6 @@ struct RecurrentGemm {
   int64_t lda2 = 0;
   int64_t k_begin = 0;     // the first row of B taking part
   int64_t k_end = -1;      // one past the last (-1: K)
-  bool accumulate = false; // out holds the products of rows [0, k_begin) of B: add to them
 };
 
 // One part of the recurrent GEMM's B, written into rows [k0, k0 + rows) of the packed buffer

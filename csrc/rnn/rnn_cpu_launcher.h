@@ -3,10 +3,8 @@
 // the launcher, over the step plan and buffers of rnn_plan.h.
 //
 // Forward, per layer and direction: the LSTM computes each step's [x_t, h_prev] [W_ih; W_hh]^T
-// in one packed product (below; with 1 MB of weights or more, lstm_block_steps, x_t W_ih^T for
-// a block of steps first and h_prev W_hh^T added per step, the same sums in the same order), or
-// at few rows per step (lstm_projects_first) x W_ih^T for all rows first and h_prev W_hh^T per
-// step (both on the packed weights); the GRU, whose
+// in one packed product (below), or at few rows per step (lstm_projects_first) x W_ih^T for all
+// rows first and h_prev W_hh^T per step (both on the packed weights); the GRU, whose
 // candidate gate needs the two parts apart, xg = W_ih x for all rows as one GEMM (rnn_plan.h;
 // at up to kMaxRowsProjectingHere rows per step the packed GEMM on the calling thread); the
 // biases are added in the step. The active batch rows are split into tiles of at least
@@ -66,39 +64,26 @@ struct CpuLoops {
                               packed.data_ptr<scalar_t>(), xg.data_ptr<scalar_t>(), G, I,
                               nullptr, 0, 0, I});
     }
-    const int64_t block_steps = project_first ? 1 : lstm_block_steps<scalar_t>(shape);
     for_each_tile(cut_tiles(steps.sizes, kMinTileRows), [&](const CpuTile& tile) {
       const int64_t tile_rows = tile.end - tile.begin;
-      // [block_steps * rows, 4H] pre-activations of the block's steps, one after the other
-      const at::Tensor hg = at::empty({block_steps * tile_rows, G}, options);
+      const at::Tensor hg = at::empty({tile_rows, G}, options);  // [rows, 4H] pre-activations
       const at::Tensor r = shape.has_proj ? at::empty({tile_rows, H}, options) : at::Tensor();
-      int64_t block_row = 0;  // the step's first row in hg
       for (int64_t s = 0; s < steps.num_steps(); ++s) {
         const int64_t n = tile_rows_at(steps, tile, s);
         if (n <= 0) break;
         const int64_t row = steps.offsets[s] + tile.begin;
         const scalar_t* h_prev = previous_rows_ptr<scalar_t>(steps, f.h0, f.hidden, tile, s, P);
-        if (s % block_steps == 0) block_row = 0;
         if (project_first) {
           kernels.recurrent_gemm({n, I + P, G, h_prev, P, packed.data_ptr<scalar_t>(),
                                   hg.data_ptr<scalar_t>(), G, -1, nullptr, 0, I});
-        } else if (block_steps == 1) {
+        } else {
           kernels.recurrent_gemm({n, I + P, G, f.x.data_ptr<scalar_t>() + row * I, I,
                                   packed.data_ptr<scalar_t>(), hg.data_ptr<scalar_t>(), G, I,
                                   h_prev, P});
-        } else {  // by blocks of steps (lstm_block_steps): x_t W_ih^T first, then h_prev W_hh^T
-          if (s % block_steps == 0) {
-            input_part<scalar_t>(kernels, f, packed, tile, s, block_steps, hg);
-          }
-          RecurrentGemm<scalar_t> recurrent{n, I + P, G, h_prev, P, packed.data_ptr<scalar_t>(),
-                                            hg.data_ptr<scalar_t>() + block_row * G, G};
-          recurrent.k_begin = I;
-          recurrent.accumulate = true;
-          kernels.recurrent_gemm(recurrent);
         }
         const LstmForwardRows<scalar_t> rows{
             n, H, H, H, project_first ? xg.data_ptr<scalar_t>() + row * G : nullptr, G,
-            hg.data_ptr<scalar_t>() + block_row * G, G,
+            hg.data_ptr<scalar_t>(), G,
             f.bias.defined() ? f.bias.data_ptr<scalar_t>() : nullptr,
             f.c_state.data_ptr<scalar_t>() + tile.begin * H,
             keep ? f.gates.data_ptr<scalar_t>() + row * G : nullptr,
@@ -107,39 +92,8 @@ struct CpuLoops {
             shape.has_proj ? H : P};
         kernels.lstm_forward(rows);
         if (shape.has_proj) mm_into(f.hidden.narrow(0, row, n), r.narrow(0, 0, n), w_hr_t);
-        block_row += n;
       }
     });
-  }
-
-  // x_t W_ih^T (rows [0, I) of the packed [W_ih; W_hh]^T) for the tile's rows of steps
-  // [s, s + block_steps), one after the other into hg: one product per run of steps whose rows
-  // follow each other in x (all of them when the tile holds every row).
-  template <typename scalar_t>
-  static void input_part(const CpuPointwise<scalar_t>& kernels, const LstmForward& f,
-                         const at::Tensor& packed, const CpuTile& tile, int64_t s,
-                         int64_t block_steps, const at::Tensor& hg) {
-    const Steps& steps = f.steps;
-    const int64_t I = f.shape.input_size, K = I + f.shape.proj, G = f.shape.gates;
-    const int64_t last = std::min(s + block_steps, steps.num_steps());
-    int64_t out_row = 0, run_begin = -1, run_rows = 0;
-    auto flush = [&]() {
-      if (run_rows == 0) return;
-      kernels.recurrent_gemm({run_rows, K, G, f.x.data_ptr<scalar_t>() + run_begin * I, I,
-                              packed.data_ptr<scalar_t>(), hg.data_ptr<scalar_t>() + out_row * G,
-                              G, I, nullptr, 0, 0, I});
-      out_row += run_rows;
-      run_rows = 0;
-    };
-    for (int64_t t = s; t < last; ++t) {
-      const int64_t m = tile_rows_at(steps, tile, t);
-      if (m <= 0) break;
-      const int64_t row = steps.offsets[t] + tile.begin;
-      if (run_rows > 0 && run_begin + run_rows != row) flush();
-      if (run_rows == 0) run_begin = row;
-      run_rows += m;
-    }
-    flush();
   }
 
   template <typename scalar_t>

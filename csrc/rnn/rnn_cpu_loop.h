@@ -123,59 +123,36 @@ constexpr int64_t kMaxRowsProjectingHere = 8;
 // Whether the LSTM forward (the tile loop, and the split with the same rule so that its results
 // equal the one-thread path's bitwise) projects first (above) rather than computing each step's
 // [x_t, h_prev] [W_ih; W_hh]^T in one product (the [N, 4H] projection never written to memory
-// and read back), from the rows per step and the bytes of [W_ih; W_hh]: at up to 4 rows,
-// and at up to 16 rows when the weights take 1 MB or more. At few rows the fused product reads
-// all of [W_ih; W_hh] per step for a handful of rows (2 MB at I = H = 256, the size of L2); at
-// many rows the weights are shared by enough rows that it runs at the GEMM's speed and the
-// [L * B, 4H] buffer (13 MB at B = 64, H = 256) is what costs. Measured (issue 17, one thread,
-// L = 50, I = H, stseq.nn.LSTM interleaved with torch.nn.LSTM, ratios torch / stseq, inference /
-// training forward, projection first vs fused, two runs each):
-//   B = 1:  H = 64 1.24 vs 0.96, H = 128 1.08 vs 0.94, H = 256 1.15 vs 0.63
-//   B = 2:  H = 64 1.06-1.12 vs 0.96-0.98, H = 128 1.01 vs 0.85, H = 256 1.50 vs 0.66
-//   B = 4:  H = 64 1.03-1.04 vs 1.03-1.07, H = 128 0.97-0.99 vs 0.97-1.00, H = 256 1.41-1.47
-//           vs 0.87-0.94
-//   B = 8:  H = 64 0.97-0.99 vs 1.00-1.01, H = 128 0.88-0.91 vs 0.96-0.97 (training 0.89 vs
-//           0.94-0.96), H = 256 1.07-1.09 vs 0.87-0.90
-//   B = 16: H = 64 0.91 vs 0.95-0.98, H = 128 0.88 vs 0.97, H = 256 0.93-0.96 vs 0.92
-//           (training 0.96-0.97 vs 0.86-0.88)
-//   B = 64: H = 64 0.83 vs 1.01, H = 128 0.71-0.80 vs 0.96-0.97, H = 256 0.80-0.81 vs 0.91-0.93
-// (B = 1 and H = 64 at B = 64 from an earlier run, by the calling thread's CPU time.)
-constexpr int64_t kMaxRowsAlwaysProjectingFirst = 4;
-constexpr int64_t kMaxRowsProjectingFirstLargeWeights = 16;
+// and read back), from the rows per step and the bytes of [W_ih; W_hh]: at up to 3 rows, and
+// at up to 12 rows when the weights take 1 MB or more. At few rows the fused product reads all
+// of [W_ih; W_hh] per step for a handful of rows (2 MB at I = H = 256, the size of L2); at many
+// rows the weights are shared by enough rows that it runs at the GEMM's speed and the
+// [L * B, 4H] buffer (13 MB at B = 64, H = 256) is what costs. Measured (issue 17, L = 50,
+// I = H, stseq.nn.LSTM interleaved with torch.nn.LSTM, medians of 40, ratios torch / stseq,
+// projection first vs fused; inference, training forward; one thread unless said):
+//   H = 64:  B = 2 1.34 vs 1.26, 1.13 vs 1.20; B = 4 1.27 vs 1.39, 1.11 vs 1.33
+//   H = 128: B = 2 1.13 vs 0.98, 0.95 vs 0.85; B = 3 0.91 vs 0.76, 0.83 vs 0.75;
+//            B = 4 1.13 vs 1.15, 0.98 vs 1.12 (two threads 0.93 vs 0.97); B = 8 0.99 vs 1.11
+//   H = 256: B = 4 1.56 vs 0.98; B = 8 1.12 vs 1.10; B = 12 1.01 vs 0.94 (two threads 0.91 vs
+//            0.95); B = 16 1.12 vs 1.15, 0.99 vs 1.01 (two threads 1.02 vs 1.06)
+// (The fused product streams the weights from L3 without waiting since the GEMM prefetches its
+// next panel, common/cpu_gemm.h; before that the cut-offs were 4 and 16 rows, and with 1 MB of
+// weights the fused path went by blocks of 4 steps, x_t W_ih^T for the block's rows first,
+// which the prefetch made no faster than one step at a time: B = 64, H = 256 1.007x against
+// 0.993x, B = 128 0.995x against 0.932x, B = 256 1.026x against 1.013x, two threads 1.115x
+// against 1.069x.)
+constexpr int64_t kMaxRowsAlwaysProjectingFirst = 3;
+constexpr int64_t kMaxRowsProjectingFirstLargeWeights = 12;
 constexpr int64_t kLargeWeightBytes = int64_t{1} << 20;
-
-// Whether [W_ih; W_hh] ([I + P, 4H]) takes kLargeWeightBytes or more.
-template <typename scalar_t>
-bool lstm_has_large_weights(const LayerShape& shape) {
-  return (shape.input_size + shape.proj) * shape.gates * int64_t{sizeof(scalar_t)} >=
-         kLargeWeightBytes;
-}
 
 template <typename scalar_t>
 bool lstm_projects_first(const LayerShape& shape, const Steps& steps) {
   const int64_t rows = steps.active_rows();
+  const bool large_weights =
+      (shape.input_size + shape.proj) * shape.gates * int64_t{sizeof(scalar_t)} >=
+      kLargeWeightBytes;  // [W_ih; W_hh] ([I + P, 4H])
   return rows <= kMaxRowsAlwaysProjectingFirst ||
-         (rows <= kMaxRowsProjectingFirstLargeWeights && lstm_has_large_weights<scalar_t>(shape));
-}
-
-// Steps per block of the LSTM forward's fused path (not projecting first): x_t W_ih^T for the
-// block's steps first, as one product over their rows where they follow each other in x, then
-// per step h_prev W_hh^T added onto it (RecurrentGemm::accumulate). Each output is the same
-// chain of multiply-adds in the same order as the fused [x_t, h_prev] [W_ih; W_hh]^T, so the
-// results are bitwise those of one step at a time. With [W_ih; W_hh] at 1 MB or more (2 MB at
-// I = H = 256, the size of L2), one step at a time streams all of it from L3 every step; by
-// blocks W_ih is streamed once per block, over four steps' rows, and only W_hh (1 MB) every
-// step. Measured (issue 17, one thread, L = 50, I = H = 256, inference, interleaved with
-// torch.nn.LSTM, medians of 50-60, ratios torch / stseq, 1 / 2 / 4 steps per block): B = 32
-// 0.935 / 0.967 / 0.976, B = 64 0.933 / 0.936 / 0.937, B = 256 0.939 / 0.959 / 0.997; 16 and
-// 50 steps (the pre-activations of a block then leave L2): B = 64 0.904, 0.876 against 0.950
-// at 4; 8 steps no better than 4 (B = 128 and 256 worse). H = 128 (0.5 MB of weights, which
-// stay in L2): no gain at any B.
-constexpr int64_t kBlockSteps = 4;
-
-template <typename scalar_t>
-int64_t lstm_block_steps(const LayerShape& shape) {
-  return lstm_has_large_weights<scalar_t>(shape) ? kBlockSteps : 1;
+         (rows <= kMaxRowsProjectingFirstLargeWeights && large_weights);
 }
 
 }  // namespace

@@ -166,8 +166,7 @@ template <typename scalar_t>
 void recurrent_gemm(const RecurrentGemm<scalar_t>& p) {
   const int64_t k_end = p.k_end < 0 ? p.k : p.k_end;
   ::stseq::STSEQ_CPU_NAMESPACE::PanelGemm<scalar_t>{p.k, p.n, p.packed}(
-      p.rows, p.k_begin, p.a, p.lda, p.k1 < 0 ? k_end : p.k1, p.a2, p.lda2, k_end, p.out, p.ldo,
-      p.accumulate);
+      p.rows, p.k_begin, p.a, p.lda, p.k1 < 0 ? k_end : p.k1, p.a2, p.lda2, k_end, p.out, p.ldo);
 }
 
 template <typename scalar_t>

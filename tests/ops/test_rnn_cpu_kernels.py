@@ -1,6 +1,6 @@
 """The CPU LSTM/GRU kernel paths that the small random shapes of test_rnn.py never reach:
-the LSTM forward's two plans (the input projection of all steps first at up to 8 rows per step,
-the fused [x_t, h_prev] [W_ih; W_hh]^T product above), the recurrent GEMM's 8-row, 4-row and
+the LSTM forward's two plans (the input projection of all steps first at up to 3 rows per step,
+12 with 1 MB of weights; the fused [x_t, h_prev] [W_ih; W_hh]^T product above), the recurrent GEMM's 8-row, 4-row and
 one-row blocks, its K blocks (K = I + H over 256), a last panel cut short (4H not a multiple of
 the panel width), rows dropping out of packed batches, and the weight packing from contiguous,
 transposed and strided weights."""
@@ -13,9 +13,10 @@ import stseq
 
 MODES = {"lstm": (torch.nn.LSTM, stseq.nn.LSTM), "gru": (torch.nn.GRU, stseq.nn.GRU)}
 
-# (batch, input_size, hidden): both sides of the 8-row crossover, 8/4/1-row remainders, and
-# I + H = 290 > 256 with 4H = 360 (a cut panel).
-SHAPES = [(1, 200, 90), (3, 5, 7), (8, 200, 90), (9, 33, 20), (13, 200, 90), (37, 16, 24)]
+# (batch, input_size, hidden): both sides of the 8-row crossover and of the projection rule's
+# 3 rows, 8/4/1-row remainders, and I + H = 290 > 256 with 4H = 360 (a cut panel).
+SHAPES = [(1, 200, 90), (3, 5, 7), (4, 200, 90), (8, 200, 90), (9, 33, 20), (13, 200, 90),
+          (37, 16, 24)]
 
 
 def _pair(mode, input_size, hidden):

@@ -4,8 +4,7 @@ projection): against the reference twin and against the one-thread path (output 
 bitwise; the gradients, through the gates and cells it kept, up to the rounding of ATen's GEMMs
 after the backward's loop, which may depend on the thread count), with rows dropping out
 mid-sequence, H not a multiple of the chunk width, both input-projection plans (all steps first
-at up to 4 rows per step, or 16 with 1 MB of weights; fused otherwise, by blocks of steps with
-1 MB of weights) and float32/float64. stseq._C._lstm_split_forward_calls() counts the calls that took the split (its results cannot tell: they equal the one-thread path's).
+at up to 3 rows per step, or 12 with 1 MB of weights; fused otherwise) and float32/float64. stseq._C._lstm_split_forward_calls() counts the calls that took the split (its results cannot tell: they equal the one-thread path's).
 After a split call that stalled on a descheduled thread (a busy machine) the next 16 calls run on
 one thread, so the tests repeat a call until it splits (_split)."""
 
@@ -22,7 +21,7 @@ from stseq import _C, ops
 
 import fuzzing  # noqa: F401  (loads the hypothesis profile: ci, or the large one)
 
-# (batch, input_size, hidden, lengths): both sides of the projection rule (4, 6, 8, 9, 16, 20
+# (batch, input_size, hidden, lengths): both sides of the projection rule (4, 6, 8, 9, 12, 16, 20
 # rows; under and over 1 MB of [W_ih; W_hh]), H = 37 and 100 (a short last chunk), rows that
 # end at different steps, a row of length 1; each over the split's 2^20 multiply-adds per step
 # (rows x (I + H) x 4H) or 1 MB of weights.
@@ -30,15 +29,16 @@ CASES = [
     (4, 600, 100, None),
     (8, 150, 128, None),  # under 1 MB: fused
     (8, 400, 128, None),  # over 1 MB: the input projection first, 96 rows in blocks of 64 + 32
-    (16, 400, 128, [12] * 10 + [7] * 5 + [1]),  # over 1 MB at 16 rows: projection first
+    (12, 400, 128, [12] * 7 + [7] * 4 + [1]),  # over 1 MB at 12 rows: projection first
+    (16, 400, 128, [12] * 10 + [7] * 5 + [1]),  # over 1 MB at 16 rows: fused
     (9, 200, 100, [12, 12, 11, 9, 9, 5, 3, 2, 1]),
     (20, 340, 37, None),
     (20, 340, 37, [12] * 5 + [10] * 5 + [6] * 5 + [2] * 4 + [1]),
     (6, 300, 128, [12, 7, 7, 4, 2, 1]),
     (3, 64, 256, [12, 9, 4]),  # under 2^20 multiply-adds, over 1 MB of weights
-    # over 1 MB at 17 to 31 rows: the one-thread path by blocks of steps (lstm_block_steps)
+    # over 1 MB at 17 to 31 rows: fused, the weights streamed from L3 by the GEMM's prefetch
     (20, 400, 128, None),
-    (24, 400, 128, [12] * 5 + [11] * 5 + [6] * 5 + [3] * 4 + [1] * 5),  # rows end inside blocks
+    (24, 400, 128, [12] * 5 + [11] * 5 + [6] * 5 + [3] * 4 + [1] * 5),
 ]
 SEQ_LEN = 12
 
@@ -140,11 +140,11 @@ def test_split_not_taken_where_it_does_not_apply(two_threads):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_blocks_of_steps_equal_across_row_tiles(two_threads, dtype):
-    """With 1 MB of weights the fused forward goes by blocks of steps (x_t W_ih^T of the block's
-    steps first, then h_prev W_hh^T added per step): one product over the block's rows where they
-    follow each other in x (one thread, one tile), one per step otherwise (two threads, two row
-    tiles of a 40-row batch). Both equal each other bitwise, and the reference."""
+def test_large_weights_equal_across_row_tiles(two_threads, dtype):
+    """With 1 MB of weights (streamed from L3, each block of 8 rows prefetching its share of the
+    next panel: common/cpu_gemm.h) the fused forward of a 40-row batch runs as one row tile (one
+    thread) or two (two threads), with different numbers of blocks per panel: both equal each
+    other bitwise, and the reference."""
     weights = _weights(400, 128, dtype)
     g = torch.Generator().manual_seed(5)
     x = torch.randn(SEQ_LEN, 40, 400, generator=g, dtype=dtype).requires_grad_()
