@@ -99,11 +99,12 @@ struct PanelGemm {
     // page, which the first block of a panel crosses every 32 multiply-add steps, so where the
     // weights do not stay in L2 (2 MB of [W_ih; W_hh] at I = H = 256) that block waits on L3
     // at every page (the reading that the figures below bear out: this VM exposes no hardware
-    // counters to show it). Arithmetic unchanged. Measured (issue 17, L = 50, I = H, interleaved with torch.nn.LSTM, medians
-    // of 30-40, torch / stseq without -> with): one thread, inference, H = 256: B = 8 1.093x ->
-    // 1.129x, B = 32 1.026x -> 1.066x, B = 64 0.946x -> 0.985x, B = 256 0.928x -> 1.019x;
-    // H = 128 and 64 within 1-2% either way; two threads, B = 64, H = 256 0.970x -> 1.052x;
-    // forward+backward, one thread, H = 256: B = 8 1.089x -> 1.152x, B = 64 1.112x -> 1.159x.
+    // counters to show it). Arithmetic unchanged. Measured (issue 17, LSTM, L = 50, I = H,
+    // interleaved with torch.nn.LSTM, medians of 30-40, torch / stseq without -> with): one
+    // thread, inference, H = 256: B = 8 1.093x -> 1.129x, B = 32 1.026x -> 1.066x, B = 64
+    // 0.946x -> 0.985x, B = 256 0.928x -> 1.019x; H = 128 and 64 within 1-2% either way; two
+    // threads, B = 64, H = 256 0.970x -> 1.052x; forward+backward, one thread, H = 256: B = 8
+    // 1.089x -> 1.152x, B = 64 1.112x -> 1.159x.
     const int64_t blocked8 = kEightRows ? rows - rows % 8 : 0;
     const int64_t blocked4 = blocked8 + (rows - blocked8) / 4 * 4;
     for (int64_t r0 = 0; r0 < blocked4; r0 += kRowChunk) {

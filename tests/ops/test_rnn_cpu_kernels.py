@@ -1,7 +1,7 @@
 """The CPU LSTM/GRU kernel paths that the small random shapes of test_rnn.py never reach:
 the LSTM forward's two plans (the input projection of all steps first at up to 3 rows per step,
-12 with 1 MB of weights; the fused [x_t, h_prev] [W_ih; W_hh]^T product above), the recurrent GEMM's 8-row, 4-row and
-one-row blocks, its K blocks (K = I + H over 256), a last panel cut short (4H not a multiple of
+12 with 1 MB of weights; the fused [x_t, h_prev] [W_ih; W_hh]^T product above), the recurrent
+GEMM's 8-row, 4-row and one-row blocks, its K blocks (K = I + H over 256), a last panel cut short (4H not a multiple of
 the panel width), rows dropping out of packed batches, and the weight packing from contiguous,
 transposed and strided weights."""
 
