@@ -6,8 +6,9 @@ after the backward's loop, which may depend on the thread count), with rows drop
 mid-sequence, H not a multiple of the chunk width, both input-projection plans (all steps first
 at up to 3 rows per step, or 12 with 1 MB of weights; fused otherwise) and float32/float64.
 stseq._C._lstm_split_forward_calls() counts the calls that took the split (its results cannot
-tell: they equal the one-thread path's). After a split call that stalled on a descheduled thread (a busy machine) the next 16 calls run on
-one thread, so the tests repeat a call until it splits (_split)."""
+tell: they equal the one-thread path's). After a split call that stalled on a descheduled
+thread (a busy machine) the next 16 calls run on one thread, so the tests repeat a call until it
+splits (_split)."""
 
 import threading
 
