@@ -67,17 +67,21 @@ def _strided(weight, layout):
     return weight
 
 
+# (input_size, hidden): the transposing packer's 16 x 16 blocks of float32 (I = 48, 4H = 160,
+# whole panels) and its fallback for other sizes (I = 40, 4H = 144).
+@pytest.mark.parametrize("input_size,hidden", [(40, 36), (48, 40)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("layout", ["transposed", "strided"])
 @pytest.mark.parametrize("batch", [2, 12])
-def test_lstm_weight_layouts_pack_alike(layout, batch):
+def test_lstm_weight_layouts_pack_alike(layout, batch, dtype, input_size, hidden):
     g = torch.Generator().manual_seed(3)
-    seq_len, input_size, hidden = 5, 40, 36
-    x = torch.randn(seq_len * batch, input_size, generator=g, dtype=torch.float64)
-    h0 = torch.randn(batch, hidden, generator=g, dtype=torch.float64)
-    c0 = torch.randn(batch, hidden, generator=g, dtype=torch.float64)
-    w_ih = torch.randn(4 * hidden, input_size, generator=g, dtype=torch.float64)
-    w_hh = torch.randn(4 * hidden, hidden, generator=g, dtype=torch.float64)
-    bias = torch.randn(4 * hidden, generator=g, dtype=torch.float64)
+    seq_len = 5
+    x = torch.randn(seq_len * batch, input_size, generator=g, dtype=dtype)
+    h0 = torch.randn(batch, hidden, generator=g, dtype=dtype)
+    c0 = torch.randn(batch, hidden, generator=g, dtype=dtype)
+    w_ih = torch.randn(4 * hidden, input_size, generator=g, dtype=dtype)
+    w_hh = torch.randn(4 * hidden, hidden, generator=g, dtype=dtype)
+    bias = torch.randn(4 * hidden, generator=g, dtype=dtype)
     batch_sizes = torch.full((seq_len,), batch, dtype=torch.int64)
 
     def forward_backward(weight_ih, weight_hh):
