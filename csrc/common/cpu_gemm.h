@@ -92,7 +92,9 @@ struct PanelGemm {
     // all of `a` streamed from memory once per panel), and B (2 MB at I = H = 256, the size of
     // L2) is streamed once per chunk. Measured (issue 17, one thread, L = 50, inference,
     // interleaved with torch.nn.LSTM, torch / stseq): 256 rows against 64, H = 256, B = 256
-    // 1.00-1.01x against 0.93x; B = 64 and forward+backward alike.
+    // 1.00-1.01x against 0.93x; B = 64 and forward+backward alike. The 1 to 3 rows left after
+    // the blocks of 4 go together with AVX-512 (few_rows, 2 or 3 rows x 4 panels), else one at a
+    // time (1 row x 4 panels).
     constexpr int64_t kRowChunk = 256;
     // K goes kDepth rows of B at a time (out accumulating after the first), so that the part
     // of a panel that the blocks of rows pass over ([kDepth, kPanel], 32 KB in float32 with
@@ -147,7 +149,12 @@ struct PanelGemm {
         }
       }
     }
-    const int64_t blocked = blocked4;
+    int64_t blocked = blocked4;
+    if (kEightRows && rows - blocked >= 2) {  // 2 or 3 rows x 4 panels: 16 or 24 accumulators
+      rows - blocked == 2 ? few_rows<2>(first, second, blocked, panels, out, ldo)
+                          : few_rows<3>(first, second, blocked, panels, out, ldo);
+      blocked = rows;
+    }
     for (int64_t r = blocked; r < rows; ++r) {  // 1 row x 4 panels: 8 accumulators
       int64_t p = 0;
       for (; p + 4 <= panels; p += 4) {
@@ -414,6 +421,60 @@ struct PanelGemm {
     }
     acc.c[0][0] = c00, acc.c[0][1] = c01, acc.c[1][0] = c10, acc.c[1][1] = c11;
     acc.c[2][0] = c20, acc.c[2][1] = c21, acc.c[3][0] = c30, acc.c[3][1] = c31;
+  }
+
+  // Rows [r, r + R) (the 2 or 3 left after the blocks of 4) against every panel: four panels
+  // at a time, each row of B loaded once for the R rows (one row at a time streamed all of B
+  // once per row), then the remaining panels row by row. Each output is the same chain of
+  // multiply-adds as in the other blocks. Measured (issue 17, LSTM inference, one thread,
+  // L = 50, I = H, torch / stseq, two alternations of the builds): B = 3, H = 128 0.93-0.99x ->
+  // 1.14-1.16x, B = 3, H = 256 1.31-1.35x -> 1.52-1.55x, B = 11, H = 128 0.81-0.85x ->
+  // 0.91-0.92x, B = 2, H = 64 1.33-1.38x -> 1.42-1.51x; packed batches at B = 64 and 256
+  // unchanged.
+  template <int R>
+  void few_rows(const Operand& first, const Operand& second, int64_t r, int64_t panels,
+                scalar_t* out, int64_t ldo) const {
+    int64_t p = 0;
+    for (; p + 4 <= panels; p += 4) {
+      V c[R][8];
+      for (int i = 0; i < R; ++i) {
+        for (int v = 0; v < 8; ++v) c[i][v] = V(0);
+      }
+      rows_four_panels<R>(first, r, p, c);
+      rows_four_panels<R>(second, r, p, c);
+      for (int i = 0; i < R; ++i) {
+        for (int q = 0; q < 4; ++q) store(out + (r + i) * ldo, p + q, c[i][2 * q], c[i][2 * q + 1]);
+      }
+    }
+    for (; p < panels; ++p) {
+      for (int i = 0; i < R; ++i) {
+        V c0(0), c1(0);
+        one_row_one_panel(first, r + i, p, c0, c1);
+        one_row_one_panel(second, r + i, p, c0, c1);
+        store(out + (r + i) * ldo, p, c0, c1);
+      }
+    }
+  }
+
+  template <int R>
+  STSEQ_GEMM_INLINE void rows_four_panels(const Operand& o, int64_t r, int64_t first,
+                                          V (&c)[R][8]) const {
+    if (o.begin >= o.end) return;
+    const scalar_t* w = panel(first);
+    const scalar_t* a[R];
+    for (int i = 0; i < R; ++i) a[i] = o.a + (r + i) * o.lda - o.begin;
+    for (int64_t j = o.begin; j < o.end; ++j) {
+      const int64_t o_j = j * kPanel;
+      V b[8];
+      for (int q = 0; q < 4; ++q) {
+        b[2 * q] = V::loadu(w + q * k * kPanel + o_j);
+        b[2 * q + 1] = V::loadu(w + q * k * kPanel + o_j + kLanes);
+      }
+      for (int i = 0; i < R; ++i) {
+        const V x(a[i][j]);
+        for (int v = 0; v < 8; ++v) c[i][v] = at::vec::fmadd(x, b[v], c[i][v]);
+      }
+    }
   }
 
   STSEQ_GEMM_INLINE void one_row_one_panel(const Operand& o, int64_t r, int64_t p, V& c0,

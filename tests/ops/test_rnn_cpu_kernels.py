@@ -14,9 +14,10 @@ import stseq
 MODES = {"lstm": (torch.nn.LSTM, stseq.nn.LSTM), "gru": (torch.nn.GRU, stseq.nn.GRU)}
 
 # (batch, input_size, hidden): both sides of the 8-row crossover and of the projection rule's
-# 3 rows, 8/4/1-row remainders, and I + H = 290 > 256 with 4H = 360 (a cut panel).
-SHAPES = [(1, 200, 90), (3, 5, 7), (4, 200, 90), (8, 200, 90), (9, 33, 20), (13, 200, 90),
-          (37, 16, 24)]
+# 3 rows, 8/4/3/2/1-row remainders (3 and 2 rows over groups of four panels and a last one),
+# and I + H = 290 > 256 with 4H = 360 (a cut panel).
+SHAPES = [(1, 200, 90), (3, 5, 7), (3, 200, 90), (4, 200, 90), (8, 200, 90), (9, 33, 20),
+          (10, 33, 40), (13, 200, 90), (37, 16, 24)]
 
 
 def _pair(mode, input_size, hidden):
