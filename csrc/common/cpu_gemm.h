@@ -9,7 +9,9 @@
 // Layout of the packed B (pack_panels, rnn_cpu_loop.h): panels of kPanel = 2 vector lanes columns,
 // [ceil(N / kPanel)][K][kPanel], zero beyond column N.
 // Included by the translation units built for different instruction sets, after cpu_vector.h,
-// each naming its namespace first with STSEQ_CPU_NAMESPACE (internal linkage there).
+// each naming its namespace first with STSEQ_CPU_NAMESPACE (internal linkage there). One struct
+// of about 500 lines: its block kernels (8, 4, 1 to 14 rows; one or four panels) share the
+// packed layout, the operands and the loop nest of operator(), which picks among them.
 #pragma once
 
 #ifndef STSEQ_CPU_NAMESPACE
@@ -20,11 +22,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
-#if defined(CPU_CAPABILITY_AVX512)
-#include <immintrin.h>
-#endif
+#include "common/cpu_transpose.h"
 
 #if defined(_MSC_VER)
 #define STSEQ_GEMM_INLINE __forceinline
@@ -84,17 +83,26 @@ struct PanelGemm {
     const int64_t panels = (n + kPanel - 1) / kPanel;
     const Operand first{a, lda, k0, k1}, second{a2, lda2, k1, k2};
     // kEightRows: 8 rows x 1 panel, 16 accumulators (AVX-512's 32 vector registers hold them
-    // with the panel's two vectors; 8 FMAs per two panel loads left the FMA latency exposed),
-    // else 4 rows x 1 panel, 8 accumulators (AVX2's 16 registers). Each panel ([K, kPanel],
+    // with the panel's two vectors; 8 FMAs per two panel loads left the FMA latency exposed;
+    // the last block of a chunk up to 14 rows, below), else 4 rows x 1 panel, 8 accumulators
+    // (AVX2's 16 registers). Each panel ([K, kPanel],
     // 8 KB at K = 128 in float32) stays in L1 while the blocks of rows pass over it, so B is
     // read once per step; rows go kRowChunk at a time so that the chunk of `a` stays in L2 when
     // `rows` is large (the input projection of every step, up to L * B rows: without the chunks
     // all of `a` streamed from memory once per panel), and B (2 MB at I = H = 256, the size of
     // L2) is streamed once per chunk. Measured (issue 17, one thread, L = 50, inference,
     // interleaved with torch.nn.LSTM, torch / stseq): 256 rows against 64, H = 256, B = 256
-    // 1.00-1.01x against 0.93x; B = 64 and forward+backward alike. The 1 to 3 rows left after
-    // the blocks of 4 go together with AVX-512 (few_rows, 2 or 3 rows x 4 panels), else one at a
-    // time (1 row x 4 panels).
+    // 1.00-1.01x against 0.93x; B = 64 and forward+backward alike.
+    // With AVX-512 every row of 4 or more goes through the blocks over each panel: blocks of 8
+    // while more than kMaxBlockRows rows of the chunk remain, then one block of the rest (4 to
+    // 14 rows, up to 28 accumulators: rows_block), so that no row is left to stream all of B
+    // again on its own; below 4 rows, 2 or 3 rows x 4 panels (few_rows) or 1 row x 4 panels.
+    // Without AVX-512, blocks of 4 and the 1 to 3 rows left one at a time. Measured (issue 17,
+    // LSTM inference, one thread, L = 50, I = H = 128, torch / stseq, two alternations of the
+    // builds, against the rows left after blocks of 8 and 4 going 2 or 3 at a time over four
+    // panels): B = 5 0.93-0.95x -> 1.09-1.11x, B = 9 0.93-1.01x -> 1.08-1.11x, B = 11
+    // 0.91-0.94x -> 0.97-0.99x, B = 13 0.94-0.96x -> 1.02-1.07x, B = 15 0.94-0.95x ->
+    // 1.04-1.09x; B = 20 and 256 unchanged.
     constexpr int64_t kRowChunk = 256;
     // K goes kDepth rows of B at a time (out accumulating after the first), so that the part
     // of a panel that the blocks of rows pass over ([kDepth, kPanel], 32 KB in float32 with
@@ -112,30 +120,39 @@ struct PanelGemm {
     // 0.946x -> 0.985x, B = 256 0.928x -> 1.019x; H = 128 and 64 within 1-2% either way; two
     // threads, B = 64, H = 256 0.970x -> 1.052x; forward+backward, one thread, H = 256: B = 8
     // 1.089x -> 1.152x, B = 64 1.112x -> 1.159x.
-    const int64_t blocked8 = kEightRows ? rows - rows % 8 : 0;
-    const int64_t blocked4 = blocked8 + (rows - blocked8) / 4 * 4;
-    for (int64_t r0 = 0; r0 < blocked4; r0 += kRowChunk) {
-      const int64_t r1 = std::min(blocked4, r0 + kRowChunk);
+    const int64_t blocked = kEightRows ? (rows >= 4 ? rows : 0) : rows / 4 * 4;
+    for (int64_t r0 = 0; r0 < blocked; r0 += kRowChunk) {
+      // the last chunk takes up to kMaxBlockRows more rows rather than leave them to a chunk
+      // of their own
+      const int64_t r1 = blocked - r0 <= kRowChunk + kMaxBlockRows ? blocked : r0 + kRowChunk;
+      int64_t blocks = 0;  // blocks of rows over each panel of the chunk (AVX-512)
+      for (int64_t left = kEightRows ? r1 - r0 : 0; left > 0; left -= block_rows(left)) {
+        ++blocks;
+      }
       for (int64_t d0 = k0; d0 < k2; d0 += kDepth) {
         const int64_t d1 = std::min(k2, d0 + kDepth);
         const Operand f = first.within(d0, d1), g = second.within(d0, d1);
         const bool accumulate = d0 > k0;
-        const int64_t blocks8 = (std::min(r1, blocked8) - std::min(r0, blocked8)) / 8;
         for (int64_t p = 0; p < panels; ++p) {
           int64_t r = r0;
-          for (; r + 8 <= std::min(r1, blocked8); r += 8) {
-            Block8 acc;
-            if (accumulate) {
-              for (int i = 0; i < 8; ++i) load(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
-            }
+          for (int64_t b = 0; kEightRows && r < r1; ++b) {
             Prefetch ahead{};
             if (p + 1 < panels) {
-              const int64_t b = (r - r0) / 8;
-              ahead = {panel(p + 1) + (d0 + b * (d1 - d0) / blocks8) * kPanel, blocks8};
+              ahead = {panel(p + 1) + (d0 + b * (d1 - d0) / blocks) * kPanel, blocks};
             }
-            eight_rows(f, r, p, acc, ahead);
-            eight_rows(g, r, p, acc, ahead);
-            for (int i = 0; i < 8; ++i) store(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
+            const int64_t m = block_rows(r1 - r);
+            if (m == 8) {
+              Block8 acc;
+              if (accumulate) {
+                for (int i = 0; i < 8; ++i) load(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
+              }
+              eight_rows(f, r, p, acc, ahead);
+              eight_rows(g, r, p, acc, ahead);
+              for (int i = 0; i < 8; ++i) store(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
+            } else {
+              rows_block(m, f, g, r, p, accumulate, ahead, out, ldo);
+            }
+            r += m;
           }
           for (; r < r1; r += 4) {
             Block4 acc;
@@ -149,11 +166,10 @@ struct PanelGemm {
         }
       }
     }
-    int64_t blocked = blocked4;
     if (kEightRows && rows - blocked >= 2) {  // 2 or 3 rows x 4 panels: 16 or 24 accumulators
       rows - blocked == 2 ? few_rows<2>(first, second, blocked, panels, out, ldo)
                           : few_rows<3>(first, second, blocked, panels, out, ldo);
-      blocked = rows;
+      return;
     }
     for (int64_t r = blocked; r < rows; ++r) {  // 1 row x 4 panels: 8 accumulators
       int64_t p = 0;
@@ -240,64 +256,6 @@ struct PanelGemm {
       }
     }
   }
-
-  // dst[c * ldd + r] = src[r * lds + c] for r < m, c < n. ATen's transpose_mxn goes through
-  // 16 x 16 blocks whose sizes it takes at run time; in this build GCC keeps that block
-  // function out of line (perf showed it as a separate .constprop clone, the top of a B = 1
-  // call) with the block in memory between its steps. With AVX-512 in float32, whole 16 x 16
-  // blocks here go through the same interleaves with fixed sizes, inlined, in registers.
-  // Measured (issue 17, one thread, torch.ops.stseq.lstm at L = 1, B = 1, I = H = 256, where
-  // packing the 2 MB of [W_ih; W_hh] is most of the call, medians of 9 x 200 calls, two
-  // alternations of the builds): 295-302 -> 260-263 us per call.
-  static void transpose(const scalar_t* src, int64_t lds, scalar_t* dst, int64_t ldd, int64_t m,
-                        int64_t n) {
-#if defined(CPU_CAPABILITY_AVX512)
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (m % 16 == 0 && n % 16 == 0) {
-        for (int64_t r = 0; r < m; r += 16) {
-          for (int64_t c = 0; c < n; c += 16) {
-            transpose16(src + r * lds + c, lds, dst + c * ldd + r, ldd);
-          }
-        }
-        return;
-      }
-    }
-#endif
-    at::vec::transpose_mxn<scalar_t>(src, lds, dst, ldd, static_cast<int>(m),
-                                     static_cast<int>(n));
-  }
-
-#if defined(CPU_CAPABILITY_AVX512)
-  // One 16 x 16 block of float32: rows interleaved by 32-bit, then 64-bit elements, then
-  // 128-bit lanes twice (the order of ATen's transpose_block).
-  static STSEQ_GEMM_INLINE void transpose16(const float* src, int64_t lds, float* dst,
-                                            int64_t ldd) {
-    __m512 a[16], b[16];
-    for (int i = 0; i < 16; ++i) a[i] = _mm512_loadu_ps(src + i * lds);
-    for (int i = 0; i < 8; ++i) {
-      b[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
-      b[2 * i + 1] = _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; ++i) {
-      const __m512d b0 = _mm512_castps_pd(b[4 * i]), b1 = _mm512_castps_pd(b[4 * i + 1]);
-      const __m512d b2 = _mm512_castps_pd(b[4 * i + 2]), b3 = _mm512_castps_pd(b[4 * i + 3]);
-      a[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(b0, b2));
-      a[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(b0, b2));
-      a[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b1, b3));
-      a[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b1, b3));
-    }
-    for (int i = 0; i < 2; ++i) {
-      for (int q = 0; q < 4; ++q) {
-        b[8 * i + q] = _mm512_shuffle_f32x4(a[8 * i + q], a[8 * i + q + 4], 0x88);
-        b[8 * i + q + 4] = _mm512_shuffle_f32x4(a[8 * i + q], a[8 * i + q + 4], 0xdd);
-      }
-    }
-    for (int i = 0; i < 8; ++i) {
-      _mm512_storeu_ps(dst + i * ldd, _mm512_shuffle_f32x4(b[i], b[8 + i], 0x88));
-      _mm512_storeu_ps(dst + (8 + i) * ldd, _mm512_shuffle_f32x4(b[i], b[8 + i], 0xdd));
-    }
-  }
-#endif
 
   const scalar_t* panel(int64_t p) const { return packed + p * k * kPanel; }
 
@@ -423,14 +381,82 @@ struct PanelGemm {
     acc.c[2][0] = c20, acc.c[2][1] = c21, acc.c[3][0] = c30, acc.c[3][1] = c31;
   }
 
-  // Rows [r, r + R) (the 2 or 3 left after the blocks of 4) against every panel: four panels
-  // at a time, each row of B loaded once for the R rows (one row at a time streamed all of B
-  // once per row), then the remaining panels row by row. Each output is the same chain of
+  static constexpr int64_t kMaxBlockRows = 14;
+  // Rows of the next block over a panel when `left` rows of the chunk remain (AVX-512).
+  static int64_t block_rows(int64_t left) { return left > kMaxBlockRows ? 8 : left; }
+
+  // One block of m rows (4 to kMaxBlockRows, not 8: eight_rows) against panel p over the
+  // operands' depth, out accumulating when `accumulate`.
+  void rows_block(int64_t m, const Operand& f, const Operand& g, int64_t r, int64_t p,
+                  bool accumulate, Prefetch& ahead, scalar_t* out, int64_t ldo) const {
+    switch (m) {
+      case 4: return rows_block<4>(f, g, r, p, accumulate, ahead, out, ldo);
+      case 5: return rows_block<5>(f, g, r, p, accumulate, ahead, out, ldo);
+      case 6: return rows_block<6>(f, g, r, p, accumulate, ahead, out, ldo);
+      case 7: return rows_block<7>(f, g, r, p, accumulate, ahead, out, ldo);
+      case 9: return rows_block<9>(f, g, r, p, accumulate, ahead, out, ldo);
+      case 10: return rows_block<10>(f, g, r, p, accumulate, ahead, out, ldo);
+      case 11: return rows_block<11>(f, g, r, p, accumulate, ahead, out, ldo);
+      case 12: return rows_block<12>(f, g, r, p, accumulate, ahead, out, ldo);
+      case 13: return rows_block<13>(f, g, r, p, accumulate, ahead, out, ldo);
+      default: return rows_block<14>(f, g, r, p, accumulate, ahead, out, ldo);
+    }
+  }
+
+  template <int R>
+  void rows_block(const Operand& f, const Operand& g, int64_t r, int64_t p, bool accumulate,
+                  Prefetch& ahead, scalar_t* out, int64_t ldo) const {
+    V c[R][2];
+    for (int i = 0; i < R; ++i) {
+      c[i][0] = V(0);
+      c[i][1] = V(0);
+      if (accumulate) load(out + (r + i) * ldo, p, c[i][0], c[i][1]);
+    }
+    rows_one_panel<R>(f, r, p, c, ahead);
+    rows_one_panel<R>(g, r, p, c, ahead);
+    for (int i = 0; i < R; ++i) store(out + (r + i) * ldo, p, c[i][0], c[i][1]);
+  }
+
+  // R rows against panel p, accumulating into c: the accumulators are copied into a local
+  // array for the loop (rows_block's array is also passed to load and store; held across the
+  // loop through the reference, GCC kept it in memory: twice the time).
+  template <int R>
+  STSEQ_GEMM_INLINE void rows_one_panel(const Operand& o, int64_t r, int64_t p, V (&c)[R][2],
+                                        Prefetch& ahead) const {
+    if (o.begin >= o.end) return;
+    const scalar_t* w = panel(p) + o.begin * kPanel;
+    const scalar_t* a = o.a + r * o.lda - o.begin;
+    const int64_t lda = o.lda;
+    V acc[R][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      acc[i][0] = c[i][0];
+      acc[i][1] = c[i][1];
+    }
+    for (int64_t j = o.begin; j < o.end; ++j, w += kPanel) {
+      ahead.step();
+      const V low = V::loadu(w), high = V::loadu(w + kLanes);
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) {
+        const V x(a[i * lda + j]);
+        acc[i][0] = at::vec::fmadd(x, low, acc[i][0]);
+        acc[i][1] = at::vec::fmadd(x, high, acc[i][1]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      c[i][0] = acc[i][0];
+      c[i][1] = acc[i][1];
+    }
+  }
+
+  // Rows [r, r + R) (all of a product of 2 or 3 rows) against every panel: four panels at a
+  // time, each row of B loaded once for the R rows (one row at a time streamed all of B once
+  // per row), then the remaining panels row by row. Each output is the same chain of
   // multiply-adds as in the other blocks. Measured (issue 17, LSTM inference, one thread,
   // L = 50, I = H, torch / stseq, two alternations of the builds): B = 3, H = 128 0.93-0.99x ->
-  // 1.14-1.16x, B = 3, H = 256 1.31-1.35x -> 1.52-1.55x, B = 11, H = 128 0.81-0.85x ->
-  // 0.91-0.92x, B = 2, H = 64 1.33-1.38x -> 1.42-1.51x; packed batches at B = 64 and 256
-  // unchanged.
+  // 1.14-1.16x, B = 3, H = 256 1.31-1.35x -> 1.52-1.55x, B = 2, H = 64 1.33-1.38x ->
+  // 1.42-1.51x.
   template <int R>
   void few_rows(const Operand& first, const Operand& second, int64_t r, int64_t panels,
                 scalar_t* out, int64_t ldo) const {

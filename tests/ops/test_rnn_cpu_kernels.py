@@ -1,9 +1,10 @@
 """The CPU LSTM/GRU kernel paths that the small random shapes of test_rnn.py never reach:
 the LSTM forward's two plans (the input projection of all steps first at up to 3 rows per step,
 12 with 1 MB of weights; the fused [x_t, h_prev] [W_ih; W_hh]^T product above), the recurrent
-GEMM's 8-row, 4-row and one-row blocks, its K blocks (K = I + H over 256), a last panel cut short (4H not a multiple of
-the panel width), rows dropping out of packed batches, and the weight packing from contiguous,
-transposed and strided weights."""
+GEMM's blocks of rows (8, and 4 to 14 at the end of a chunk; products of 3, 2 and 1 rows), its
+K blocks (K = I + H over 256), a last panel cut short (4H not a multiple of the panel width),
+rows dropping out of packed batches, and the weight packing from contiguous, transposed and
+strided weights."""
 
 import pytest
 import torch
@@ -13,9 +14,10 @@ import stseq
 
 MODES = {"lstm": (torch.nn.LSTM, stseq.nn.LSTM), "gru": (torch.nn.GRU, stseq.nn.GRU)}
 
-# (batch, input_size, hidden): both sides of the 8-row crossover and of the projection rule's
-# 3 rows, 8/4/3/2/1-row remainders (3 and 2 rows over groups of four panels and a last one),
-# and I + H = 290 > 256 with 4H = 360 (a cut panel).
+# (batch, input_size, hidden): both sides of the projection rule's 3 rows, the GEMM's blocks of
+# 8 and its last blocks of 4 to 14 rows (4, 9, 10, 13; 37 = 3 x 8 + 13), products of 3 and 2
+# rows over groups of four panels and a last one, and I + H = 290 > 256 (two depth passes,
+# the second accumulating) with 4H = 360 (a cut panel).
 SHAPES = [(1, 200, 90), (3, 5, 7), (3, 200, 90), (4, 200, 90), (8, 200, 90), (9, 33, 20),
           (10, 33, 40), (13, 200, 90), (37, 16, 24)]
 
