@@ -6,6 +6,11 @@ K blocks (K = I + H over 256), a last panel cut short (4H not a multiple of the 
 rows dropping out of packed batches, and the weight packing from contiguous, transposed and
 strided weights."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -151,3 +156,26 @@ def test_lstm_gates_saturate_like_torch(dtype):
     saturated = (expected == 0) | (expected.abs() == 1)
     assert saturated.sum() > hidden  # most of [-120, 120] saturates
     assert torch.equal(gates.view(-1)[saturated], expected[saturated])
+
+
+# The CPU kernel tests, the split's and the non-finite ones, run again in a subprocess under
+# another ATen capability: stseq picks its LSTM/GRU kernels (AVX-512, AVX2 or the baseline
+# build; rnn_cpu_loop.h) by the capability ATen runs at, read once per process, so the kernels
+# that this machine does not pick are otherwise never run.
+OTHER_CAPABILITY_TESTS = ["test_rnn_cpu_kernels.py", "test_rnn_split.py", "test_rnn_nonfinite.py"]
+
+
+@pytest.mark.parametrize("capability", ["avx2", "default"])
+def test_kernels_of_other_capabilities(capability):
+    if torch.backends.cpu.get_cpu_capability() == capability.upper():
+        pytest.skip(f"the {capability} kernels are the ones every other test here runs")
+    if capability == "avx2" and torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("this CPU has no AVX2")
+    here = pathlib.Path(__file__).parent
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-k", "not other_capabilities", *[str(here / name) for name in OTHER_CAPABILITY_TESTS]],
+        env={**os.environ, "ATEN_CPU_CAPABILITY": capability}, cwd=here.parent,
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout.splitlines()[-1]
