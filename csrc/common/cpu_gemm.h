@@ -10,8 +10,8 @@
 // [ceil(N / kPanel)][K][kPanel], zero beyond column N.
 // Included by the translation units built for different instruction sets, after cpu_vector.h,
 // each naming its namespace first with STSEQ_CPU_NAMESPACE (internal linkage there). One struct
-// of about 500 lines: its block kernels (8, 4, 1 to 14 rows; one or four panels) share the
-// packed layout, the operands and the loop nest of operator(), which picks among them.
+// of about 400 lines: its block kernels (1 to 14 rows; one or four panels) share the packed
+// layout, the operands and the loop nest of operator(), which picks among them.
 #pragma once
 
 #ifndef STSEQ_CPU_NAMESPACE
@@ -82,12 +82,12 @@ struct PanelGemm {
                   int64_t ldo) const {
     const int64_t panels = (n + kPanel - 1) / kPanel;
     const Operand first{a, lda, k0, k1}, second{a2, lda2, k1, k2};
-    // kEightRows: 8 rows x 1 panel, 16 accumulators (AVX-512's 32 vector registers hold them
-    // with the panel's two vectors; 8 FMAs per two panel loads left the FMA latency exposed;
-    // the last block of a chunk up to 14 rows, below), else 4 rows x 1 panel, 8 accumulators
-    // (AVX2's 16 registers). Each panel ([K, kPanel],
-    // 8 KB at K = 128 in float32) stays in L1 while the blocks of rows pass over it, so B is
-    // read once per step; rows go kRowChunk at a time so that the chunk of `a` stays in L2 when
+    // Blocks of rows x 1 panel (rows_block): with AVX-512 8 rows, 16 accumulators (its 32
+    // vector registers hold them with the panel's two vectors; 4 rows, 8 FMAs per two panel
+    // loads, left the FMA latency exposed) and the last block of a chunk up to 14 rows (below),
+    // else 4 rows, 8 accumulators (AVX2's 16 registers). Each panel ([K, kPanel], 8 KB at
+    // K = 128 in float32) stays in L1 while the blocks of rows pass over it, so B is read once
+    // per step; rows go kRowChunk at a time so that the chunk of `a` stays in L2 when
     // `rows` is large (the input projection of every step, up to L * B rows: without the chunks
     // all of `a` streamed from memory once per panel), and B (2 MB at I = H = 256, the size of
     // L2) is streamed once per chunk. Measured (issue 17, one thread, L = 50, inference,
@@ -109,7 +109,7 @@ struct PanelGemm {
     // AVX-512) stays in L1: a whole panel of [x_t, h_prev] [W_ih; W_hh]^T at I = H = 256 is
     // 64 KB, and every block of rows streamed it from L2 again.
     constexpr int64_t kDepth = 256;
-    // While the blocks of 8 rows pass over a panel, they prefetch the next panel's rows of the
+    // While the blocks of rows pass over a panel, they prefetch the next panel's rows of the
     // same depth into L2 (Prefetch, below). The hardware's L2 prefetcher stops at every 4 KB
     // page, which the first block of a panel crosses every 32 multiply-add steps, so where the
     // weights do not stay in L2 (2 MB of [W_ih; W_hh] at I = H = 256) that block waits on L3
@@ -125,43 +125,21 @@ struct PanelGemm {
       // the last chunk takes up to kMaxBlockRows more rows rather than leave them to a chunk
       // of their own
       const int64_t r1 = blocked - r0 <= kRowChunk + kMaxBlockRows ? blocked : r0 + kRowChunk;
-      int64_t blocks = 0;  // blocks of rows over each panel of the chunk (AVX-512)
-      for (int64_t left = kEightRows ? r1 - r0 : 0; left > 0; left -= block_rows(left)) {
-        ++blocks;
-      }
+      int64_t blocks = 0;  // blocks of rows over each panel of the chunk
+      for (int64_t left = r1 - r0; left > 0; left -= block_rows(left)) ++blocks;
       for (int64_t d0 = k0; d0 < k2; d0 += kDepth) {
         const int64_t d1 = std::min(k2, d0 + kDepth);
         const Operand f = first.within(d0, d1), g = second.within(d0, d1);
         const bool accumulate = d0 > k0;
         for (int64_t p = 0; p < panels; ++p) {
-          int64_t r = r0;
-          for (int64_t b = 0; kEightRows && r < r1; ++b) {
+          for (int64_t r = r0, b = 0; r < r1; ++b) {
             Prefetch ahead{};
             if (p + 1 < panels) {
               ahead = {panel(p + 1) + (d0 + b * (d1 - d0) / blocks) * kPanel, blocks};
             }
             const int64_t m = block_rows(r1 - r);
-            if (m == 8) {
-              Block8 acc;
-              if (accumulate) {
-                for (int i = 0; i < 8; ++i) load(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
-              }
-              eight_rows(f, r, p, acc, ahead);
-              eight_rows(g, r, p, acc, ahead);
-              for (int i = 0; i < 8; ++i) store(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
-            } else {
-              rows_block(m, f, g, r, p, accumulate, ahead, out, ldo);
-            }
+            rows_block(m, f, g, r, p, accumulate, ahead, out, ldo);
             r += m;
-          }
-          for (; r < r1; r += 4) {
-            Block4 acc;
-            if (accumulate) {
-              for (int i = 0; i < 4; ++i) load(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
-            }
-            four_rows(f, r, p, acc);
-            four_rows(g, r, p, acc);
-            for (int i = 0; i < 4; ++i) store(out + (r + i) * ldo, p, acc.c[i][0], acc.c[i][1]);
           }
         }
       }
@@ -200,7 +178,7 @@ struct PanelGemm {
       return {a + (b - begin), lda, b, e};
     }
   };
-  // The next panel's rows [d0, d1) fetched into L2 by the blocks of 8 rows passing over the
+  // The next panel's rows [d0, d1) fetched into L2 by the blocks of rows passing over the
   // current one: block b of n fetches rows [d0 + b (d1 - d0) / n, ...), one row (kPanel
   // values, 128 bytes in two cache lines) every n multiply-add steps, so that the n blocks
   // fetch all of them between them, spread over the panel's work (a burst of prefetches would
@@ -218,16 +196,13 @@ struct PanelGemm {
       row += kPanel;
     }
   };
-  // Eight accumulators. Passed by reference into always-inlined loops: GCC keeps them in
-  // registers there (an array of vectors held across a non-inlined loop is stored to memory on
-  // every iteration: measured, twice the loop's time).
+  // Eight accumulators (one row x four panels). Passed by reference into an always-inlined
+  // loop: GCC keeps them in registers there (an array of vectors held across a non-inlined
+  // loop is stored to memory on every iteration: measured, twice the loop's time).
   struct Block4 {
     V c[4][2] = {{V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}};
   };
-  struct Block8 {
-    V c[8][2] = {{V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)},
-                 {V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}, {V(0), V(0)}};
-  };
+
 #if defined(CPU_CAPABILITY_AVX512)
   static constexpr bool kEightRows = true;
 #else
@@ -288,73 +263,7 @@ struct PanelGemm {
     high = V::loadu(buffer + kLanes);
   }
 
-  STSEQ_GEMM_INLINE void four_rows(const Operand& o, int64_t r, int64_t p, Block4& acc) const {
-    if (o.begin >= o.end) return;
-    V c00 = acc.c[0][0], c01 = acc.c[0][1], c10 = acc.c[1][0], c11 = acc.c[1][1];
-    V c20 = acc.c[2][0], c21 = acc.c[2][1], c30 = acc.c[3][0], c31 = acc.c[3][1];
-    const scalar_t* w = panel(p) + o.begin * kPanel;
-    const scalar_t* a0 = o.a + r * o.lda - o.begin;
-    const scalar_t *a1 = a0 + o.lda, *a2 = a1 + o.lda, *a3 = a2 + o.lda;
-    for (int64_t j = o.begin; j < o.end; ++j, w += kPanel) {
-      const V low = V::loadu(w), high = V::loadu(w + kLanes);
-      const V x0(a0[j]), x1(a1[j]), x2(a2[j]), x3(a3[j]);
-      c00 = at::vec::fmadd(x0, low, c00);
-      c01 = at::vec::fmadd(x0, high, c01);
-      c10 = at::vec::fmadd(x1, low, c10);
-      c11 = at::vec::fmadd(x1, high, c11);
-      c20 = at::vec::fmadd(x2, low, c20);
-      c21 = at::vec::fmadd(x2, high, c21);
-      c30 = at::vec::fmadd(x3, low, c30);
-      c31 = at::vec::fmadd(x3, high, c31);
-    }
-    acc.c[0][0] = c00, acc.c[0][1] = c01, acc.c[1][0] = c10, acc.c[1][1] = c11;
-    acc.c[2][0] = c20, acc.c[2][1] = c21, acc.c[3][0] = c30, acc.c[3][1] = c31;
-  }
 
-  STSEQ_GEMM_INLINE void eight_rows(const Operand& o, int64_t r, int64_t p, Block8& acc,
-                                    Prefetch& ahead) const {
-    if (o.begin >= o.end) return;
-    V c00 = acc.c[0][0], c01 = acc.c[0][1], c10 = acc.c[1][0], c11 = acc.c[1][1];
-    V c20 = acc.c[2][0], c21 = acc.c[2][1], c30 = acc.c[3][0], c31 = acc.c[3][1];
-    V c40 = acc.c[4][0], c41 = acc.c[4][1], c50 = acc.c[5][0], c51 = acc.c[5][1];
-    V c60 = acc.c[6][0], c61 = acc.c[6][1], c70 = acc.c[7][0], c71 = acc.c[7][1];
-    const scalar_t* w = panel(p) + o.begin * kPanel;
-    const scalar_t* a0 = o.a + r * o.lda - o.begin;
-    const scalar_t *a1 = a0 + o.lda, *a2 = a1 + o.lda, *a3 = a2 + o.lda;
-    const scalar_t *a4 = a3 + o.lda, *a5 = a4 + o.lda, *a6 = a5 + o.lda, *a7 = a6 + o.lda;
-    for (int64_t j = o.begin; j < o.end; ++j, w += kPanel) {
-      ahead.step();
-      const V low = V::loadu(w), high = V::loadu(w + kLanes);
-      V x(a0[j]);
-      c00 = at::vec::fmadd(x, low, c00);
-      c01 = at::vec::fmadd(x, high, c01);
-      x = V(a1[j]);
-      c10 = at::vec::fmadd(x, low, c10);
-      c11 = at::vec::fmadd(x, high, c11);
-      x = V(a2[j]);
-      c20 = at::vec::fmadd(x, low, c20);
-      c21 = at::vec::fmadd(x, high, c21);
-      x = V(a3[j]);
-      c30 = at::vec::fmadd(x, low, c30);
-      c31 = at::vec::fmadd(x, high, c31);
-      x = V(a4[j]);
-      c40 = at::vec::fmadd(x, low, c40);
-      c41 = at::vec::fmadd(x, high, c41);
-      x = V(a5[j]);
-      c50 = at::vec::fmadd(x, low, c50);
-      c51 = at::vec::fmadd(x, high, c51);
-      x = V(a6[j]);
-      c60 = at::vec::fmadd(x, low, c60);
-      c61 = at::vec::fmadd(x, high, c61);
-      x = V(a7[j]);
-      c70 = at::vec::fmadd(x, low, c70);
-      c71 = at::vec::fmadd(x, high, c71);
-    }
-    acc.c[0][0] = c00, acc.c[0][1] = c01, acc.c[1][0] = c10, acc.c[1][1] = c11;
-    acc.c[2][0] = c20, acc.c[2][1] = c21, acc.c[3][0] = c30, acc.c[3][1] = c31;
-    acc.c[4][0] = c40, acc.c[4][1] = c41, acc.c[5][0] = c50, acc.c[5][1] = c51;
-    acc.c[6][0] = c60, acc.c[6][1] = c61, acc.c[7][0] = c70, acc.c[7][1] = c71;
-  }
 
   // One row against panels first .. first + 3.
   STSEQ_GEMM_INLINE void one_row_four_panels(const Operand& o, int64_t r, int64_t first,
@@ -382,11 +291,14 @@ struct PanelGemm {
   }
 
   static constexpr int64_t kMaxBlockRows = 14;
-  // Rows of the next block over a panel when `left` rows of the chunk remain (AVX-512).
-  static int64_t block_rows(int64_t left) { return left > kMaxBlockRows ? 8 : left; }
+  // Rows of the next block over a panel when `left` rows of the chunk remain: 8, the last 4 to
+  // kMaxBlockRows with AVX-512; 4 without.
+  static int64_t block_rows(int64_t left) {
+    return kEightRows ? (left > kMaxBlockRows ? 8 : left) : 4;
+  }
 
-  // One block of m rows (4 to kMaxBlockRows, not 8: eight_rows) against panel p over the
-  // operands' depth, out accumulating when `accumulate`.
+  // One block of m rows (4 to kMaxBlockRows) against panel p over the operands' depth, out
+  // accumulating when `accumulate`.
   void rows_block(int64_t m, const Operand& f, const Operand& g, int64_t r, int64_t p,
                   bool accumulate, Prefetch& ahead, scalar_t* out, int64_t ldo) const {
     switch (m) {
@@ -394,6 +306,7 @@ struct PanelGemm {
       case 5: return rows_block<5>(f, g, r, p, accumulate, ahead, out, ldo);
       case 6: return rows_block<6>(f, g, r, p, accumulate, ahead, out, ldo);
       case 7: return rows_block<7>(f, g, r, p, accumulate, ahead, out, ldo);
+      case 8: return rows_block<8>(f, g, r, p, accumulate, ahead, out, ldo);
       case 9: return rows_block<9>(f, g, r, p, accumulate, ahead, out, ldo);
       case 10: return rows_block<10>(f, g, r, p, accumulate, ahead, out, ldo);
       case 11: return rows_block<11>(f, g, r, p, accumulate, ahead, out, ldo);
