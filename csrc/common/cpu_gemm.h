@@ -9,9 +9,10 @@
 // Layout of the packed B (pack_panels, rnn_cpu_loop.h): panels of kPanel = 2 vector lanes columns,
 // [ceil(N / kPanel)][K][kPanel], zero beyond column N.
 // Included by the translation units built for different instruction sets, after cpu_vector.h,
-// each naming its namespace first with STSEQ_CPU_NAMESPACE (internal linkage there). One struct
-// of about 400 lines: its block kernels (1 to 14 rows; one or four panels) share the packed
-// layout, the operands and the loop nest of operator(), which picks among them.
+// each naming its namespace first with STSEQ_CPU_NAMESPACE (internal linkage there). 500 lines:
+// one struct of about 400 (its block kernels, 1 to 14 rows x one or four panels, share the
+// packed layout, the operands and the loop nest of operator(), which picks among them) and
+// the transpose that its packing uses.
 #pragma once
 
 #ifndef STSEQ_CPU_NAMESPACE
@@ -22,8 +23,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
-#include "common/cpu_transpose.h"
+#if defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#endif
 
 #if defined(_MSC_VER)
 #define STSEQ_GEMM_INLINE __forceinline
@@ -34,6 +38,66 @@
 namespace stseq {
 namespace STSEQ_CPU_NAMESPACE {
 namespace {
+
+// The transpose of PanelGemm::pack, from torch's [N, K] weight layout into panels.
+#if defined(CPU_CAPABILITY_AVX512)
+// One 16 x 16 block of float32: rows interleaved by 32-bit, then 64-bit elements, then
+// 128-bit lanes twice (the order of ATen's transpose_block).
+// (always inlined: the call per block was the cost of ATen's version)
+STSEQ_GEMM_INLINE void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m512 a[16], b[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; ++i) {
+    b[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
+    b[2 * i + 1] = _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d b0 = _mm512_castps_pd(b[4 * i]), b1 = _mm512_castps_pd(b[4 * i + 1]);
+    const __m512d b2 = _mm512_castps_pd(b[4 * i + 2]), b3 = _mm512_castps_pd(b[4 * i + 3]);
+    a[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(b0, b2));
+    a[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(b0, b2));
+    a[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b1, b3));
+    a[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b1, b3));
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int q = 0; q < 4; ++q) {
+      b[8 * i + q] = _mm512_shuffle_f32x4(a[8 * i + q], a[8 * i + q + 4], 0x88);
+      b[8 * i + q + 4] = _mm512_shuffle_f32x4(a[8 * i + q], a[8 * i + q + 4], 0xdd);
+    }
+  }
+  for (int i = 0; i < 8; ++i) {
+    _mm512_storeu_ps(dst + i * ldd, _mm512_shuffle_f32x4(b[i], b[8 + i], 0x88));
+    _mm512_storeu_ps(dst + (8 + i) * ldd, _mm512_shuffle_f32x4(b[i], b[8 + i], 0xdd));
+  }
+}
+#endif
+
+// dst[c * ldd + r] = src[r * lds + c] for r < m, c < n. ATen's transpose_mxn goes through
+// 16 x 16 blocks whose sizes it takes at run time; in this build GCC keeps that block
+// function out of line (perf showed it as a separate .constprop clone, the top of a B = 1
+// call) with the block in memory between its steps. With AVX-512 in float32, whole 16 x 16
+// blocks here go through the same interleaves with fixed sizes, inlined, in registers.
+// Measured (issue 17, one thread, torch.ops.stseq.lstm at L = 1, B = 1, I = H = 256, where
+// packing the 2 MB of [W_ih; W_hh] is most of the call, medians of 9 x 200 calls, two
+// alternations of the builds): 295-302 -> 260-263 us per call.
+template <typename scalar_t>
+inline void transpose(const scalar_t* src, int64_t lds, scalar_t* dst, int64_t ldd, int64_t m,
+                      int64_t n) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (m % 16 == 0 && n % 16 == 0) {
+      for (int64_t r = 0; r < m; r += 16) {
+        for (int64_t c = 0; c < n; c += 16) {
+          transpose16(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+        }
+      }
+      return;
+    }
+  }
+#endif
+  at::vec::transpose_mxn<scalar_t>(src, lds, dst, ldd, static_cast<int>(m),
+                                   static_cast<int>(n));
+}
 
 template <typename scalar_t>
 struct PanelGemm {
